@@ -1,0 +1,6 @@
+//! hashfed: a hash-sharing federation node for child-safety work.
+//!
+//! The binary (`src/main.rs`) is a thin command line over this library; the
+//! integration tests and benchmarks use the same library.
+
+pub mod signal;

@@ -1,0 +1,124 @@
+//! From 8-bit pixels to the `f32` luma plane the hash is computed on, with the
+//! reference command line's optional 512×512 nearest-neighbour pre-resize.
+
+/// Side the reference CLI shrinks larger images to before hashing.
+pub const CLI_RESIZE: usize = 512;
+
+/// How the pixels of one image are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PixelLayout {
+    /// Three bytes per pixel, R G B, rows top to bottom.
+    Rgb,
+    /// One byte per pixel (grey value taken as luma directly).
+    Grey,
+}
+
+impl PixelLayout {
+    /// Bytes per pixel.
+    pub fn channels(self) -> usize {
+        match self {
+            PixelLayout::Rgb => 3,
+            PixelLayout::Grey => 1,
+        }
+    }
+}
+
+/// Which pixels the hash is computed on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resolution {
+    /// The reference CLI (`pdq-photo-hasher`) convention, and the hashes most
+    /// lists carry: an image with a side over 512 is first resized to exactly
+    /// 512×512 by nearest neighbour (aspect ratio not kept).
+    #[default]
+    Cli512,
+    /// Every decoded pixel (the convention of Meta's Java and Python bindings).
+    Full,
+}
+
+// The reference's coefficients are `const float` initialised from double
+// literals, so they are the f32 nearest to the f64 value.
+const LUMA_R: f32 = 0.299_f64 as f32;
+const LUMA_G: f32 = 0.587_f64 as f32;
+const LUMA_B: f32 = 0.114_f64 as f32;
+
+/// The luma of one RGB pixel, with the reference's evaluation order.
+#[inline(always)]
+pub fn luma_of(r: u8, g: u8, b: u8) -> f32 {
+    LUMA_R * f32::from(r) + LUMA_G * f32::from(g) + LUMA_B * f32::from(b)
+}
+
+/// Source index sampled for destination index `dst` when nearest-neighbour
+/// resizing `src_len` samples to `dst_len` (CImg's rule: `floor(dst · src / dst_len)`).
+#[inline(always)]
+fn nearest(dst: usize, src_len: usize, dst_len: usize) -> usize {
+    dst * src_len / dst_len
+}
+
+/// Builds the luma plane for `pixels` (`width × height`, `layout`) under the
+/// given resolution convention. Returns `(plane, rows, cols)`.
+///
+/// `pixels.len()` must be `width * height * layout.channels()`.
+pub fn luma_plane(
+    pixels: &[u8],
+    width: usize,
+    height: usize,
+    layout: PixelLayout,
+    resolution: Resolution,
+) -> (Vec<f32>, usize, usize) {
+    let ch = layout.channels();
+    assert_eq!(pixels.len(), width * height * ch, "pixel buffer size");
+    let resize = resolution == Resolution::Cli512 && (width > CLI_RESIZE || height > CLI_RESIZE);
+    let (cols, rows) = if resize {
+        (CLI_RESIZE, CLI_RESIZE)
+    } else {
+        (width, height)
+    };
+    let mut plane = Vec::with_capacity(rows * cols);
+    if resize {
+        let src_x: Vec<usize> = (0..cols).map(|x| nearest(x, width, cols) * ch).collect();
+        for y in 0..rows {
+            let row = &pixels[nearest(y, height, rows) * width * ch..][..width * ch];
+            match layout {
+                PixelLayout::Rgb => {
+                    plane.extend(src_x.iter().map(|&x| luma_of(row[x], row[x + 1], row[x + 2])))
+                }
+                PixelLayout::Grey => plane.extend(src_x.iter().map(|&x| f32::from(row[x]))),
+            }
+        }
+    } else {
+        match layout {
+            PixelLayout::Rgb => plane.extend(
+                pixels
+                    .chunks_exact(3)
+                    .map(|p| luma_of(p[0], p[1], p[2])),
+            ),
+            PixelLayout::Grey => plane.extend(pixels.iter().map(|&v| f32::from(v))),
+        }
+    }
+    (plane, rows, cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_is_taken_as_luma() {
+        let (plane, rows, cols) = luma_plane(&[0, 128, 255, 7], 2, 2, PixelLayout::Grey, Resolution::Full);
+        assert_eq!((rows, cols), (2, 2));
+        assert_eq!(plane, vec![0.0, 128.0, 255.0, 7.0]);
+    }
+
+    #[test]
+    fn large_images_are_resized_to_512_square_by_nearest_neighbour() {
+        // 1024 wide, 2 tall: every other column survives, the height is stretched.
+        let width = 1024;
+        let pixels: Vec<u8> = (0..2 * width).map(|i| (i % width / 4) as u8).collect();
+        let (plane, rows, cols) = luma_plane(&pixels, width, 2, PixelLayout::Grey, Resolution::Cli512);
+        assert_eq!((rows, cols), (512, 512));
+        assert_eq!(plane[1], f32::from(pixels[2]));
+        assert_eq!(plane[511 * 512 + 511], f32::from(pixels[width + 1022]));
+        let (_, rows, cols) = luma_plane(&pixels, width, 2, PixelLayout::Grey, Resolution::Full);
+        assert_eq!((rows, cols), (2, 1024));
+    }
+}
