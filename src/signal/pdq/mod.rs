@@ -101,6 +101,30 @@ impl PdqHasher {
         self.hash_luma_dihedral(&mut plane, rows, cols)
     }
 
+    /// The plain hash and the eight dihedral hashes of 8-bit pixels, from one
+    /// blur where the reference's two entry points agree (everywhere except a
+    /// 64×64 plane, where the plain hash skips the blur).
+    pub fn hash_pixels_with_dihedral(
+        &mut self,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+        layout: PixelLayout,
+        resolution: Resolution,
+    ) -> (PdqOutput, PdqDihedral) {
+        let (mut plane, rows, cols) = luma_plane(pixels, width, height, layout, resolution);
+        if rows == DOWNSAMPLE && cols == DOWNSAMPLE {
+            let plain = self.hash_luma(&mut plane.clone(), rows, cols);
+            return (plain, self.hash_luma_dihedral(&mut plane, rows, cols));
+        }
+        let dihedral = self.hash_luma_dihedral(&mut plane, rows, cols);
+        let plain = PdqOutput {
+            hash: dihedral.hashes[0],
+            quality: dihedral.quality,
+        };
+        (plain, dihedral)
+    }
+
     /// Hashes a luma plane (`rows × cols`, row-major; used as scratch).
     ///
     /// As in the reference, a plane of exactly 64×64 skips the blur and is
