@@ -55,7 +55,13 @@ pub fn hash_image(
         );
         (plain, Some(d))
     } else {
-        let o = hasher.hash_pixels(&img.pixels, img.width, img.height, img.layout, options.resolution);
+        let o = hasher.hash_pixels(
+            &img.pixels,
+            img.width,
+            img.height,
+            img.layout,
+            options.resolution,
+        );
         (o, None)
     };
     Ok(ImageHashes {

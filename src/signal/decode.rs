@@ -174,7 +174,11 @@ const SUPPORTED: [ImageFormat; 7] = [
 ];
 
 fn format_name(format: ImageFormat) -> &'static str {
-    format.extensions_str().first().copied().unwrap_or("unknown")
+    format
+        .extensions_str()
+        .first()
+        .copied()
+        .unwrap_or("unknown")
 }
 
 /// Greyscale stays grey (the reference's grey path), alpha is dropped, and
@@ -215,12 +219,23 @@ mod tests {
     #[test]
     fn rgba_drops_alpha_and_grey_stays_grey() {
         let rgba = image::RgbaImage::from_pixel(6, 5, image::Rgba([10, 20, 30, 0]));
-        let d = decode(&png_bytes(DynamicImage::ImageRgba8(rgba)), &DecodeOptions::default()).unwrap();
-        assert_eq!((d.width, d.height, d.layout, d.format), (6, 5, PixelLayout::Rgb, "png"));
+        let d = decode(
+            &png_bytes(DynamicImage::ImageRgba8(rgba)),
+            &DecodeOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.width, d.height, d.layout, d.format),
+            (6, 5, PixelLayout::Rgb, "png")
+        );
         assert_eq!(&d.pixels[..3], &[10, 20, 30]);
 
         let grey = image::GrayAlphaImage::from_pixel(6, 5, image::LumaA([77, 1]));
-        let d = decode(&png_bytes(DynamicImage::ImageLumaA8(grey)), &DecodeOptions::default()).unwrap();
+        let d = decode(
+            &png_bytes(DynamicImage::ImageLumaA8(grey)),
+            &DecodeOptions::default(),
+        )
+        .unwrap();
         assert_eq!(d.layout, PixelLayout::Grey);
         assert_eq!(d.pixels, vec![77; 30]);
     }
@@ -230,9 +245,15 @@ mod tests {
         let bytes = png_bytes(DynamicImage::ImageLuma8(image::GrayImage::new(100, 100)));
         let mut opts = DecodeOptions::default();
         opts.limits.max_pixels = 9_999;
-        assert!(matches!(decode(&bytes, &opts), Err(DecodeError::TooManyPixels { .. })));
+        assert!(matches!(
+            decode(&bytes, &opts),
+            Err(DecodeError::TooManyPixels { .. })
+        ));
         opts.limits.max_bytes = 10;
-        assert!(matches!(decode(&bytes, &opts), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&bytes, &opts),
+            Err(DecodeError::TooLarge { .. })
+        ));
         assert!(matches!(decode(&[], &opts), Err(DecodeError::Empty)));
         assert!(matches!(
             decode(b"definitely not an image", &DecodeOptions::default()),

@@ -34,7 +34,10 @@ pub fn read_floats(path: &std::path::Path) -> Vec<f32> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .flat_map(str::split_whitespace)
-        .map(|t| t.parse::<f32>().unwrap_or_else(|e| panic!("{}: {t:?}: {e}", path.display())))
+        .map(|t| {
+            t.parse::<f32>()
+                .unwrap_or_else(|e| panic!("{}: {t:?}: {e}", path.display()))
+        })
         .collect()
 }
 

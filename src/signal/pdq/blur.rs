@@ -31,7 +31,7 @@ const ROW_LANES: usize = 8;
 /// The reference's window size for shrinking `old` samples to `new`: half a
 /// destination cell, rounded up, because two passes are applied.
 pub fn window_size(old: usize, new: usize) -> usize {
-    (old + 2 * new - 1) / (2 * new)
+    old.div_ceil(2 * new)
 }
 
 /// Indices the reference samples when decimating `len` positions to 64: the

@@ -130,14 +130,14 @@ pub fn quality(a: &[[f32; DOWNSAMPLE]; DOWNSAMPLE]) -> u8 {
     // (u - v) * 100 / 255 in f32, truncated toward zero as C's int conversion.
     let step = |u: f32, v: f32| ((u - v) * 100.0 / 255.0) as i32;
     let mut gradient_sum: i64 = 0;
-    for i in 0..DOWNSAMPLE - 1 {
-        for j in 0..DOWNSAMPLE {
-            gradient_sum += i64::from(step(a[i][j], a[i + 1][j]).abs());
+    for pair in a.windows(2) {
+        for (&u, &v) in pair[0].iter().zip(pair[1].iter()) {
+            gradient_sum += i64::from(step(u, v).abs());
         }
     }
     for row in a.iter() {
-        for j in 0..DOWNSAMPLE - 1 {
-            gradient_sum += i64::from(step(row[j], row[j + 1]).abs());
+        for pair in row.windows(2) {
+            gradient_sum += i64::from(step(pair[0], pair[1]).abs());
         }
     }
     (gradient_sum / 90).min(100) as u8

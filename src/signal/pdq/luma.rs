@@ -79,19 +79,19 @@ pub fn luma_plane(
         for y in 0..rows {
             let row = &pixels[nearest(y, height, rows) * width * ch..][..width * ch];
             match layout {
-                PixelLayout::Rgb => {
-                    plane.extend(src_x.iter().map(|&x| luma_of(row[x], row[x + 1], row[x + 2])))
-                }
+                PixelLayout::Rgb => plane.extend(
+                    src_x
+                        .iter()
+                        .map(|&x| luma_of(row[x], row[x + 1], row[x + 2])),
+                ),
                 PixelLayout::Grey => plane.extend(src_x.iter().map(|&x| f32::from(row[x]))),
             }
         }
     } else {
         match layout {
-            PixelLayout::Rgb => plane.extend(
-                pixels
-                    .chunks_exact(3)
-                    .map(|p| luma_of(p[0], p[1], p[2])),
-            ),
+            PixelLayout::Rgb => {
+                plane.extend(pixels.chunks_exact(3).map(|p| luma_of(p[0], p[1], p[2])))
+            }
             PixelLayout::Grey => plane.extend(pixels.iter().map(|&v| f32::from(v))),
         }
     }
@@ -104,7 +104,8 @@ mod tests {
 
     #[test]
     fn grey_is_taken_as_luma() {
-        let (plane, rows, cols) = luma_plane(&[0, 128, 255, 7], 2, 2, PixelLayout::Grey, Resolution::Full);
+        let (plane, rows, cols) =
+            luma_plane(&[0, 128, 255, 7], 2, 2, PixelLayout::Grey, Resolution::Full);
         assert_eq!((rows, cols), (2, 2));
         assert_eq!(plane, vec![0.0, 128.0, 255.0, 7.0]);
     }
@@ -114,7 +115,8 @@ mod tests {
         // 1024 wide, 2 tall: every other column survives, the height is stretched.
         let width = 1024;
         let pixels: Vec<u8> = (0..2 * width).map(|i| (i % width / 4) as u8).collect();
-        let (plane, rows, cols) = luma_plane(&pixels, width, 2, PixelLayout::Grey, Resolution::Cli512);
+        let (plane, rows, cols) =
+            luma_plane(&pixels, width, 2, PixelLayout::Grey, Resolution::Cli512);
         assert_eq!((rows, cols), (512, 512));
         assert_eq!(plane[1], f32::from(pixels[2]));
         assert_eq!(plane[511 * 512 + 511], f32::from(pixels[width + 1022]));

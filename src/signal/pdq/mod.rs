@@ -157,7 +157,12 @@ impl PdqHasher {
     /// Unlike [`PdqHasher::hash_luma`], and like the reference's dihedral
     /// entry point, a 64×64 plane is blurred too, so the `Original` variant of
     /// a 64×64 input can differ slightly from its plain hash.
-    pub fn hash_luma_dihedral(&mut self, luma: &mut [f32], rows: usize, cols: usize) -> PdqDihedral {
+    pub fn hash_luma_dihedral(
+        &mut self,
+        luma: &mut [f32],
+        rows: usize,
+        cols: usize,
+    ) -> PdqDihedral {
         if rows < MIN_HASHABLE_SIDE || cols < MIN_HASHABLE_SIDE {
             return PdqDihedral {
                 hashes: [PdqHash::ZERO; 8],
@@ -192,13 +197,26 @@ mod tests {
 
     #[test]
     fn tiny_images_hash_to_zero_with_zero_quality() {
-        let out = PdqHasher::new().hash_pixels(&[9; 4 * 40], 4, 40, PixelLayout::Grey, Resolution::Full);
-        assert_eq!(out, PdqOutput { hash: PdqHash::ZERO, quality: 0 });
+        let out =
+            PdqHasher::new().hash_pixels(&[9; 4 * 40], 4, 40, PixelLayout::Grey, Resolution::Full);
+        assert_eq!(
+            out,
+            PdqOutput {
+                hash: PdqHash::ZERO,
+                quality: 0
+            }
+        );
     }
 
     #[test]
     fn flat_image_has_zero_quality_and_no_panic() {
-        let out = PdqHasher::new().hash_pixels(&[200; 3 * 100 * 80], 100, 80, PixelLayout::Rgb, Resolution::Full);
+        let out = PdqHasher::new().hash_pixels(
+            &[200; 3 * 100 * 80],
+            100,
+            80,
+            PixelLayout::Rgb,
+            Resolution::Full,
+        );
         assert_eq!(out.quality, 0);
     }
 
