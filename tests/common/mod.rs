@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 
 /// Where Meta's PDQ test vectors are: `HASHFED_TEST_VECTORS`, or
@@ -21,7 +22,10 @@ pub fn vectors_dir(test: &str) -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!(
+    // Written to the stderr handle, not with eprintln!, so that libtest's
+    // output capture does not hide the skip.
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED {test}: PDQ test vectors not found at {} (set HASHFED_TEST_VECTORS to run it)",
         dir.display()
     );
