@@ -134,28 +134,104 @@ fn box_rows(
     w: usize,
     keep: Option<&[usize]>,
 ) {
-    let out_cols = keep.map_or(cols, <[usize]>::len);
+    fn strip<const L: usize>(
+        input: &[f32],
+        output: &mut [f32],
+        first: usize,
+        cols: usize,
+        w: usize,
+        keep: Option<&[usize]>,
+    ) {
+        match keep {
+            None => box_row_lanes::<L, _>(
+                input,
+                first,
+                cols,
+                w,
+                EveryColumn {
+                    output,
+                    first,
+                    cols,
+                },
+            ),
+            Some(keep) => box_row_lanes::<L, _>(
+                input,
+                first,
+                cols,
+                w,
+                KeptColumns {
+                    output,
+                    first,
+                    keep,
+                    next: 0,
+                },
+            ),
+        }
+    }
     let mut r = 0;
     while r + ROW_LANES <= rows {
-        box_row_lanes::<ROW_LANES>(input, output, r, cols, out_cols, w, keep);
+        strip::<ROW_LANES>(input, output, r, cols, w, keep);
         r += ROW_LANES;
     }
     while r < rows {
-        box_row_lanes::<1>(input, output, r, cols, out_cols, w, keep);
+        strip::<1>(input, output, r, cols, w, keep);
         r += 1;
+    }
+}
+
+/// Where the row filter puts the value of output position `oi` for each lane.
+trait RowSink<const L: usize> {
+    fn emit(&mut self, oi: usize, sum: &[f32; L], count: usize);
+}
+
+/// Writes every column: the full `rows × cols` output.
+struct EveryColumn<'a> {
+    output: &'a mut [f32],
+    first: usize,
+    cols: usize,
+}
+
+impl<const L: usize> RowSink<L> for EveryColumn<'_> {
+    #[inline(always)]
+    fn emit(&mut self, oi: usize, sum: &[f32; L], count: usize) {
+        let divisor = count as f32;
+        for (l, s) in sum.iter().enumerate() {
+            self.output[(self.first + l) * self.cols + oi] = s / divisor;
+        }
+    }
+}
+
+/// Writes only the kept columns, compactly (`rows × keep.len()`). Kept
+/// columns ascend; a side shorter than 64 repeats an index, and every copy
+/// gets the value.
+struct KeptColumns<'a> {
+    output: &'a mut [f32],
+    first: usize,
+    keep: &'a [usize],
+    next: usize,
+}
+
+impl<const L: usize> RowSink<L> for KeptColumns<'_> {
+    #[inline(always)]
+    fn emit(&mut self, oi: usize, sum: &[f32; L], count: usize) {
+        let width = self.keep.len();
+        while self.next < width && self.keep[self.next] == oi {
+            for (l, s) in sum.iter().enumerate() {
+                self.output[(self.first + l) * width + self.next] = s / count as f32;
+            }
+            self.next += 1;
+        }
     }
 }
 
 /// Filters rows `first..first + L` together, one running sum per lane.
 #[inline(always)]
-fn box_row_lanes<const L: usize>(
+fn box_row_lanes<const L: usize, S: RowSink<L>>(
     input: &[f32],
-    output: &mut [f32],
     first: usize,
     cols: usize,
-    out_cols: usize,
     w: usize,
-    keep: Option<&[usize]>,
+    mut sink: S,
 ) {
     let ph = Phases::new(cols, w);
     let rows_in: [&[f32]; L] =
@@ -163,29 +239,6 @@ fn box_row_lanes<const L: usize>(
     let mut sum = [0f32; L];
     let mut count = 0usize;
     let (mut li, mut ri, mut oi) = (0usize, 0usize, 0usize);
-    // Position in `keep` of the next column to write, when sampling.
-    let mut next_keep = 0usize;
-
-    let mut emit = |oi: usize, sum: &[f32; L], count: usize, output: &mut [f32]| {
-        let divisor = count as f32;
-        match keep {
-            None => {
-                for l in 0..L {
-                    output[(first + l) * out_cols + oi] = sum[l] / divisor;
-                }
-            }
-            // Kept columns ascend; a side shorter than 64 repeats an index,
-            // and every copy gets the value.
-            Some(k) => {
-                while next_keep < k.len() && k[next_keep] == oi {
-                    for l in 0..L {
-                        output[(first + l) * out_cols + next_keep] = sum[l] / divisor;
-                    }
-                    next_keep += 1;
-                }
-            }
-        }
-    };
 
     for _ in 0..ph.warm {
         for l in 0..L {
@@ -199,7 +252,7 @@ fn box_row_lanes<const L: usize>(
             sum[l] += rows_in[l][ri];
         }
         count += 1;
-        emit(oi, &sum, count, output);
+        sink.emit(oi, &sum, count);
         ri += 1;
         oi += 1;
     }
@@ -208,7 +261,7 @@ fn box_row_lanes<const L: usize>(
             sum[l] += rows_in[l][ri];
             sum[l] -= rows_in[l][li];
         }
-        emit(oi, &sum, count, output);
+        sink.emit(oi, &sum, count);
         li += 1;
         ri += 1;
         oi += 1;
@@ -218,7 +271,7 @@ fn box_row_lanes<const L: usize>(
             sum[l] -= rows_in[l][li];
         }
         count -= 1;
-        emit(oi, &sum, count, output);
+        sink.emit(oi, &sum, count);
         li += 1;
         oi += 1;
     }

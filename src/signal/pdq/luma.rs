@@ -47,6 +47,28 @@ pub fn luma_of(r: u8, g: u8, b: u8) -> f32 {
     LUMA_R * f32::from(r) + LUMA_G * f32::from(g) + LUMA_B * f32::from(b)
 }
 
+/// `coefficient × v` for every byte value: the same rounded `f32` products
+/// [`luma_of`] computes, looked up instead of converted and multiplied.
+struct LumaTables {
+    r: [f32; 256],
+    g: [f32; 256],
+    b: [f32; 256],
+}
+
+impl LumaTables {
+    /// [`luma_of`] by table: the same products, summed in the same order.
+    #[inline(always)]
+    fn luma(&self, r: u8, g: u8, b: u8) -> f32 {
+        self.r[usize::from(r)] + self.g[usize::from(g)] + self.b[usize::from(b)]
+    }
+}
+
+static LUMA_TABLES: std::sync::LazyLock<LumaTables> = std::sync::LazyLock::new(|| LumaTables {
+    r: std::array::from_fn(|v| LUMA_R * v as f32),
+    g: std::array::from_fn(|v| LUMA_G * v as f32),
+    b: std::array::from_fn(|v| LUMA_B * v as f32),
+});
+
 /// Source index sampled for destination index `dst` when nearest-neighbour
 /// resizing `src_len` samples to `dst_len` (CImg's rule: `floor(dst · src / dst_len)`).
 #[inline(always)]
@@ -73,26 +95,38 @@ pub fn luma_plane(
     } else {
         (width, height)
     };
-    let mut plane = Vec::with_capacity(rows * cols);
+    let mut plane = vec![0f32; rows * cols];
     if resize {
+        let t = &*LUMA_TABLES;
         let src_x: Vec<usize> = (0..cols).map(|x| nearest(x, width, cols) * ch).collect();
-        for y in 0..rows {
+        for (y, out) in plane.chunks_exact_mut(cols).enumerate() {
             let row = &pixels[nearest(y, height, rows) * width * ch..][..width * ch];
             match layout {
-                PixelLayout::Rgb => plane.extend(
-                    src_x
-                        .iter()
-                        .map(|&x| luma_of(row[x], row[x + 1], row[x + 2])),
-                ),
-                PixelLayout::Grey => plane.extend(src_x.iter().map(|&x| f32::from(row[x]))),
+                PixelLayout::Rgb => {
+                    for (d, &x) in out.iter_mut().zip(&src_x) {
+                        *d = t.luma(row[x], row[x + 1], row[x + 2]);
+                    }
+                }
+                PixelLayout::Grey => {
+                    for (d, &x) in out.iter_mut().zip(&src_x) {
+                        *d = f32::from(row[x]);
+                    }
+                }
             }
         }
     } else {
         match layout {
             PixelLayout::Rgb => {
-                plane.extend(pixels.chunks_exact(3).map(|p| luma_of(p[0], p[1], p[2])))
+                let t = &*LUMA_TABLES;
+                for (d, p) in plane.iter_mut().zip(pixels.chunks_exact(3)) {
+                    *d = t.luma(p[0], p[1], p[2]);
+                }
             }
-            PixelLayout::Grey => plane.extend(pixels.iter().map(|&v| f32::from(v))),
+            PixelLayout::Grey => {
+                for (d, &v) in plane.iter_mut().zip(pixels) {
+                    *d = f32::from(v);
+                }
+            }
         }
     }
     (plane, rows, cols)
@@ -101,6 +135,17 @@ pub fn luma_plane(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_luma_equals_the_formula_for_every_byte() {
+        let t = &*LUMA_TABLES;
+        for r in 0..=255u8 {
+            for g in [0u8, 1, 77, 128, 254, 255, r] {
+                let b = r.wrapping_mul(7);
+                assert_eq!(t.luma(r, g, b).to_bits(), luma_of(r, g, b).to_bits());
+            }
+        }
+    }
 
     #[test]
     fn grey_is_taken_as_luma() {
