@@ -80,7 +80,46 @@ pub struct BlurScratch {
 
 /// Blurs `luma` (row-major, `rows × cols`, overwritten as scratch) with the
 /// reference's two Jarosz rounds and returns the 64×64 decimation.
+///
+/// On x86-64 CPUs with AVX2 the same code runs compiled for AVX2: twice the
+/// lanes per instruction, the same IEEE operations in the same order (Rust
+/// never fuses a multiply and an add on its own), so the same bits.
 pub fn blur_and_decimate(
+    luma: &mut [f32],
+    rows: usize,
+    cols: usize,
+    scratch: &mut BlurScratch,
+) -> [[f32; DOWNSAMPLE]; DOWNSAMPLE] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `blur_and_decimate_avx2` only requires that the CPU
+            // supports AVX2, which was checked at run time just above.
+            return unsafe { blur_and_decimate_avx2(luma, rows, cols, scratch) };
+        }
+    }
+    blur_and_decimate_portable(luma, rows, cols, scratch)
+}
+
+/// [`blur_and_decimate_portable`] compiled with AVX2 enabled.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn blur_and_decimate_avx2(
+    luma: &mut [f32],
+    rows: usize,
+    cols: usize,
+    scratch: &mut BlurScratch,
+) -> [[f32; DOWNSAMPLE]; DOWNSAMPLE] {
+    blur_and_decimate_portable(luma, rows, cols, scratch)
+}
+
+/// The blur for any CPU; inlined into the feature-specific entry points so
+/// that each is compiled for its instruction set.
+#[inline(always)]
+fn blur_and_decimate_portable(
     luma: &mut [f32],
     rows: usize,
     cols: usize,
@@ -126,6 +165,7 @@ pub fn blur_and_decimate(
 /// With `keep = None` the output is `rows × cols`; with `keep = Some(cols_kept)`
 /// (ascending column indices) it is `rows × cols_kept.len()`, holding only those
 /// columns.
+#[inline(always)]
 fn box_rows(
     input: &[f32],
     output: &mut [f32],
@@ -134,6 +174,7 @@ fn box_rows(
     w: usize,
     keep: Option<&[usize]>,
 ) {
+    #[inline(always)]
     fn strip<const L: usize>(
         input: &[f32],
         output: &mut [f32],
@@ -282,6 +323,7 @@ fn box_row_lanes<const L: usize, S: RowSink<L>>(
 ///
 /// With `keep = None` the output is `rows × cols`; with `keep = Some(rows_kept)`
 /// (ascending row indices) it is `rows_kept.len() × cols`.
+#[inline(always)]
 fn box_cols(
     input: &[f32],
     output: &mut [f32],
@@ -339,14 +381,14 @@ fn box_cols(
     }
 }
 
-#[inline]
+#[inline(always)]
 fn add_row(sum: &mut [f32], add: &[f32]) {
     for (s, a) in sum.iter_mut().zip(add) {
         *s += a;
     }
 }
 
-#[inline]
+#[inline(always)]
 fn sub_row(sum: &mut [f32], sub: &[f32]) {
     for (s, b) in sum.iter_mut().zip(sub) {
         *s -= b;
@@ -354,7 +396,7 @@ fn sub_row(sum: &mut [f32], sub: &[f32]) {
 }
 
 /// `sum += add; sum -= sub`, as two separately rounded operations.
-#[inline]
+#[inline(always)]
 fn add_sub_row(sum: &mut [f32], add: &[f32], sub: &[f32]) {
     for ((s, a), b) in sum.iter_mut().zip(add).zip(sub) {
         *s += a;
@@ -362,7 +404,7 @@ fn add_sub_row(sum: &mut [f32], add: &[f32], sub: &[f32]) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn divide_into(dst: &mut [f32], sum: &[f32], divisor: f32) {
     for (d, s) in dst.iter_mut().zip(sum) {
         *d = s / divisor;

@@ -24,7 +24,7 @@ mod luma;
 pub use blur::{blur_and_decimate, decimation_indices, window_size, BlurScratch, DOWNSAMPLE};
 pub use dct::{dct64_to_16, dct_matrix, quality, torben_median, Dct16, Dihedral, DCT_SIDE};
 pub use hash::{ParsePdqError, PdqHash, PDQ_BITS, PDQ_HEX_LEN};
-pub use luma::{luma_of, luma_plane, PixelLayout, Resolution, CLI_RESIZE};
+pub use luma::{luma_of, luma_plane, luma_plane_into, PixelLayout, Resolution, CLI_RESIZE};
 
 /// Images with a side shorter than this hash to all zeros with quality 0, as
 /// in the reference.
@@ -62,10 +62,11 @@ impl PdqDihedral {
     }
 }
 
-/// A reusable PDQ hasher: owns the blur scratch so that hashing many images
-/// on one thread allocates once.
+/// A reusable PDQ hasher: owns the luma plane and the blur scratch, so that
+/// hashing many images on one thread allocates once.
 #[derive(Default)]
 pub struct PdqHasher {
+    plane: Vec<f32>,
     scratch: BlurScratch,
 }
 
@@ -84,8 +85,11 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> PdqOutput {
-        let (mut plane, rows, cols) = luma_plane(pixels, width, height, layout, resolution);
-        self.hash_luma(&mut plane, rows, cols)
+        let mut plane = std::mem::take(&mut self.plane);
+        let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
+        let out = self.hash_luma(&mut plane, rows, cols);
+        self.plane = plane;
+        out
     }
 
     /// The eight dihedral hashes of 8-bit pixels.
@@ -97,8 +101,11 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> PdqDihedral {
-        let (mut plane, rows, cols) = luma_plane(pixels, width, height, layout, resolution);
-        self.hash_luma_dihedral(&mut plane, rows, cols)
+        let mut plane = std::mem::take(&mut self.plane);
+        let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
+        let out = self.hash_luma_dihedral(&mut plane, rows, cols);
+        self.plane = plane;
+        out
     }
 
     /// The plain hash and the eight dihedral hashes of 8-bit pixels, from one
@@ -112,17 +119,21 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> (PdqOutput, PdqDihedral) {
-        let (mut plane, rows, cols) = luma_plane(pixels, width, height, layout, resolution);
-        if rows == DOWNSAMPLE && cols == DOWNSAMPLE {
+        let mut plane = std::mem::take(&mut self.plane);
+        let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
+        let result = if rows == DOWNSAMPLE && cols == DOWNSAMPLE {
             let plain = self.hash_luma(&mut plane.clone(), rows, cols);
-            return (plain, self.hash_luma_dihedral(&mut plane, rows, cols));
-        }
-        let dihedral = self.hash_luma_dihedral(&mut plane, rows, cols);
-        let plain = PdqOutput {
-            hash: dihedral.hashes[0],
-            quality: dihedral.quality,
+            (plain, self.hash_luma_dihedral(&mut plane, rows, cols))
+        } else {
+            let dihedral = self.hash_luma_dihedral(&mut plane, rows, cols);
+            let plain = PdqOutput {
+                hash: dihedral.hashes[0],
+                quality: dihedral.quality,
+            };
+            (plain, dihedral)
         };
-        (plain, dihedral)
+        self.plane = plane;
+        result
     }
 
     /// Hashes a luma plane (`rows × cols`, row-major; used as scratch).
