@@ -508,6 +508,18 @@ mod tests {
                 .zip(&got)
                 .all(|(a, b)| a.to_bits() == b.to_bits());
             assert!(same, "{rows}x{cols} differs from the reference");
+            // The portable build too, which the dispatcher skips on AVX2 CPUs.
+            let mut work = luma.clone();
+            let portable =
+                blur_and_decimate_portable(&mut work, rows, cols, &mut BlurScratch::default());
+            let same = expected
+                .iter()
+                .zip(portable.iter().flatten())
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{rows}x{cols}: portable path differs from the reference"
+            );
         }
     }
 
