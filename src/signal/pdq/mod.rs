@@ -85,11 +85,7 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> PdqOutput {
-        let mut plane = std::mem::take(&mut self.plane);
-        let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
-        let out = self.hash_luma(&mut plane, rows, cols);
-        self.plane = plane;
-        out
+        self.with_luma(pixels, width, height, layout, resolution, Self::hash_luma)
     }
 
     /// The eight dihedral hashes of 8-bit pixels.
@@ -101,11 +97,14 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> PdqDihedral {
-        let mut plane = std::mem::take(&mut self.plane);
-        let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
-        let out = self.hash_luma_dihedral(&mut plane, rows, cols);
-        self.plane = plane;
-        out
+        self.with_luma(
+            pixels,
+            width,
+            height,
+            layout,
+            resolution,
+            Self::hash_luma_dihedral,
+        )
     }
 
     /// The plain hash and the eight dihedral hashes of 8-bit pixels, from one
@@ -119,21 +118,43 @@ impl PdqHasher {
         layout: PixelLayout,
         resolution: Resolution,
     ) -> (PdqOutput, PdqDihedral) {
+        self.with_luma(
+            pixels,
+            width,
+            height,
+            layout,
+            resolution,
+            |hasher, plane, rows, cols| {
+                if rows == DOWNSAMPLE && cols == DOWNSAMPLE {
+                    let plain = hasher.hash_luma(&mut plane.to_vec(), rows, cols);
+                    return (plain, hasher.hash_luma_dihedral(plane, rows, cols));
+                }
+                let dihedral = hasher.hash_luma_dihedral(plane, rows, cols);
+                let plain = PdqOutput {
+                    hash: dihedral.hashes[0],
+                    quality: dihedral.quality,
+                };
+                (plain, dihedral)
+            },
+        )
+    }
+
+    /// Fills the hasher's own luma plane from `pixels` and runs `f` on it
+    /// (with the plane's `rows` and `cols`), keeping the buffer for next time.
+    fn with_luma<R>(
+        &mut self,
+        pixels: &[u8],
+        width: usize,
+        height: usize,
+        layout: PixelLayout,
+        resolution: Resolution,
+        f: impl FnOnce(&mut Self, &mut [f32], usize, usize) -> R,
+    ) -> R {
         let mut plane = std::mem::take(&mut self.plane);
         let (rows, cols) = luma_plane_into(&mut plane, pixels, width, height, layout, resolution);
-        let result = if rows == DOWNSAMPLE && cols == DOWNSAMPLE {
-            let plain = self.hash_luma(&mut plane.clone(), rows, cols);
-            (plain, self.hash_luma_dihedral(&mut plane, rows, cols))
-        } else {
-            let dihedral = self.hash_luma_dihedral(&mut plane, rows, cols);
-            let plain = PdqOutput {
-                hash: dihedral.hashes[0],
-                quality: dihedral.quality,
-            };
-            (plain, dihedral)
-        };
+        let out = f(self, &mut plane, rows, cols);
         self.plane = plane;
-        result
+        out
     }
 
     /// Hashes a luma plane (`rows × cols`, row-major; used as scratch).
