@@ -3,4 +3,5 @@
 //! The binary (`src/main.rs`) is a thin command line over this library; the
 //! integration tests and benchmarks use the same library.
 
+pub mod index;
 pub mod signal;

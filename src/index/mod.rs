@@ -1,0 +1,7 @@
+//! In-memory match indexes, rebuilt from the store at start and kept current
+//! incrementally afterwards (never a periodic full rebuild).
+//!
+//! * [`pdq`]: radius search over 256-bit PDQ codes (multi-index hashing, with
+//!   a linear scan where that is cheaper).
+
+pub mod pdq;
