@@ -23,6 +23,8 @@
 //! GB/s per core, popcount per word) is cheaper, so each query estimates
 //! both costs and takes the smaller.
 
+use rayon::prelude::*;
+
 /// Marks the end of a bucket list and empty slots.
 const NIL: u32 = u32::MAX;
 
@@ -57,10 +59,10 @@ struct Tables {
 }
 
 impl Tables {
-    fn new(m: u32) -> Self {
+    fn new(m: u32, expected: usize) -> Self {
         let subs = split(m);
         let heads = subs.iter().map(|s| vec![NIL; 1usize << s.bits]).collect();
-        let next = subs.iter().map(|_| Vec::new()).collect();
+        let next = subs.iter().map(|_| Vec::with_capacity(expected)).collect();
         Tables { subs, heads, next }
     }
 
@@ -168,6 +170,53 @@ fn ball_size(bits: u32, radius: u32) -> f64 {
     total
 }
 
+/// Codes per parallel scan task (8 MiB of codes).
+const SCAN_CHUNK: usize = 1 << 18;
+
+/// `(first + i, distance)` for every `codes[i]` within `radius` of `query`.
+///
+/// Baseline x86-64 has no `popcnt` instruction, and the bit-twiddling
+/// fallback is several times slower, so CPUs that have it run a build of the
+/// same loop that uses it.
+fn scan(codes: &[[u64; 4]], query: &[u64; 4], radius: u32, first: u32) -> Vec<(u32, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: `scan_popcnt` only requires the `popcnt` instruction,
+            // whose presence was checked at run time just above.
+            return unsafe { scan_popcnt(codes, query, radius, first) };
+        }
+    }
+    scan_portable(codes, query, radius, first)
+}
+
+/// [`scan_portable`] compiled with `popcnt`.
+///
+/// # Safety
+/// The CPU must support `popcnt`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn scan_popcnt(
+    codes: &[[u64; 4]],
+    query: &[u64; 4],
+    radius: u32,
+    first: u32,
+) -> Vec<(u32, u32)> {
+    scan_portable(codes, query, radius, first)
+}
+
+#[inline(always)]
+fn scan_portable(codes: &[[u64; 4]], query: &[u64; 4], radius: u32, first: u32) -> Vec<(u32, u32)> {
+    let mut hits = Vec::new();
+    for (i, code) in codes.iter().enumerate() {
+        let d = distance(code, query);
+        if d <= radius {
+            hits.push((first + i as u32, d));
+        }
+    }
+    hits
+}
+
 /// Hamming distance between two codes.
 #[inline(always)]
 pub fn distance(a: &[u64; 4], b: &[u64; 4]) -> u32 {
@@ -217,7 +266,7 @@ impl PdqIndex {
             codes: Vec::with_capacity(expected),
             live: Vec::new(),
             len: 0,
-            tables: Tables::new(m),
+            tables: Tables::new(m, expected),
         }
     }
 
@@ -287,8 +336,9 @@ impl PdqIndex {
         let m = self.tables.m();
         let sub_radius = radius / m;
         // Buckets probed, each costing a cache miss, plus the expected
-        // candidates, each a code fetch and compare. A scan costs about a
-        // tenth of that per code (sequential, four popcounts).
+        // candidates, each a code fetch and compare. Measured on a 2-core
+        // machine: about 65 ns per probe or candidate, and about 1 ns per
+        // code for a scan split across cores (sequential, four popcounts).
         let mut probes = 0.0;
         let mut candidates = 0.0;
         for s in &self.tables.subs {
@@ -297,7 +347,7 @@ impl PdqIndex {
             candidates += ball * self.len as f64 / f64::from(1u32 << s.bits);
         }
         let mih = probes + candidates;
-        let scan = self.codes.len() as f64 / 10.0;
+        let scan = self.codes.len() as f64 / 60.0;
         if mih <= scan {
             Strategy::MultiIndex
         } else {
@@ -321,12 +371,19 @@ impl PdqIndex {
         let mut hits = Vec::new();
         match strategy {
             Strategy::Scan => {
-                for (slot, code) in self.codes.iter().enumerate() {
-                    let d = distance(code, query);
-                    if d <= radius && self.contains(slot as u32) {
-                        hits.push((slot as u32, d));
-                    }
-                }
+                // Split across cores: one query at radius 64 over 10M codes
+                // reads 320 MB, which one core cannot stream fast enough.
+                let chunks: Vec<Vec<(u32, u32)>> = self
+                    .codes
+                    .par_chunks(SCAN_CHUNK)
+                    .enumerate()
+                    .map(|(i, chunk)| {
+                        let mut found = scan(chunk, query, radius, (i * SCAN_CHUNK) as u32);
+                        found.retain(|&(slot, _)| self.contains(slot));
+                        found
+                    })
+                    .collect();
+                hits = chunks.concat();
             }
             Strategy::MultiIndex => {
                 let sub_radius = radius / self.tables.m();

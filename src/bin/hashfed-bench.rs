@@ -1,0 +1,202 @@
+//! `hashfed-bench`: the project's benchmark driver.
+//!
+//! `hashfed-bench index --n 10000000 --data uniform` builds a PDQ index from
+//! seeded codes and reports, per radius: mean and p99 latency of one query
+//! per call, queries per second on one core and on all cores, which strategy
+//! the index chose, plus build time and resident memory. `--write DIR` also
+//! writes the codes and queries (raw little-endian 32-byte codes) so that
+//! `benches/reference/faiss_index.py` can run FAISS on exactly the same data.
+
+use std::io::Write;
+use std::time::Instant;
+
+use hashfed::index::pdq::{PdqIndex, Strategy};
+use rayon::prelude::*;
+
+struct Args {
+    n: usize,
+    queries: usize,
+    radii: Vec<u32>,
+    data: String,
+    seed: u64,
+    write: Option<String>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        n: 1_000_000,
+        queries: 2_000,
+        radii: vec![16, 31, 48, 64],
+        data: "uniform".into(),
+        seed: 1,
+        write: None,
+    };
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    match raw.first().map(String::as_str) {
+        Some("index") => {}
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]".into()),
+    }
+    let mut it = raw.iter().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--n" => args.n = value.replace('_', "").parse().map_err(|e| bad(&e))?,
+            "--queries" => args.queries = value.parse().map_err(|e| bad(&e))?,
+            "--radii" => {
+                args.radii = value
+                    .split(',')
+                    .map(|r| r.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| bad(&e))?
+            }
+            "--data" if value == "uniform" || value == "clustered" => args.data = value.clone(),
+            "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
+            "--write" => args.write = Some(value.clone()),
+            _ => return Err(format!("unknown option {flag} {value}")),
+        }
+    }
+    Ok(args)
+}
+
+/// xorshift64*: fast, seeded, good enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn code(&mut self) -> [u64; 4] {
+        [self.next(), self.next(), self.next(), self.next()]
+    }
+    fn flip(&mut self, mut code: [u64; 4], bits: u32) -> [u64; 4] {
+        for _ in 0..bits {
+            let b = self.next() % 256;
+            code[(b / 64) as usize] ^= 1 << (b % 64);
+        }
+        code
+    }
+}
+
+/// Uniform random codes, or clusters: 1 centre per 100 codes, members within
+/// up to 32 flipped bits (near-duplicates, as real lists hold).
+fn generate(args: &Args) -> (Vec<[u64; 4]>, Vec<[u64; 4]>) {
+    let mut rng = Rng(args.seed.max(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let codes: Vec<[u64; 4]> = if args.data == "clustered" {
+        let centres: Vec<[u64; 4]> = (0..(args.n / 100).max(1)).map(|_| rng.code()).collect();
+        (0..args.n)
+            .map(|_| {
+                let c = centres[(rng.next() % centres.len() as u64) as usize];
+                let k = (rng.next() % 33) as u32;
+                rng.flip(c, k)
+            })
+            .collect()
+    } else {
+        (0..args.n).map(|_| rng.code()).collect()
+    };
+    // Half the queries are near a stored code (a re-upload, edited), half
+    // are unrelated (the common case for a provider: no match).
+    let queries = (0..args.queries)
+        .map(|i| {
+            if i % 2 == 0 && !codes.is_empty() {
+                let c = codes[(rng.next() % codes.len() as u64) as usize];
+                let k = (rng.next() % 24) as u32;
+                rng.flip(c, k)
+            } else {
+                rng.code()
+            }
+        })
+        .collect();
+    (codes, queries)
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn write_codes(path: &str, codes: &[[u64; 4]]) -> std::io::Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for c in codes {
+        // FAISS binary codes are bytes; bit order does not matter for
+        // Hamming distance as long as both sides use the same one.
+        for w in c {
+            f.write_all(&w.to_le_bytes())?;
+        }
+    }
+    f.flush()
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hashfed-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let (codes, queries) = generate(&args);
+    if let Some(dir) = &args.write {
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|()| write_codes(&format!("{dir}/codes.bin"), &codes))
+            .and_then(|()| write_codes(&format!("{dir}/queries.bin"), &queries));
+        if let Err(e) = written {
+            eprintln!("hashfed-bench: writing {dir}: {e}");
+            std::process::exit(1);
+        }
+    }
+    let rss_before = rss_bytes();
+    let start = Instant::now();
+    let mut index = PdqIndex::with_expected_len(codes.len());
+    for (slot, code) in codes.iter().enumerate() {
+        index.insert(slot as u32, *code);
+    }
+    let build = start.elapsed().as_secs_f64();
+    let rss_index = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "{{\"impl\":\"hashfed\",\"what\":\"build\",\"n\":{},\"data\":\"{}\",\"substrings\":{},\"build_s\":{build:.2},\"rss_bytes\":{rss_index},\"bytes_per_entry\":{:.1},\"index_bytes_per_entry\":{:.1}}}",
+        codes.len(),
+        args.data,
+        index.substrings(),
+        rss_index as f64 / codes.len().max(1) as f64,
+        index.memory_bytes() as f64 / codes.len().max(1) as f64,
+    );
+    for &radius in &args.radii {
+        let strategy = index.strategy(radius);
+        let mut lat: Vec<f64> = Vec::with_capacity(queries.len());
+        let mut hits = 0usize;
+        let t = Instant::now();
+        for q in &queries {
+            let s = Instant::now();
+            hits += index.search(q, radius).len();
+            lat.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        let one_core_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let par_hits: usize = queries
+            .par_iter()
+            .map(|q| index.search(q, radius).len())
+            .sum();
+        let all_cores_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(hits, par_hits);
+        lat.sort_by(f64::total_cmp);
+        let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
+        let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0);
+        println!(
+            "{{\"impl\":\"hashfed\",\"what\":\"query\",\"n\":{},\"data\":\"{}\",\"radius\":{radius},\"strategy\":\"{}\",\"mean_ms\":{mean:.4},\"p99_ms\":{p99:.4},\"qps_1core\":{one_core_qps:.0},\"qps_all_cores\":{all_cores_qps:.0},\"threads\":{},\"hits\":{hits}}}",
+            codes.len(),
+            args.data,
+            if strategy == Strategy::MultiIndex { "mih" } else { "scan" },
+            rayon::current_num_threads(),
+        );
+    }
+}
