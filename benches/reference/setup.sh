@@ -69,9 +69,14 @@ fi
 src="$work/pdqhash-$PDQHASH_VERSION"
 if [ ! -f "$src/ThreatExchange/pdq/cpp/hashing/pdqhashing.cpp" ]; then
   echo "setup: unpacking the pdqhash $PDQHASH_VERSION sdist into $work" >&2
-  "$py" -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: \
+  # pdqhash publishes only this sdist. No build isolation: pip reads its
+  # metadata with the venv's build requirements instead of fetching (and,
+  # with --no-binary, compiling) a fresh set.
+  "$py" -m pip download -q --disable-pip-version-check --no-deps --no-build-isolation \
     -d "$work" "pdqhash==$PDQHASH_VERSION" ||
     die "pip could not download the pdqhash==$PDQHASH_VERSION sdist"
+  [ -f "$work/pdqhash-$PDQHASH_VERSION.tar.gz" ] ||
+    die "pip did not leave $work/pdqhash-$PDQHASH_VERSION.tar.gz (did PyPI offer a wheel instead?)"
   tar -xzf "$work/pdqhash-$PDQHASH_VERSION.tar.gz" -C "$work" ||
     die "could not unpack $work/pdqhash-$PDQHASH_VERSION.tar.gz"
 fi
