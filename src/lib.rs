@@ -3,5 +3,9 @@
 //! The binary (`src/main.rs`) is a thin command line over this library; the
 //! integration tests and benchmarks use the same library.
 
+pub mod database;
+pub mod import;
 pub mod index;
+pub mod model;
 pub mod signal;
+pub mod store;

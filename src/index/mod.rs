@@ -2,6 +2,8 @@
 //! incrementally afterwards (never a periodic full rebuild).
 //!
 //! * [`pdq`]: radius search over 256-bit PDQ codes (multi-index hashing, with
-//!   a linear scan where that is cheaper).
+//!   a linear scan where that is cheaper);
+//! * [`exact`]: exact values (MD5, SHA-1, SHA-256, BLAKE3, opaque types).
 
+pub mod exact;
 pub mod pdq;

@@ -242,6 +242,9 @@ pub struct PdqIndex {
     live: Vec<u64>,
     len: usize,
     tables: Tables,
+    /// Entries the substring layout was chosen for; past four times that,
+    /// [`PdqIndex::insert`] re-lays the tables out (see there).
+    planned: usize,
 }
 
 impl Default for PdqIndex {
@@ -259,15 +262,40 @@ impl PdqIndex {
     /// re-create it (the store can rebuild it at start) if the list grows by
     /// orders of magnitude.
     pub fn with_expected_len(expected: usize) -> Self {
-        let log2 = (expected.max(1) as f64).log2().ceil() as u32;
-        let bits = log2.clamp(16, 24);
-        let m = 256u32.div_ceil(bits).clamp(11, 16);
         PdqIndex {
             codes: Vec::with_capacity(expected),
             live: Vec::new(),
             len: 0,
-            tables: Tables::new(m, expected),
+            tables: Tables::new(Self::substrings_for(expected), expected),
+            planned: expected.max(1 << 16),
         }
+    }
+
+    /// The substring count for about `expected` entries.
+    fn substrings_for(expected: usize) -> u32 {
+        let log2 = (expected.max(1) as f64).log2().ceil() as u32;
+        let bits = log2.clamp(16, 24);
+        256u32.div_ceil(bits).clamp(11, 16)
+    }
+
+    /// Re-lays the tables out for the current size, if that changes the
+    /// substring count: a list that grew from empty to millions through
+    /// incremental adds would otherwise keep the short substrings (and
+    /// crowded buckets) chosen for an empty index. Growth by four times
+    /// between re-layouts keeps the total cost linear, like a growing `Vec`.
+    fn grow_layout(&mut self) {
+        self.planned = self.len.saturating_mul(2);
+        let m = Self::substrings_for(self.planned);
+        if m == self.tables.m() {
+            return;
+        }
+        let mut tables = Tables::new(m, self.codes.len());
+        for (slot, code) in self.codes.iter().enumerate() {
+            if self.contains(slot as u32) {
+                tables.insert(slot as u32, code);
+            }
+        }
+        self.tables = tables;
     }
 
     /// Number of live entries.
@@ -315,6 +343,9 @@ impl PdqIndex {
         self.live[s / 64] |= 1 << (s % 64);
         self.tables.insert(slot, &code);
         self.len += 1;
+        if self.len > self.planned.saturating_mul(4) {
+            self.grow_layout();
+        }
     }
 
     /// Removes the entry at `slot`; returns whether there was one.

@@ -1,0 +1,207 @@
+//! The match API: exact lookups and PDQ radius queries, with the answer in
+//! terms operators and providers use (entry, set, origin, labels, distance).
+//!
+//! Queries touch only memory and, for the (rare) hits, a few store reads;
+//! nothing about a query is written anywhere.
+
+use std::collections::HashMap;
+
+use super::Database;
+use crate::model::{EntryId, SetId, Signal, SignalType};
+use crate::signal::pdq::{PdqHash, DEFAULT_QUALITY_FLOOR};
+use crate::store::StoreError;
+
+/// Largest PDQ radius a query may ask for.
+pub const MAX_RADIUS: u32 = 128;
+
+/// Most hashes in one PDQ query (the original and its 7 dihedral variants).
+pub const MAX_VARIANTS: usize = 8;
+
+/// One entry that matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// The entry.
+    pub entry: EntryId,
+    /// Its set.
+    pub set: SetId,
+    /// The node that published the set.
+    pub origin: String,
+    /// Its signal type.
+    pub signal_type: SignalType,
+    /// Its labels.
+    pub labels: Vec<String>,
+    /// The source record it came from, if imported from one.
+    pub external_id: Option<String>,
+    /// Hamming distance (0 for exact types).
+    pub distance: u32,
+    /// Which of the query's hashes matched nearest (0: the first).
+    pub variant: usize,
+}
+
+/// Why a query was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MatchError {
+    /// The PDQ hash's quality is under the floor; it was not looked up,
+    /// because low-quality hashes (flat or tiny images) match unrelated
+    /// content.
+    #[error("PDQ quality {quality} is below the floor {floor}; not matched")]
+    LowQuality {
+        /// The query's quality.
+        quality: u32,
+        /// The floor.
+        floor: u32,
+    },
+    /// A radius over [`MAX_RADIUS`].
+    #[error("radius {0} is over the maximum {MAX_RADIUS}")]
+    RadiusTooLarge(u32),
+    /// No hashes, or more than [`MAX_VARIANTS`].
+    #[error("a PDQ query carries 1 to {MAX_VARIANTS} hashes, got {0}")]
+    BadVariantCount(usize),
+    /// The store failed while reading a hit.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A PDQ query.
+#[derive(Clone, Debug)]
+pub struct PdqQuery<'a> {
+    /// The hash, optionally followed by its dihedral variants (rotations and
+    /// flips of the same image); an entry matches if any of them is close.
+    pub hashes: &'a [PdqHash],
+    /// The hash's quality, if the caller knows it.
+    pub quality: Option<u32>,
+    /// Hashes under this quality are refused (Meta's default: 50).
+    pub quality_floor: u32,
+    /// Match radius; `None` uses each set's own threshold (default 31).
+    pub radius: Option<u32>,
+}
+
+impl<'a> PdqQuery<'a> {
+    /// A query with the default floor and the sets' thresholds.
+    pub fn new(hashes: &'a [PdqHash]) -> Self {
+        PdqQuery {
+            hashes,
+            quality: None,
+            quality_floor: u32::from(DEFAULT_QUALITY_FLOOR),
+            radius: None,
+        }
+    }
+}
+
+impl Database {
+    /// Every matchable entry with exactly this value, in any set.
+    pub fn match_exact(&self, signal: &Signal) -> Result<Vec<Match>, MatchError> {
+        if signal.kind() == &SignalType::Pdq {
+            let hash = signal.as_pdq().unwrap_or(PdqHash::ZERO);
+            let mut query = PdqQuery::new(std::slice::from_ref(&hash));
+            query.radius = Some(0);
+            return self.match_pdq(&query);
+        }
+        let ids: Vec<EntryId> = self.indexes().exact.get(&signal.key()).to_vec();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = self.resolve(id, 0, 0, None)? {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| (&a.set, a.entry).cmp(&(&b.set, b.entry)));
+        Ok(out)
+    }
+
+    /// Every matchable PDQ entry within the radius of any of the query's
+    /// hashes, nearest first (ties by set, then entry), each once, with the
+    /// variant that came nearest.
+    pub fn match_pdq(&self, query: &PdqQuery<'_>) -> Result<Vec<Match>, MatchError> {
+        if query.hashes.is_empty() || query.hashes.len() > MAX_VARIANTS {
+            return Err(MatchError::BadVariantCount(query.hashes.len()));
+        }
+        if let Some(quality) = query.quality {
+            if quality < query.quality_floor {
+                return Err(MatchError::LowQuality {
+                    quality,
+                    floor: query.quality_floor,
+                });
+            }
+        }
+        let radius = match query.radius {
+            Some(r) if r > MAX_RADIUS => return Err(MatchError::RadiusTooLarge(r)),
+            Some(r) => r,
+            None => self.store.max_pdq_threshold(),
+        };
+        // Slot -> (distance, variant), nearest variant kept.
+        let mut nearest: HashMap<u32, (u32, usize)> = HashMap::new();
+        {
+            let indexes = self.indexes();
+            for (variant, hash) in query.hashes.iter().enumerate() {
+                for (slot, d) in indexes.pdq.search(&hash.to_words(), radius) {
+                    let best = nearest.entry(slot).or_insert((d, variant));
+                    if d < best.0 {
+                        *best = (d, variant);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(nearest.len());
+        for (slot, (distance, variant)) in nearest {
+            let Some(id) = self.store.entry_at_slot(slot)? else {
+                continue; // removed since the search
+            };
+            let limit = query.radius;
+            if let Some(m) = self.resolve(id, distance, variant, Some((query.hashes, limit)))? {
+                out.push(m);
+            }
+        }
+        out.sort_by(|a, b| (a.distance, &a.set, a.entry).cmp(&(b.distance, &b.set, b.entry)));
+        Ok(out)
+    }
+
+    /// Reads a hit's entry and checks it still matches: the index is read
+    /// without the writer's lock, so a slot may have changed hands between
+    /// the search and this read. For PDQ, the distance is recomputed from
+    /// the stored value and checked against the query radius or the set's
+    /// threshold.
+    fn resolve(
+        &self,
+        id: EntryId,
+        distance: u32,
+        variant: usize,
+        pdq: Option<(&[PdqHash], Option<u32>)>,
+    ) -> Result<Option<Match>, StoreError> {
+        let Some(entry) = self.store.entry(&id)? else {
+            return Ok(None);
+        };
+        if entry.retracted || entry.disabled {
+            return Ok(None);
+        }
+        let mut distance = distance;
+        if let Some((hashes, radius)) = pdq {
+            let Some(stored) = entry.data.signal.as_pdq() else {
+                return Ok(None);
+            };
+            let Some(hash) = hashes.get(variant) else {
+                return Ok(None);
+            };
+            distance = hash.distance(&stored);
+            let limit = match radius {
+                Some(r) => r,
+                None => match self.store.set(&entry.set) {
+                    Some(set) => set.info.pdq_threshold(),
+                    None => return Ok(None),
+                },
+            };
+            if distance > limit {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Match {
+            entry: id,
+            origin: entry.set.origin().to_owned(),
+            set: entry.set,
+            signal_type: entry.data.signal.kind().clone(),
+            labels: entry.data.labels,
+            external_id: entry.data.external_id,
+            distance,
+            variant,
+        }))
+    }
+}

@@ -1,0 +1,18 @@
+//! The federation's vocabulary as types: signals, hash sets, entries and
+//! the log records that carry them.
+//!
+//! Nothing here stores or sends anything; the store, the index and (later)
+//! the federation all speak these types, so their rules (lengths, names,
+//! canonical bytes) live in one place.
+//!
+//! * [`signal`]: signal types and validated values;
+//! * [`set`]: set ids, policies, entry ids, labels;
+//! * [`record`]: log records and their canonical bytes, chain digests.
+
+pub mod record;
+pub mod set;
+pub mod signal;
+
+pub use record::{Attestation, EntryData, Record, RecordBody};
+pub use set::{normalize_labels, EntryId, NameError, SetId, SetInfo, SetPolicy};
+pub use signal::{Signal, SignalError, SignalType};

@@ -1,0 +1,282 @@
+//! Hash sets, their names and policies, entry ids and labels.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::signal::Signal;
+use crate::signal::pdq::DEFAULT_MATCH_THRESHOLD;
+
+/// Why a name, id or label was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    /// A set id is not `<origin>/<name>` with both parts valid.
+    #[error("set id {0:?} must be <origin>/<name>, each 1-64 of A-Z a-z 0-9 _ . - and not starting with '.'")]
+    BadSetId(String),
+    /// An entry id is not 32 hexadecimal digits.
+    #[error("entry id {0:?} must be 32 hexadecimal digits")]
+    BadEntryId(String),
+    /// A label is empty, too long or has control characters.
+    #[error("label {0:?} must be 1-{MAX_LABEL} characters without control characters")]
+    BadLabel(String),
+    /// More labels than [`MAX_LABELS`].
+    #[error("an entry may carry at most {MAX_LABELS} labels, got {0}")]
+    TooManyLabels(usize),
+    /// A label outside the set's vocabulary.
+    #[error("label {0:?} is not in the set's vocabulary")]
+    NotInVocabulary(String),
+}
+
+/// A hash set's globally unique id: `<origin>/<name>`.
+///
+/// Both parts are restricted to a file-name-safe alphabet so an id can
+/// never smuggle a path, a control character or a second separator into
+/// logs, file names or keys.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SetId(String);
+
+fn valid_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 64
+        && !part.starts_with('.')
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+impl SetId {
+    /// `<origin>/<name>` from its parts.
+    pub fn new(origin: &str, name: &str) -> Result<Self, NameError> {
+        format!("{origin}/{name}").parse()
+    }
+
+    /// The origin: the node that owns the set.
+    pub fn origin(&self) -> &str {
+        self.0.split_once('/').map_or("", |(o, _)| o)
+    }
+
+    /// The name within the origin.
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or("", |(_, n)| n)
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SetId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        match s.split_once('/') {
+            Some((o, n)) if valid_part(o) && valid_part(n) => Ok(SetId(s.to_owned())),
+            _ => Err(NameError::BadSetId(s.chars().take(140).collect())),
+        }
+    }
+}
+
+impl TryFrom<String> for SetId {
+    type Error = NameError;
+    fn try_from(s: String) -> Result<Self, NameError> {
+        s.parse()
+    }
+}
+
+impl From<SetId> for String {
+    fn from(id: SetId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for SetId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An entry's id: the first 16 bytes of a BLAKE3 digest of its set and signal.
+///
+/// Deriving the id from content (instead of numbering entries) makes
+/// imports idempotent and lets every node that receives the set compute the
+/// same id on its own: the same hash in the same set is the same entry
+/// everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntryId(pub [u8; 16]);
+
+impl EntryId {
+    /// The id of `signal` in `set`.
+    pub fn derive(set: &SetId, signal: &Signal) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(b"hashfed entry id v1\0");
+        h.update(set.as_str().as_bytes());
+        h.update(b"\0");
+        h.update(&signal.key());
+        let mut id = [0; 16];
+        id.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        EntryId(id)
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::signal::exact::to_hex(&self.0))
+    }
+}
+
+impl FromStr for EntryId {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<Self, NameError> {
+        let bad = || NameError::BadEntryId(s.chars().take(40).collect());
+        if s.len() != 32 || !s.is_ascii() {
+            return Err(bad());
+        }
+        let mut id = [0; 16];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(EntryId(id))
+    }
+}
+
+/// Longest label, in bytes.
+pub const MAX_LABEL: usize = 128;
+/// Most labels on one entry.
+pub const MAX_LABELS: usize = 32;
+
+/// Trims, validates, sorts and de-duplicates labels, so two sources that
+/// list the same labels in another order describe the same entry.
+pub fn normalize_labels(labels: Vec<String>) -> Result<Vec<String>, NameError> {
+    let mut out = Vec::with_capacity(labels.len());
+    for label in labels {
+        let label = label.trim();
+        if label.is_empty() {
+            continue;
+        }
+        if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+            return Err(NameError::BadLabel(label.chars().take(40).collect()));
+        }
+        out.push(label.to_owned());
+    }
+    out.sort();
+    out.dedup();
+    if out.len() > MAX_LABELS {
+        return Err(NameError::TooManyLabels(out.len()));
+    }
+    Ok(out)
+}
+
+/// Who may receive a set and what they may do with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetPolicy {
+    /// Node ids of peers that may receive the set (`*`: every peer).
+    #[serde(default)]
+    pub share_with: Vec<String>,
+    /// Whether receivers may pass the set on to their own peers.
+    #[serde(default)]
+    pub reshare: bool,
+}
+
+/// A hash set's configuration, as its origin defines it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetInfo {
+    /// `<origin>/<name>`.
+    pub id: SetId,
+    /// Free text for operators.
+    #[serde(default)]
+    pub description: String,
+    /// Distribution policy.
+    #[serde(default)]
+    pub policy: SetPolicy,
+    /// Allowed labels; empty means any.
+    #[serde(default)]
+    pub vocabulary: Vec<String>,
+    /// Match threshold per signal type name (today only `pdq` has a
+    /// distance); absent types use the default (31 for PDQ).
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, u32>,
+}
+
+impl SetInfo {
+    /// A set with the default policy (shared with nobody) and thresholds.
+    pub fn new(id: SetId) -> Self {
+        SetInfo {
+            id,
+            description: String::new(),
+            policy: SetPolicy::default(),
+            vocabulary: Vec::new(),
+            thresholds: BTreeMap::new(),
+        }
+    }
+
+    /// The PDQ match threshold for this set.
+    pub fn pdq_threshold(&self) -> u32 {
+        self.thresholds
+            .get("pdq")
+            .copied()
+            .unwrap_or(DEFAULT_MATCH_THRESHOLD)
+            .min(256)
+    }
+
+    /// Refuses labels outside the vocabulary (when there is one).
+    pub fn check_labels(&self, labels: &[String]) -> Result<(), NameError> {
+        if self.vocabulary.is_empty() {
+            return Ok(());
+        }
+        match labels.iter().find(|l| !self.vocabulary.contains(l)) {
+            Some(l) => Err(NameError::NotInVocabulary(l.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_ids_refuse_traversal_and_separators() {
+        let id: SetId = "hotline-a/csam-confirmed".parse().unwrap();
+        assert_eq!(id.origin(), "hotline-a");
+        assert_eq!(id.name(), "csam-confirmed");
+        for bad in [
+            "a",
+            "a/b/c",
+            "../x",
+            "a/..",
+            "a/.hidden",
+            "/b",
+            "a/",
+            "a b/c",
+            "a/b\n",
+        ] {
+            assert!(bad.parse::<SetId>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn entry_ids_round_trip_and_depend_on_set_and_value() {
+        let a = SetId::new("o", "a").unwrap();
+        let b = SetId::new("o", "b").unwrap();
+        let s = Signal::parse("md5", &"1".repeat(32)).unwrap();
+        let id = EntryId::derive(&a, &s);
+        assert_ne!(id, EntryId::derive(&b, &s));
+        assert_eq!(id.to_string().parse::<EntryId>().unwrap(), id);
+        assert!("zz".parse::<EntryId>().is_err());
+        assert!("é".repeat(16).parse::<EntryId>().is_err());
+    }
+
+    #[test]
+    fn labels_are_normalised() {
+        let l = normalize_labels(vec![" B1 ".into(), "A1".into(), "B1".into(), "".into()]).unwrap();
+        assert_eq!(l, vec!["A1", "B1"]);
+        assert!(normalize_labels(vec!["a\u{7}".into()]).is_err());
+        assert!(normalize_labels((0..40).map(|i| i.to_string()).collect()).is_err());
+        let mut info = SetInfo::new(SetId::new("o", "s").unwrap());
+        info.vocabulary = vec!["A1".into()];
+        assert!(info.check_labels(&l).is_err());
+    }
+}

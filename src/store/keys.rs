@@ -1,0 +1,146 @@
+//! The key layout of the store's one sled tree.
+//!
+//! Everything lives in a single tree, partitioned by a one-byte prefix,
+//! because sled makes a batch atomic only within one tree: with one tree,
+//! every change that spans log, entries, by-value keys and slots is a single
+//! `apply_batch`, which a crash leaves wholly applied or wholly absent.
+//! Integers are big-endian so that byte order is numeric order and prefix
+//! scans walk logs in sequence.
+//!
+//! | prefix | key                                   | value                          |
+//! |--------|---------------------------------------|--------------------------------|
+//! | `s`    | set id (UTF-8)                        | set state (JSON)               |
+//! | `l`    | set number u32, seq u64               | record bytes                   |
+//! | `e`    | entry id (16)                         | entry state                    |
+//! | `v`    | signal key, entry id (16)             | empty (matchable entries only) |
+//! | `p`    | PDQ slot u32                          | entry id (16), code (32)       |
+//! | `f`    | PDQ slot u32                          | empty (free slots)             |
+//! | `x`    | set number u32, external id, entry id | empty                          |
+//! | `m`    | counter name                          | u64                            |
+
+/// Set states.
+pub const SET: u8 = b's';
+/// Log records.
+pub const LOG: u8 = b'l';
+/// Entry states.
+pub const ENTRY: u8 = b'e';
+/// Matchable entries by value.
+pub const BY_VALUE: u8 = b'v';
+/// Occupied PDQ slots.
+pub const PDQ_SLOT: u8 = b'p';
+/// Free PDQ slots.
+pub const FREE_SLOT: u8 = b'f';
+/// Entries by the id of their source record.
+pub const EXTERNAL: u8 = b'x';
+/// Counters.
+pub const META: u8 = b'm';
+
+/// Counter: the next never-used PDQ slot.
+pub const NEXT_SLOT: &[u8] = b"mnext_slot";
+/// Counter: the next set number.
+pub const NEXT_SET: &[u8] = b"mnext_set";
+
+/// `s` + set id.
+pub fn set(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(SET);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// `l` + set number (the prefix of one set's log).
+pub fn log_prefix(set_no: u32) -> [u8; 5] {
+    let mut k = [LOG; 5];
+    k[1..].copy_from_slice(&set_no.to_be_bytes());
+    k
+}
+
+/// `l` + set number + seq.
+pub fn log(set_no: u32, seq: u64) -> [u8; 13] {
+    let mut k = [0; 13];
+    k[..5].copy_from_slice(&log_prefix(set_no));
+    k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `e` + entry id.
+pub fn entry(id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [ENTRY; 17];
+    k[1..].copy_from_slice(id);
+    k
+}
+
+/// `v` + signal key (the prefix of every entry with that value).
+pub fn by_value_prefix(signal_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + signal_key.len() + 16);
+    k.push(BY_VALUE);
+    k.extend_from_slice(signal_key);
+    k
+}
+
+/// `v` + signal key + entry id.
+pub fn by_value(signal_key: &[u8], id: &[u8; 16]) -> Vec<u8> {
+    let mut k = by_value_prefix(signal_key);
+    k.extend_from_slice(id);
+    k
+}
+
+/// `p` + slot.
+pub fn pdq_slot(slot: u32) -> [u8; 5] {
+    let mut k = [PDQ_SLOT; 5];
+    k[1..].copy_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// `f` + slot.
+pub fn free_slot(slot: u32) -> [u8; 5] {
+    let mut k = [FREE_SLOT; 5];
+    k[1..].copy_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// `x` + set number + length-prefixed external id (the prefix of its entries).
+pub fn external_prefix(set_no: u32, external_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(7 + external_id.len() + 16);
+    k.push(EXTERNAL);
+    k.extend_from_slice(&set_no.to_be_bytes());
+    k.extend_from_slice(&(external_id.len() as u16).to_be_bytes());
+    k.extend_from_slice(external_id.as_bytes());
+    k
+}
+
+/// `x` + set number + external id + entry id.
+pub fn external(set_no: u32, external_id: &str, id: &[u8; 16]) -> Vec<u8> {
+    let mut k = external_prefix(set_no, external_id);
+    k.extend_from_slice(id);
+    k
+}
+
+/// The last 16 bytes of a key, as an entry id (for `v` and `x` keys).
+pub fn trailing_id(key: &[u8]) -> Option<[u8; 16]> {
+    let start = key.len().checked_sub(16)?;
+    key[start..].try_into().ok()
+}
+
+/// The slot in a `p` or `f` key.
+pub fn slot_of(key: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(key.get(1..5)?.try_into().ok()?))
+}
+
+/// The seq in an `l` key.
+pub fn seq_of(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(5..13)?.try_into().ok()?))
+}
+
+/// The key just after every key that starts with `prefix` (for ranges), or
+/// `None` if there is none (all bytes 0xff).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}

@@ -1,0 +1,439 @@
+//! Everything sled: the node's hash database on disk.
+//!
+//! No other module touches sled. The store keeps hash sets, each set's
+//! append-only log (contiguous sequence numbers, chained by BLAKE3 digests),
+//! the current state of every entry, a by-value lookup, and the slots that
+//! address PDQ codes in the in-memory index. The key layout is in [`keys`].
+//!
+//! **Atomicity.** Every change that touches several keys is one sled batch
+//! on one tree, so after a crash an entry is either wholly present (log
+//! record, state, by-value key, slot) or wholly absent. Writes are
+//! serialised by a mutex (one writer, as sled batches are not
+//! read-modify-write transactions); reads never wait for it.
+//!
+//! **Index deltas.** The store does not own the match index; each write
+//! returns the [`IndexDelta`]s that bring an index built from the old state
+//! to the new one, and [`Store::matchable`] feeds a rebuild at start.
+
+pub mod keys;
+mod state;
+mod verify;
+mod write;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+pub use state::{SetState, StoredEntry};
+pub use verify::VerifyReport;
+pub use write::{Applied, Change, IndexDelta, Outcome};
+
+use crate::model::record::CodecError;
+use crate::model::{EntryId, NameError, SetId, SetInfo, Signal, SignalType};
+use state::{EntryState, NO_SLOT};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the store open.
+    #[error("the store at {0} is in use by another process")]
+    Locked(PathBuf),
+    /// sled reported an error (I/O, corruption it detected).
+    #[error("storage error: {0}")]
+    Sled(#[from] sled::Error),
+    /// Bytes on disk that do not decode.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The set does not exist.
+    #[error("no set {0}")]
+    UnknownSet(SetId),
+    /// A set with this id exists with a different configuration.
+    #[error("set {0} already exists with a different configuration")]
+    SetExists(SetId),
+    /// The entry does not exist.
+    #[error("no entry {0}")]
+    UnknownEntry(EntryId),
+    /// More than 2^32 - 2 PDQ entries or sets.
+    #[error("the store is full ({0})")]
+    Full(&'static str),
+    /// A name or label was refused.
+    #[error(transparent)]
+    Name(#[from] NameError),
+}
+
+impl From<CodecError> for StoreError {
+    fn from(e: CodecError) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Bytes sled may use for its page cache. The match index holds what
+    /// queries need in memory, so the cache only has to serve writes and the
+    /// few reads per match.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Sets by id and by number, kept in memory (a node has few sets).
+#[derive(Default)]
+struct SetCache {
+    by_id: HashMap<SetId, SetState>,
+    by_no: HashMap<u32, SetId>,
+}
+
+/// The node's hash database.
+pub struct Store {
+    db: sled::Db,
+    tree: sled::Tree,
+    path: PathBuf,
+    /// Serialises writers; see the module docs.
+    writer: Mutex<()>,
+    sets: RwLock<SetCache>,
+}
+
+/// Counts of what the store holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Sets.
+    pub sets: u64,
+    /// Entries in any state.
+    pub entries: u64,
+    /// Entries that match (neither retracted nor disabled).
+    pub matchable: u64,
+    /// Log records over all sets.
+    pub records: u64,
+    /// Bytes on disk.
+    pub disk_bytes: u64,
+}
+
+/// What the index needs to know about one matchable entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Matchable {
+    /// A PDQ code at a slot.
+    Pdq {
+        /// The slot.
+        slot: u32,
+        /// The code, as the index stores it.
+        code: [u64; 4],
+    },
+    /// An exact value.
+    Exact {
+        /// The signal key ([`Signal::key`]).
+        key: Vec<u8>,
+        /// The entry.
+        entry: EntryId,
+    },
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    StoreError::Locked(dir.to_owned())
+                }
+                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.to_owned())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let tree = db.open_tree("hashfed")?;
+        let store = Store {
+            db,
+            tree,
+            path: dir.to_owned(),
+            writer: Mutex::new(()),
+            sets: RwLock::new(SetCache::default()),
+        };
+        store.load_sets()?;
+        tracing::debug!(path = %dir.display(), "store opened");
+        Ok(store)
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load_sets(&self) -> Result<(), StoreError> {
+        let mut cache = SetCache::default();
+        for kv in self.tree.scan_prefix([keys::SET]) {
+            let (_, value) = kv?;
+            let state: SetState = serde_json::from_slice(&value)
+                .map_err(|e| StoreError::Corrupt(format!("set state: {e}")))?;
+            cache.by_no.insert(state.no, state.info.id.clone());
+            cache.by_id.insert(state.info.id.clone(), state);
+        }
+        *self.sets.write().unwrap_or_else(|p| p.into_inner()) = cache;
+        Ok(())
+    }
+
+    /// Creates a set, or does nothing if it exists with the same
+    /// configuration.
+    pub fn create_set(&self, info: SetInfo, now_ms: u64) -> Result<SetState, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = self.set(&info.id) {
+            return if existing.info == info {
+                Ok(existing)
+            } else {
+                Err(StoreError::SetExists(info.id))
+            };
+        }
+        let no = self.counter(keys::NEXT_SET)?;
+        if no >= u64::from(u32::MAX) {
+            return Err(StoreError::Full("sets"));
+        }
+        let state = SetState {
+            head_digest: crate::signal::exact::to_hex(&crate::model::record::genesis_digest(
+                &info.id,
+            )),
+            info,
+            no: no as u32,
+            head_seq: 0,
+            matchable: 0,
+            created_ms: now_ms,
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
+        batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
+        self.tree.apply_batch(batch)?;
+        self.cache_set(state.clone());
+        tracing::info!(set = %state.id(), "set created");
+        Ok(state)
+    }
+
+    fn cache_set(&self, state: SetState) {
+        let mut cache = self.sets.write().unwrap_or_else(|p| p.into_inner());
+        cache.by_no.insert(state.no, state.info.id.clone());
+        cache.by_id.insert(state.info.id.clone(), state);
+    }
+
+    /// One set's state.
+    pub fn set(&self, id: &SetId) -> Option<SetState> {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        cache.by_id.get(id).cloned()
+    }
+
+    /// Every set, by id.
+    pub fn sets(&self) -> Vec<SetState> {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<_> = cache.by_id.values().cloned().collect();
+        all.sort_by(|a, b| a.info.id.cmp(&b.info.id));
+        all
+    }
+
+    /// The largest PDQ threshold of any set (the default when there are
+    /// none): the radius a query must search to serve every set.
+    pub fn max_pdq_threshold(&self) -> u32 {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        cache
+            .by_id
+            .values()
+            .map(|s| s.info.pdq_threshold())
+            .max()
+            .unwrap_or(crate::signal::pdq::DEFAULT_MATCH_THRESHOLD)
+    }
+
+    fn set_id_of(&self, no: u32) -> Result<SetId, StoreError> {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        cache
+            .by_no
+            .get(&no)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("entry refers to unknown set number {no}")))
+    }
+
+    /// Reads a counter (0 if never written).
+    fn counter(&self, key: &[u8]) -> Result<u64, StoreError> {
+        Ok(match self.tree.get(key)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("counter is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    fn entry_state(&self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
+        match self.tree.get(keys::entry(&id.0))? {
+            Some(bytes) => Ok(Some(EntryState::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One entry, in any state.
+    pub fn entry(&self, id: &EntryId) -> Result<Option<StoredEntry>, StoreError> {
+        match self.entry_state(id)? {
+            Some(state) => Ok(Some(self.stored(*id, state)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn stored(&self, id: EntryId, s: EntryState) -> Result<StoredEntry, StoreError> {
+        Ok(StoredEntry {
+            id,
+            set: self.set_id_of(s.set_no)?,
+            retracted: s.retracted,
+            disabled: s.disabled,
+            added_seq: s.added_seq,
+            last_seq: s.last_seq,
+            time_ms: s.time_ms,
+            data: s.data,
+        })
+    }
+
+    /// The entry whose PDQ code is at `slot`, if any.
+    pub fn entry_at_slot(&self, slot: u32) -> Result<Option<EntryId>, StoreError> {
+        match self.tree.get(keys::pdq_slot(slot))? {
+            Some(v) => {
+                let id: [u8; 16] = v
+                    .get(..16)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| StoreError::Corrupt("short slot record".into()))?;
+                Ok(Some(EntryId(id)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Matchable entries with exactly this value, in any set.
+    pub fn entries_with_value(&self, signal: &Signal) -> Result<Vec<EntryId>, StoreError> {
+        let prefix = keys::by_value_prefix(&signal.key());
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if k.len() == prefix.len() + 16 {
+                out.extend(keys::trailing_id(&k).map(EntryId));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every entry (of one set, or of all), in entry id order.
+    pub fn entries(
+        &self,
+        set: Option<&SetId>,
+    ) -> Result<impl Iterator<Item = Result<StoredEntry, StoreError>> + '_, StoreError> {
+        let set_no = match set {
+            Some(id) => Some(
+                self.set(id)
+                    .ok_or_else(|| StoreError::UnknownSet(id.clone()))?
+                    .no,
+            ),
+            None => None,
+        };
+        Ok(self.tree.scan_prefix([keys::ENTRY]).filter_map(move |kv| {
+            let result = (|| {
+                let (k, v) = kv?;
+                let state = EntryState::decode(&v)?;
+                if set_no.is_some_and(|no| no != state.set_no) {
+                    return Ok(None);
+                }
+                let id = keys::trailing_id(&k)
+                    .ok_or_else(|| StoreError::Corrupt("short entry key".into()))?;
+                self.stored(EntryId(id), state).map(Some)
+            })();
+            result.transpose()
+        }))
+    }
+
+    /// A set's log records after `after_seq`, in order, as canonical bytes.
+    pub fn log(
+        &self,
+        set: &SetId,
+        after_seq: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_, StoreError> {
+        let state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        let start = keys::log(state.no, after_seq.saturating_add(1));
+        let end = keys::prefix_end(&keys::log_prefix(state.no)).unwrap_or_default();
+        Ok(self.tree.range(start.to_vec()..end).map(|kv| {
+            let (k, v) = kv?;
+            let seq =
+                keys::seq_of(&k).ok_or_else(|| StoreError::Corrupt("short log key".into()))?;
+            Ok((seq, v.to_vec()))
+        }))
+    }
+
+    /// Everything the match index holds, for a rebuild at start: PDQ slots
+    /// then exact values.
+    pub fn matchable(&self) -> impl Iterator<Item = Result<Matchable, StoreError>> + '_ {
+        let pdq = self.tree.scan_prefix([keys::PDQ_SLOT]).map(|kv| {
+            let (k, v) = kv?;
+            let slot =
+                keys::slot_of(&k).ok_or_else(|| StoreError::Corrupt("short slot key".into()))?;
+            let code: [u8; 32] = v
+                .get(16..48)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("short slot record".into()))?;
+            let code = crate::signal::pdq::PdqHash::from_bytes(code).to_words();
+            Ok(Matchable::Pdq { slot, code })
+        });
+        let exact = self.tree.scan_prefix([keys::BY_VALUE]).filter_map(|kv| {
+            let result = (|| {
+                let (k, _) = kv?;
+                if k.get(1) == Some(&SignalType::Pdq.code()) {
+                    return Ok(None);
+                }
+                let id = keys::trailing_id(&k)
+                    .filter(|_| k.len() > 17)
+                    .ok_or_else(|| StoreError::Corrupt("short by-value key".into()))?;
+                Ok(Some(Matchable::Exact {
+                    key: k[1..k.len() - 16].to_vec(),
+                    entry: EntryId(id),
+                }))
+            })();
+            result.transpose()
+        });
+        pdq.chain(exact)
+    }
+
+    /// Counts of what the store holds (walks the entry keys: seconds at 10M).
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let sets = self.sets();
+        let mut entries = 0;
+        for kv in self.tree.scan_prefix([keys::ENTRY]) {
+            kv?;
+            entries += 1;
+        }
+        Ok(StoreStats {
+            sets: sets.len() as u64,
+            entries,
+            matchable: sets.iter().map(|s| s.matchable).sum(),
+            records: sets.iter().map(|s| s.head_seq).sum(),
+            disk_bytes: self.db.size_on_disk()?,
+        })
+    }
+
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+fn set_bytes(state: &SetState) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(state).map_err(|e| StoreError::Corrupt(format!("set state: {e}")))
+}
+
+/// Whether a slot number is usable.
+fn valid_slot(slot: u32) -> bool {
+    slot != NO_SLOT
+}

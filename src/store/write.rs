@@ -1,0 +1,403 @@
+//! The write path: turning changes to a set into one atomic sled batch.
+
+use std::collections::HashMap;
+
+use super::keys;
+use super::state::{EntryState, SetState, NO_SLOT};
+use super::{set_bytes, valid_slot, Store, StoreError};
+use crate::model::record::chain_digest;
+use crate::model::{EntryData, EntryId, Record, RecordBody, SetId, Signal, SignalType};
+use crate::signal::exact::to_hex;
+
+/// One change to a set, as an origin makes it (an import, an operator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Add an entry, or update its labels, or bring back a retracted one.
+    Add(EntryData),
+    /// Withdraw one entry.
+    RetractEntry {
+        /// The entry.
+        entry: EntryId,
+        /// Why.
+        reason: String,
+    },
+    /// Withdraw the entry with this value.
+    RetractValue {
+        /// The value.
+        signal: Signal,
+        /// Why.
+        reason: String,
+    },
+    /// Withdraw every entry that came from this source record.
+    RetractExternal {
+        /// The source record's id.
+        external_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What one [`Change`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new entry.
+    Added(EntryId),
+    /// An existing entry's content changed, or a retracted one came back.
+    Updated(EntryId),
+    /// Nothing to do: the entry was already like that.
+    Unchanged(EntryId),
+    /// These entries were withdrawn.
+    Retracted(Vec<EntryId>),
+    /// Nothing to withdraw: no such entry in the set, or already withdrawn.
+    NotFound,
+}
+
+/// How the in-memory index must change after a write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexDelta {
+    /// A PDQ code now matches, at this slot.
+    InsertPdq {
+        /// The slot.
+        slot: u32,
+        /// The code.
+        code: [u64; 4],
+    },
+    /// The PDQ code at this slot no longer matches.
+    RemovePdq {
+        /// The slot.
+        slot: u32,
+    },
+    /// An exact value now matches for this entry.
+    InsertExact {
+        /// The signal key.
+        key: Vec<u8>,
+        /// The entry.
+        entry: EntryId,
+    },
+    /// An exact value no longer matches for this entry.
+    RemoveExact {
+        /// The signal key.
+        key: Vec<u8>,
+        /// The entry.
+        entry: EntryId,
+    },
+}
+
+/// The result of one atomic write.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    /// One per change, in order.
+    pub outcomes: Vec<Outcome>,
+    /// Apply these to the match index, in order.
+    pub deltas: Vec<IndexDelta>,
+    /// Records appended to the set's log.
+    pub appended: u64,
+}
+
+/// A write under construction: the batch plus what it has changed so far,
+/// so later changes in the same batch see earlier ones.
+struct Pending<'a> {
+    store: &'a Store,
+    batch: sled::Batch,
+    set: SetState,
+    digest: [u8; 32],
+    entries: HashMap<EntryId, EntryState>,
+    next_slot: u64,
+    next_slot_dirty: bool,
+    free_slots: Option<sled::Iter>,
+    applied: Applied,
+    now_ms: u64,
+}
+
+impl Store {
+    /// Applies `changes` to `set` as one atomic batch: log records appended
+    /// with contiguous sequence numbers, entry states, by-value keys, PDQ
+    /// slots and the set's head all together, or none of it.
+    pub fn append(
+        &self,
+        set: &SetId,
+        changes: &[Change],
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        let mut p = Pending {
+            store: self,
+            batch: sled::Batch::default(),
+            digest: state.digest(),
+            set: state,
+            entries: HashMap::new(),
+            next_slot: self.counter(keys::NEXT_SLOT)?,
+            next_slot_dirty: false,
+            free_slots: None,
+            applied: Applied::default(),
+            now_ms,
+        };
+        for change in changes {
+            let outcome = match change {
+                Change::Add(data) => p.add(data)?,
+                Change::RetractEntry { entry, reason } => p.retract(&[*entry], reason)?,
+                Change::RetractValue { signal, reason } => {
+                    p.retract(&[EntryId::derive(set, signal)], reason)?
+                }
+                Change::RetractExternal {
+                    external_id,
+                    reason,
+                } => {
+                    let ids = p.external_ids(external_id)?;
+                    p.retract(&ids, reason)?
+                }
+            };
+            p.applied.outcomes.push(outcome);
+        }
+        p.commit()
+    }
+
+    /// Switches an entry off (or back on) on this node only: it stops (or
+    /// resumes) matching but stays in the set and keeps syncing. Not a log
+    /// record; the origin is not told.
+    pub fn set_disabled(
+        &self,
+        id: &EntryId,
+        disabled: bool,
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.entry_state(id)?.ok_or(StoreError::UnknownEntry(*id))?;
+        let set_id = self.set_id_of(state.set_no)?;
+        let set = self
+            .set(&set_id)
+            .ok_or_else(|| StoreError::UnknownSet(set_id.clone()))?;
+        let mut p = Pending {
+            store: self,
+            batch: sled::Batch::default(),
+            digest: set.digest(),
+            set,
+            entries: HashMap::new(),
+            next_slot: self.counter(keys::NEXT_SLOT)?,
+            next_slot_dirty: false,
+            free_slots: None,
+            applied: Applied::default(),
+            now_ms,
+        };
+        if state.disabled == disabled {
+            p.applied.outcomes.push(Outcome::Unchanged(*id));
+        } else {
+            let mut next = state.clone();
+            next.disabled = disabled;
+            p.transition(*id, &state, next)?;
+            p.applied.outcomes.push(Outcome::Updated(*id));
+        }
+        p.commit()
+    }
+}
+
+impl Pending<'_> {
+    fn get(&self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
+        match self.entries.get(id) {
+            Some(s) => Ok(Some(s.clone())),
+            None => self.store.entry_state(id),
+        }
+    }
+
+    fn add(&mut self, data: &EntryData) -> Result<Outcome, StoreError> {
+        let id = EntryId::derive(self.set.id(), &data.signal);
+        let existing = self.get(&id)?;
+        if let Some(old) = &existing {
+            if !old.retracted
+                && old.data.labels == data.labels
+                && old.data.external_id == data.external_id
+            {
+                return Ok(Outcome::Unchanged(id));
+            }
+        }
+        let seq = self.append_record(RecordBody::Add(data.clone()))?;
+        if let Some(ext) = &data.external_id {
+            self.batch
+                .insert(keys::external(self.set.no, ext, &id.0), &[][..]);
+        }
+        let next = EntryState {
+            set_no: self.set.no,
+            retracted: false,
+            disabled: existing.as_ref().is_some_and(|o| o.disabled),
+            slot: existing.as_ref().map_or(NO_SLOT, |o| o.slot),
+            added_seq: existing.as_ref().map_or(seq, |o| o.added_seq),
+            last_seq: seq,
+            time_ms: self.now_ms,
+            data: data.clone(),
+        };
+        match existing {
+            Some(old) => {
+                self.transition(id, &old, next)?;
+                Ok(Outcome::Updated(id))
+            }
+            None => {
+                let absent = EntryState {
+                    retracted: true,
+                    ..next.clone()
+                };
+                self.transition(id, &absent, next)?;
+                Ok(Outcome::Added(id))
+            }
+        }
+    }
+
+    fn retract(&mut self, ids: &[EntryId], reason: &str) -> Result<Outcome, StoreError> {
+        let mut done = Vec::new();
+        for id in ids {
+            let Some(old) = self.get(id)? else { continue };
+            if old.retracted || old.set_no != self.set.no {
+                continue;
+            }
+            let seq = self.append_record(RecordBody::Retract {
+                entry: *id,
+                reason: reason.to_owned(),
+            })?;
+            let next = EntryState {
+                retracted: true,
+                last_seq: seq,
+                time_ms: self.now_ms,
+                ..old.clone()
+            };
+            self.transition(*id, &old, next)?;
+            done.push(*id);
+        }
+        Ok(if done.is_empty() {
+            Outcome::NotFound
+        } else {
+            Outcome::Retracted(done)
+        })
+    }
+
+    fn external_ids(&self, external_id: &str) -> Result<Vec<EntryId>, StoreError> {
+        let prefix = keys::external_prefix(self.set.no, external_id);
+        let mut ids = Vec::new();
+        for kv in self.store.tree.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if k.len() == prefix.len() + 16 {
+                ids.extend(keys::trailing_id(&k).map(EntryId));
+            }
+        }
+        // Entries added earlier in this same batch are not in the tree yet.
+        for (id, s) in &self.entries {
+            if s.data.external_id.as_deref() == Some(external_id) && !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Appends a record at the next sequence number and advances the chain.
+    fn append_record(&mut self, body: RecordBody) -> Result<u64, StoreError> {
+        let seq = self.set.head_seq + 1;
+        let bytes = Record {
+            seq,
+            time_ms: self.now_ms,
+            body,
+        }
+        .encode();
+        self.digest = chain_digest(&self.digest, &bytes);
+        self.batch.insert(&keys::log(self.set.no, seq)[..], bytes);
+        self.set.head_seq = seq;
+        self.applied.appended += 1;
+        Ok(seq)
+    }
+
+    /// Writes `next` as the entry's state and moves its index keys (by-value
+    /// key, PDQ slot) from what `old` implied to what `next` implies.
+    fn transition(
+        &mut self,
+        id: EntryId,
+        old: &EntryState,
+        mut next: EntryState,
+    ) -> Result<(), StoreError> {
+        let key = next.data.signal.key();
+        let is_pdq = next.data.signal.kind() == &SignalType::Pdq;
+        match (old.matchable(), next.matchable()) {
+            (false, true) => {
+                self.batch.insert(keys::by_value(&key, &id.0), &[][..]);
+                self.set.matchable += 1;
+                if is_pdq {
+                    let slot = self.alloc_slot()?;
+                    next.slot = slot;
+                    let hash = next
+                        .data
+                        .signal
+                        .as_pdq()
+                        .unwrap_or(crate::signal::pdq::PdqHash::ZERO);
+                    let mut v = Vec::with_capacity(48);
+                    v.extend_from_slice(&id.0);
+                    v.extend_from_slice(hash.as_bytes());
+                    self.batch.insert(&keys::pdq_slot(slot)[..], v);
+                    self.applied.deltas.push(IndexDelta::InsertPdq {
+                        slot,
+                        code: hash.to_words(),
+                    });
+                } else {
+                    self.applied
+                        .deltas
+                        .push(IndexDelta::InsertExact { key, entry: id });
+                }
+            }
+            (true, false) => {
+                self.batch.remove(keys::by_value(&key, &id.0));
+                self.set.matchable = self.set.matchable.saturating_sub(1);
+                if is_pdq && valid_slot(old.slot) {
+                    self.batch.remove(&keys::pdq_slot(old.slot)[..]);
+                    self.batch.insert(&keys::free_slot(old.slot)[..], &[][..]);
+                    self.applied
+                        .deltas
+                        .push(IndexDelta::RemovePdq { slot: old.slot });
+                } else if !is_pdq {
+                    self.applied
+                        .deltas
+                        .push(IndexDelta::RemoveExact { key, entry: id });
+                }
+                next.slot = NO_SLOT;
+            }
+            _ => {}
+        }
+        self.batch.insert(&keys::entry(&id.0)[..], next.encode());
+        self.entries.insert(id, next);
+        Ok(())
+    }
+
+    /// A free PDQ slot: one released before this batch, else a new one.
+    /// Slots released in this batch are not reused until it has landed, so
+    /// an index delta never names a slot twice.
+    fn alloc_slot(&mut self) -> Result<u32, StoreError> {
+        let tree = &self.store.tree;
+        let free = self
+            .free_slots
+            .get_or_insert_with(|| tree.scan_prefix([keys::FREE_SLOT]));
+        if let Some(kv) = free.next() {
+            let (k, _) = kv?;
+            let slot = keys::slot_of(&k)
+                .ok_or_else(|| StoreError::Corrupt("short free slot key".into()))?;
+            self.batch.remove(k);
+            return Ok(slot);
+        }
+        if self.next_slot >= u64::from(NO_SLOT) {
+            return Err(StoreError::Full("PDQ slots"));
+        }
+        let slot = self.next_slot as u32;
+        self.next_slot += 1;
+        self.next_slot_dirty = true;
+        Ok(slot)
+    }
+
+    fn commit(mut self) -> Result<Applied, StoreError> {
+        self.set.head_digest = to_hex(&self.digest);
+        self.batch
+            .insert(keys::set(self.set.id().as_str()), set_bytes(&self.set)?);
+        if self.next_slot_dirty {
+            self.batch
+                .insert(keys::NEXT_SLOT, &self.next_slot.to_be_bytes());
+        }
+        self.store.tree.apply_batch(self.batch)?;
+        self.store.cache_set(self.set);
+        Ok(self.applied)
+    }
+}
