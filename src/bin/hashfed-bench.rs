@@ -6,6 +6,12 @@
 //! the index chose, plus build time and resident memory. `--write DIR` also
 //! writes the codes and queries (raw little-endian 32-byte codes) so that
 //! `benches/reference/faiss_index.py` can run FAISS on exactly the same data.
+//!
+//! `hashfed-bench store --n 10000000 --dir DIR` fills a sled store in DIR
+//! with the same seeded codes (through the store's atomic batches, as an
+//! import does; skipped if DIR already holds them), then times opening it
+//! with its index rebuilt, the resident memory after, and radius-31 queries
+//! through the full match API (index, then store reads for the hits).
 
 use std::io::Write;
 use std::time::Instant;
@@ -14,6 +20,8 @@ use hashfed::index::pdq::{PdqIndex, Strategy};
 use rayon::prelude::*;
 
 struct Args {
+    mode: String,
+    dir: Option<String>,
     n: usize,
     queries: usize,
     radii: Vec<u32>,
@@ -24,6 +32,8 @@ struct Args {
 
 fn parse() -> Result<Args, String> {
     let mut args = Args {
+        mode: String::new(),
+        dir: None,
         n: 1_000_000,
         queries: 2_000,
         radii: vec![16, 31, 48, 64],
@@ -33,8 +43,8 @@ fn parse() -> Result<Args, String> {
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some("index") => {}
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]".into()),
+        Some(mode @ ("index" | "store")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -53,6 +63,7 @@ fn parse() -> Result<Args, String> {
             "--data" if value == "uniform" || value == "clustered" => args.data = value.clone(),
             "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
             "--write" => args.write = Some(value.clone()),
+            "--dir" => args.dir = Some(value.clone()),
             _ => return Err(format!("unknown option {flag} {value}")),
         }
     }
@@ -145,6 +156,13 @@ fn main() {
         }
     };
     let (codes, queries) = generate(&args);
+    if args.mode == "store" {
+        if let Err(e) = store_bench(&args, &codes, &queries) {
+            eprintln!("hashfed-bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Some(dir) = &args.write {
         let written = std::fs::create_dir_all(dir)
             .and_then(|()| write_codes(&format!("{dir}/codes.bin"), &codes))
@@ -188,9 +206,7 @@ fn main() {
             .sum();
         let all_cores_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(hits, par_hits);
-        lat.sort_by(f64::total_cmp);
-        let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
-        let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0);
+        let (mean, p99) = summarise(&mut lat);
         println!(
             "{{\"impl\":\"hashfed\",\"what\":\"query\",\"n\":{},\"data\":\"{}\",\"radius\":{radius},\"strategy\":\"{}\",\"mean_ms\":{mean:.4},\"p99_ms\":{p99:.4},\"qps_1core\":{one_core_qps:.0},\"qps_all_cores\":{all_cores_qps:.0},\"threads\":{},\"hits\":{hits}}}",
             codes.len(),
@@ -199,4 +215,90 @@ fn main() {
             rayon::current_num_threads(),
         );
     }
+}
+
+/// Percentile summary of latencies in milliseconds: (mean, p99).
+fn summarise(lat: &mut [f64]) -> (f64, f64) {
+    lat.sort_by(f64::total_cmp);
+    let mean = lat.iter().sum::<f64>() / lat.len().max(1) as f64;
+    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or(0.0);
+    (mean, p99)
+}
+
+fn store_bench(
+    args: &Args,
+    codes: &[[u64; 4]],
+    queries: &[[u64; 4]],
+) -> Result<(), Box<dyn std::error::Error>> {
+    use hashfed::database::{Database, PdqQuery};
+    use hashfed::model::{EntryData, SetId, SetInfo, Signal};
+    use hashfed::signal::pdq::PdqHash;
+    use hashfed::store::{Change, Store, StoreOptions};
+
+    let dir = std::path::PathBuf::from(args.dir.as_deref().ok_or("store needs --dir DIR")?);
+    let set = SetId::new("bench", &format!("{}-{}-{}", args.data, args.n, args.seed))?;
+    let options = StoreOptions::default();
+    {
+        let store = Store::open(&dir, &options)?;
+        let have = store.set(&set).map_or(0, |s| s.head_seq);
+        if have < codes.len() as u64 {
+            store.create_set(SetInfo::new(set.clone()), 0)?;
+            let start = Instant::now();
+            let mut next_report = 1_000_000;
+            for (i, chunk) in codes
+                .chunks(10_000)
+                .enumerate()
+                .skip(have as usize / 10_000)
+            {
+                let changes: Vec<Change> = chunk
+                    .iter()
+                    .map(|c| {
+                        Change::Add(EntryData {
+                            signal: Signal::pdq(PdqHash::from_words(*c)),
+                            labels: vec!["bench".into()],
+                            external_id: None,
+                            vetting: vec![],
+                        })
+                    })
+                    .collect();
+                store.append(&set, &changes, 0)?;
+                if (i + 1) * 10_000 >= next_report {
+                    eprintln!("hashfed-bench: {} entries written", (i + 1) * 10_000);
+                    next_report += 1_000_000;
+                }
+            }
+            store.flush()?;
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{{\"impl\":\"hashfed\",\"what\":\"store-write\",\"n\":{},\"data\":\"{}\",\"write_s\":{secs:.1},\"entries_per_s\":{:.0},\"disk_bytes\":{}}}",
+                codes.len(),
+                args.data,
+                (codes.len() as u64 - have) as f64 / secs,
+                store.stats()?.disk_bytes,
+            );
+        }
+    }
+    let rss_before = rss_bytes();
+    let start = Instant::now();
+    let db = Database::open(&dir, &options)?;
+    let open_s = start.elapsed().as_secs_f64();
+    let rss = rss_bytes().saturating_sub(rss_before);
+    let pdq = db.indexes().pdq.len();
+    let mut lat = Vec::with_capacity(queries.len());
+    let mut hits = 0;
+    for q in queries {
+        let hash = [PdqHash::from_words(*q)];
+        let mut query = PdqQuery::new(&hash);
+        query.radius = Some(31);
+        let s = Instant::now();
+        hits += db.match_pdq(&query)?.len();
+        lat.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    let (mean, p99) = summarise(&mut lat);
+    println!(
+        "{{\"impl\":\"hashfed\",\"what\":\"store-open\",\"n\":{pdq},\"data\":\"{}\",\"open_s\":{open_s:.2},\"rss_bytes\":{rss},\"bytes_per_entry\":{:.1},\"match_r31_mean_ms\":{mean:.4},\"match_r31_p99_ms\":{p99:.4},\"hits\":{hits}}}",
+        args.data,
+        rss as f64 / pdq.max(1) as f64,
+    );
+    Ok(())
 }

@@ -6,4 +6,5 @@
 //! * [`exact`]: exact values (MD5, SHA-1, SHA-256, BLAKE3, opaque types).
 
 pub mod exact;
+mod huge;
 pub mod pdq;

@@ -25,6 +25,8 @@
 
 use rayon::prelude::*;
 
+use super::huge;
+
 /// Marks the end of a bucket list and empty slots.
 const NIL: u32 = u32::MAX;
 
@@ -61,8 +63,15 @@ struct Tables {
 impl Tables {
     fn new(m: u32, expected: usize) -> Self {
         let subs = split(m);
-        let heads = subs.iter().map(|s| vec![NIL; 1usize << s.bits]).collect();
-        let next = subs.iter().map(|_| Vec::with_capacity(expected)).collect();
+        let heads = subs
+            .iter()
+            .map(|s| {
+                let mut h = huge::with_capacity(1usize << s.bits);
+                h.resize(1usize << s.bits, NIL);
+                h
+            })
+            .collect();
+        let next = subs.iter().map(|_| huge::with_capacity(expected)).collect();
         Tables { subs, heads, next }
     }
 
@@ -74,6 +83,7 @@ impl Tables {
         for (t, sub) in self.subs.iter().enumerate() {
             let next = &mut self.next[t];
             if next.len() <= slot as usize {
+                huge::reserve(next, slot as usize + 1);
                 next.resize(slot as usize + 1, NIL);
             }
             let head = &mut self.heads[t][sub.extract(code) as usize];
@@ -263,7 +273,7 @@ impl PdqIndex {
     /// orders of magnitude.
     pub fn with_expected_len(expected: usize) -> Self {
         PdqIndex {
-            codes: Vec::with_capacity(expected),
+            codes: huge::with_capacity(expected),
             live: Vec::new(),
             len: 0,
             tables: Tables::new(Self::substrings_for(expected), expected),
@@ -334,6 +344,7 @@ impl PdqIndex {
         }
         let s = slot as usize;
         if self.codes.len() <= s {
+            huge::reserve(&mut self.codes, s + 1);
             self.codes.resize(s + 1, [0; 4]);
         }
         if self.live.len() <= s / 64 {
