@@ -3,8 +3,13 @@
 
 mod compare;
 mod demo;
+mod export;
 mod hash;
+mod import;
+mod matching;
+mod verify;
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +30,22 @@ enum Command {
     Compare(compare::CompareArgs),
     /// Show PDQ at work on generated images: edits, rotations, matches.
     Demo(demo::DemoArgs),
+    /// Load hash lists (hashfed JSON lines, ThreatExchange CSV or lines,
+    /// NCMEC XML, StopNCII JSON) into a set.
+    Import(import::ImportArgs),
+    /// Write sets out as JSON lines or ThreatExchange CSV or lines.
+    Export(export::ExportArgs),
+    /// Look hashes or images up in the database.
+    Match(matching::MatchArgs),
+    /// Check the database for consistency (logs, chains, keys, slots).
+    Verify(verify::DirArgs),
+    /// List the sets with their log heads and digests.
+    Sets(verify::DirArgs),
+}
+
+/// Where a node directory keeps its database.
+fn store_dir(dir: &Path) -> PathBuf {
+    dir.join("store")
 }
 
 /// Runs the parsed command; the exit code says whether everything succeeded.
@@ -33,5 +54,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hash(args) => hash::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Match(args) => matching::run(args),
+        Command::Verify(args) => verify::verify(args),
+        Command::Sets(args) => verify::sets(args),
     }
 }

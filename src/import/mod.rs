@@ -29,6 +29,7 @@
 
 mod jsonl;
 mod lines;
+pub mod load;
 mod ncmec_xml;
 mod stopncii;
 mod te_csv;

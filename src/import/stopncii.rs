@@ -26,9 +26,10 @@
 //! python-threatexchange, whose enum rejects it. A missing status counts as
 //! active. (python-threatexchange means to drop withdrawn hashes too, but its
 //! `_get_delta_mapping` compares `hashValue`, not `hashStatus`, against the
-//! statuses, so it never does; we go by `hashStatus`.) Labels: `stopncii`, `region:<r>` for each `hashRegions` entry, and
-//! `case:<id>` for each `caseNumbers` key. Feedback and timestamps are not
-//! imported.
+//! statuses, so it never does; we go by `hashStatus`.) Labels: `stopncii` and `region:<r>` for each `hashRegions` entry.
+//! Case numbers are *not* imported: they identify the person who submitted
+//! the image, and labels travel to every peer the set is shared with.
+//! Feedback and timestamps are not imported either.
 //!
 //! Accepted input: one response object (typically minified into one huge
 //! line), several of them one after another (pages saved one per line), a
@@ -441,13 +442,6 @@ fn convert(value: Value) -> Result<ImportOp, String> {
             }
         }
     }
-    if let Some(Value::Object(cases)) = obj.get("caseNumbers") {
-        for case in cases.keys().map(|k| k.trim()) {
-            if !case.is_empty() {
-                labels.push(format!("case:{case}"));
-            }
-        }
-    }
     Ok(ImportOp::Add {
         signal,
         labels,
@@ -857,18 +851,7 @@ mod tests {
         let got = run(input.as_bytes());
         assert_eq!(got.len(), 7, "{got:#?}");
         let first = got[0].as_ref().unwrap();
-        assert_eq!(
-            first.op,
-            add(
-                "pdq",
-                H1,
-                &[
-                    "stopncii",
-                    "case:27664732-76e1-4a17-8099-455798e67022",
-                    "case:a2696edf-1237-4eb8-a9c1-cd8ee6c055e5"
-                ]
-            )
-        );
+        assert_eq!(first.op, add("pdq", H1, &["stopncii"]));
         let first_at = input.find("{\"lastModtimestamp\":1625167804").unwrap() as u64;
         assert_eq!(
             first.position,
@@ -884,11 +867,7 @@ mod tests {
         assert!(!e.fatal);
         assert_eq!(
             got[2].as_ref().unwrap().op,
-            add(
-                "pdq",
-                H3,
-                &["stopncii", "region:UK", "region:Ünïcødé", "case:bce008ff"]
-            )
+            add("pdq", H3, &["stopncii", "region:UK", "region:Ünïcødé"])
         );
         let e = got[3].as_ref().unwrap_err();
         assert_eq!(e.position.record, Some(4));
