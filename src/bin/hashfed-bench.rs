@@ -22,6 +22,7 @@ use rayon::prelude::*;
 struct Args {
     mode: String,
     dir: Option<String>,
+    cache_mb: u64,
     n: usize,
     queries: usize,
     radii: Vec<u32>,
@@ -34,6 +35,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         mode: String::new(),
         dir: None,
+        cache_mb: 64,
         n: 1_000_000,
         queries: 2_000,
         radii: vec![16, 31, 48, 64],
@@ -44,7 +46,7 @@ fn parse() -> Result<Args, String> {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
         Some(mode @ ("index" | "store")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S]".into()),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -64,6 +66,7 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.seed = value.parse().map_err(|e| bad(&e))?,
             "--write" => args.write = Some(value.clone()),
             "--dir" => args.dir = Some(value.clone()),
+            "--cache-mb" => args.cache_mb = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown option {flag} {value}")),
         }
     }
@@ -237,7 +240,9 @@ fn store_bench(
 
     let dir = std::path::PathBuf::from(args.dir.as_deref().ok_or("store needs --dir DIR")?);
     let set = SetId::new("bench", &format!("{}-{}-{}", args.data, args.n, args.seed))?;
-    let options = StoreOptions::default();
+    let options = StoreOptions {
+        cache_bytes: args.cache_mb << 20,
+    };
     {
         let store = Store::open(&dir, &options)?;
         let have = store.set(&set).map_or(0, |s| s.head_seq);

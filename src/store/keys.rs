@@ -12,8 +12,8 @@
 //! | `s`    | set id (UTF-8)                        | set state (JSON)               |
 //! | `l`    | set number u32, seq u64               | record bytes                   |
 //! | `e`    | entry id (16)                         | entry state                    |
-//! | `v`    | signal key, entry id (16)             | empty (matchable entries only) |
-//! | `p`    | PDQ slot u32                          | entry id (16), code (32)       |
+//! | `v`    | signal key, entry id (16)             | empty (matchable exact entries)|
+//! | `p`    | PDQ slot chunk u32                    | slot chunk (see [`super::slots`]) |
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
 //! | `x`    | set number u32, external id, entry id | empty                          |
 //! | `m`    | counter name                          | u64                            |
@@ -24,10 +24,11 @@ pub const SET: u8 = b's';
 pub const LOG: u8 = b'l';
 /// Entry states.
 pub const ENTRY: u8 = b'e';
-/// Matchable entries by value.
+/// Matchable entries of exact types by value (PDQ entries are found by
+/// value through their derived id, and rebuilt from the slot table).
 pub const BY_VALUE: u8 = b'v';
-/// Occupied PDQ slots.
-pub const PDQ_SLOT: u8 = b'p';
+/// The PDQ slot table, in chunks.
+pub const SLOT_CHUNK: u8 = b'p';
 /// Free PDQ slots.
 pub const FREE_SLOT: u8 = b'f';
 /// Entries by the id of their source record.
@@ -85,10 +86,10 @@ pub fn by_value(signal_key: &[u8], id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// `p` + slot.
-pub fn pdq_slot(slot: u32) -> [u8; 5] {
-    let mut k = [PDQ_SLOT; 5];
-    k[1..].copy_from_slice(&slot.to_be_bytes());
+/// `p` + chunk number.
+pub fn slot_chunk(chunk: u32) -> [u8; 5] {
+    let mut k = [SLOT_CHUNK; 5];
+    k[1..].copy_from_slice(&chunk.to_be_bytes());
     k
 }
 
@@ -122,7 +123,7 @@ pub fn trailing_id(key: &[u8]) -> Option<[u8; 16]> {
     key[start..].try_into().ok()
 }
 
-/// The slot in a `p` or `f` key.
+/// The number in a `p` (chunk) or `f` (slot) key.
 pub fn slot_of(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(key.get(1..5)?.try_into().ok()?))
 }

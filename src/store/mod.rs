@@ -16,6 +16,7 @@
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
 pub mod keys;
+mod slots;
 mod state;
 mod verify;
 mod write;
@@ -29,7 +30,7 @@ pub use verify::VerifyReport;
 pub use write::{Applied, Change, IndexDelta, Outcome};
 
 use crate::model::record::CodecError;
-use crate::model::{EntryId, NameError, SetId, SetInfo, Signal, SignalType};
+use crate::model::{EntryId, NameError, SetId, SetInfo, Signal};
 use state::{EntryState, NO_SLOT};
 
 /// Why a store operation failed.
@@ -300,26 +301,22 @@ impl Store {
 
     /// The entry whose PDQ code is at `slot`, if any.
     pub fn entry_at_slot(&self, slot: u32) -> Result<Option<EntryId>, StoreError> {
-        match self.tree.get(keys::pdq_slot(slot))? {
-            Some(v) => {
-                let id: [u8; 16] = v
-                    .get(..16)
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| StoreError::Corrupt("short slot record".into()))?;
-                Ok(Some(EntryId(id)))
-            }
-            None => Ok(None),
-        }
+        let (chunk, i) = slots::locate(slot);
+        Ok(self
+            .tree
+            .get(keys::slot_chunk(chunk))?
+            .and_then(|bytes| slots::get(&bytes, i))
+            .map(|(id, _)| id))
     }
 
-    /// Matchable entries with exactly this value, in any set.
+    /// Matchable entries with exactly this value, in any set. Entry ids
+    /// derive from set and value, so this is one read per set.
     pub fn entries_with_value(&self, signal: &Signal) -> Result<Vec<EntryId>, StoreError> {
-        let prefix = keys::by_value_prefix(&signal.key());
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            if k.len() == prefix.len() + 16 {
-                out.extend(keys::trailing_id(&k).map(EntryId));
+        for set in self.sets() {
+            let id = EntryId::derive(set.id(), signal);
+            if self.entry_state(&id)?.is_some_and(|s| s.matchable()) {
+                out.push(id);
             }
         }
         Ok(out)
@@ -373,34 +370,41 @@ impl Store {
     }
 
     /// Everything the match index holds, for a rebuild at start: PDQ slots
-    /// then exact values.
+    /// (read a chunk at a time) then exact values.
     pub fn matchable(&self) -> impl Iterator<Item = Result<Matchable, StoreError>> + '_ {
-        let pdq = self.tree.scan_prefix([keys::PDQ_SLOT]).map(|kv| {
-            let (k, v) = kv?;
-            let slot =
-                keys::slot_of(&k).ok_or_else(|| StoreError::Corrupt("short slot key".into()))?;
-            let code: [u8; 32] = v
-                .get(16..48)
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("short slot record".into()))?;
-            let code = crate::signal::pdq::PdqHash::from_bytes(code).to_words();
-            Ok(Matchable::Pdq { slot, code })
-        });
-        let exact = self.tree.scan_prefix([keys::BY_VALUE]).filter_map(|kv| {
-            let result = (|| {
-                let (k, _) = kv?;
-                if k.get(1) == Some(&SignalType::Pdq.code()) {
-                    return Ok(None);
+        let pdq = self.tree.scan_prefix([keys::SLOT_CHUNK]).flat_map(
+            |kv| -> Box<dyn Iterator<Item = Result<Matchable, StoreError>>> {
+                let chunk = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                    let no = keys::slot_of(&k)
+                        .filter(|_| v.len() == slots::CHUNK_BYTES)
+                        .ok_or_else(|| StoreError::Corrupt("malformed slot chunk".into()))?;
+                    Ok((no, v))
+                });
+                match chunk {
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                    Ok((no, bytes)) => {
+                        let found: Vec<_> = slots::occupied(&bytes)
+                            .map(|(i, _, code)| {
+                                Ok(Matchable::Pdq {
+                                    slot: no * slots::PER_CHUNK + i as u32,
+                                    code: crate::signal::pdq::PdqHash::from_bytes(code).to_words(),
+                                })
+                            })
+                            .collect();
+                        Box::new(found.into_iter())
+                    }
                 }
-                let id = keys::trailing_id(&k)
-                    .filter(|_| k.len() > 17)
-                    .ok_or_else(|| StoreError::Corrupt("short by-value key".into()))?;
-                Ok(Some(Matchable::Exact {
-                    key: k[1..k.len() - 16].to_vec(),
-                    entry: EntryId(id),
-                }))
-            })();
-            result.transpose()
+            },
+        );
+        let exact = self.tree.scan_prefix([keys::BY_VALUE]).map(|kv| {
+            let (k, _) = kv?;
+            let id = keys::trailing_id(&k)
+                .filter(|_| k.len() > 17)
+                .ok_or_else(|| StoreError::Corrupt("short by-value key".into()))?;
+            Ok(Matchable::Exact {
+                key: k[1..k.len() - 16].to_vec(),
+                entry: EntryId(id),
+            })
         });
         pdq.chain(exact)
     }

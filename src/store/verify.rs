@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::keys;
+use super::slots;
 use super::state::{EntryState, NO_SLOT};
 use super::{Store, StoreError};
 use crate::model::record::{chain_digest, genesis_digest};
@@ -144,24 +145,29 @@ impl Store {
                     s.last_seq
                 )),
             }
-            let key = s.data.signal.key();
-            let has_value_key = self.tree.contains_key(keys::by_value(&key, &id.0))?;
-            if has_value_key != s.matchable() {
-                report.problem(format!(
-                    "entry {id}: by-value key present={has_value_key}, matchable={}",
-                    s.matchable()
-                ));
-            }
             let is_pdq = s.data.signal.kind() == &SignalType::Pdq;
+            if !is_pdq {
+                let key = s.data.signal.key();
+                let has_value_key = self.tree.contains_key(keys::by_value(&key, &id.0))?;
+                if has_value_key != s.matchable() {
+                    report.problem(format!(
+                        "entry {id}: by-value key present={has_value_key}, matchable={}",
+                        s.matchable()
+                    ));
+                }
+            }
             if s.matchable() {
                 report.matchable += 1;
                 *matchable_per_set.entry(s.set_no).or_default() += 1;
             }
             if s.matchable() && is_pdq {
-                match self.tree.get(keys::pdq_slot(s.slot))? {
-                    Some(v)
-                        if v.get(..16) == Some(&id.0[..])
-                            && v.get(16..48) == Some(s.data.signal.value()) => {}
+                let (chunk, i) = slots::locate(s.slot);
+                let held = self
+                    .tree
+                    .get(keys::slot_chunk(chunk))?
+                    .and_then(|b| slots::get(&b, i));
+                match held {
+                    Some((holder, code)) if holder == id && code[..] == *s.data.signal.value() => {}
                     _ => report.problem(format!("entry {id}: slot {} does not hold it", s.slot)),
                 }
                 if let Some(other) = slots.insert(s.slot, id) {
@@ -189,21 +195,35 @@ impl Store {
             kv?;
             values += 1;
         }
-        if values != report.matchable {
+        let exact = report.matchable - slots.len() as u64;
+        if values != exact {
             report.problem(format!(
-                "{values} by-value keys for {} matchable entries",
-                report.matchable
+                "{values} by-value keys for {exact} matchable exact entries"
             ));
         }
         let next_slot = self.counter(keys::NEXT_SLOT)?;
-        for kv in self.tree.scan_prefix([keys::PDQ_SLOT]) {
-            let (k, _) = kv?;
-            match keys::slot_of(&k) {
-                Some(slot) if slots.contains_key(&slot) && u64::from(slot) < next_slot => {}
-                other => report.problem(format!(
-                    "slot {other:?} is occupied by no entry or beyond the counter"
-                )),
+        let mut occupied = 0;
+        for kv in self.tree.scan_prefix([keys::SLOT_CHUNK]) {
+            let (k, v) = kv?;
+            let Some(chunk) = keys::slot_of(&k) else {
+                report.problem("short slot chunk key".into());
+                continue;
+            };
+            for (i, holder, _) in slots::occupied(&v) {
+                let slot = chunk * slots::PER_CHUNK + i as u32;
+                occupied += 1;
+                if slots.get(&slot) != Some(&holder) || u64::from(slot) >= next_slot {
+                    report.problem(format!(
+                        "slot {slot} is held for an entry that does not hold it"
+                    ));
+                }
             }
+        }
+        if occupied != slots.len() {
+            report.problem(format!(
+                "{occupied} occupied slots for {} matchable PDQ entries",
+                slots.len()
+            ));
         }
         for kv in self.tree.scan_prefix([keys::FREE_SLOT]) {
             let (k, _) = kv?;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::keys;
+use super::slots::{self, Chunk};
 use super::state::{EntryState, SetState, NO_SLOT};
 use super::{set_bytes, valid_slot, Store, StoreError};
 use crate::model::record::chain_digest;
@@ -104,7 +105,10 @@ struct Pending<'a> {
     entries: HashMap<EntryId, EntryState>,
     next_slot: u64,
     next_slot_dirty: bool,
-    free_slots: Option<sled::Iter>,
+    /// The free-slot scan, until it runs dry (`None` after that).
+    free_slots: Option<Option<sled::Iter>>,
+    /// Slot table chunks changed by this batch.
+    chunks: HashMap<u32, Chunk>,
     applied: Applied,
     now_ms: u64,
 }
@@ -132,6 +136,7 @@ impl Store {
             next_slot: self.counter(keys::NEXT_SLOT)?,
             next_slot_dirty: false,
             free_slots: None,
+            chunks: HashMap::new(),
             applied: Applied::default(),
             now_ms,
         };
@@ -179,6 +184,7 @@ impl Store {
             next_slot: self.counter(keys::NEXT_SLOT)?,
             next_slot_dirty: false,
             free_slots: None,
+            chunks: HashMap::new(),
             applied: Applied::default(),
             now_ms,
         };
@@ -317,40 +323,36 @@ impl Pending<'_> {
         let is_pdq = next.data.signal.kind() == &SignalType::Pdq;
         match (old.matchable(), next.matchable()) {
             (false, true) => {
-                self.batch.insert(keys::by_value(&key, &id.0), &[][..]);
                 self.set.matchable += 1;
-                if is_pdq {
+                if let Some(hash) = next.data.signal.as_pdq() {
                     let slot = self.alloc_slot()?;
                     next.slot = slot;
-                    let hash = next
-                        .data
-                        .signal
-                        .as_pdq()
-                        .unwrap_or(crate::signal::pdq::PdqHash::ZERO);
-                    let mut v = Vec::with_capacity(48);
-                    v.extend_from_slice(&id.0);
-                    v.extend_from_slice(hash.as_bytes());
-                    self.batch.insert(&keys::pdq_slot(slot)[..], v);
+                    let (chunk, i) = slots::locate(slot);
+                    self.chunk_mut(chunk)?.set(i, &id, hash.as_bytes());
                     self.applied.deltas.push(IndexDelta::InsertPdq {
                         slot,
                         code: hash.to_words(),
                     });
                 } else {
+                    self.batch.insert(keys::by_value(&key, &id.0), &[][..]);
                     self.applied
                         .deltas
                         .push(IndexDelta::InsertExact { key, entry: id });
                 }
             }
             (true, false) => {
-                self.batch.remove(keys::by_value(&key, &id.0));
                 self.set.matchable = self.set.matchable.saturating_sub(1);
-                if is_pdq && valid_slot(old.slot) {
-                    self.batch.remove(&keys::pdq_slot(old.slot)[..]);
-                    self.batch.insert(&keys::free_slot(old.slot)[..], &[][..]);
-                    self.applied
-                        .deltas
-                        .push(IndexDelta::RemovePdq { slot: old.slot });
-                } else if !is_pdq {
+                if is_pdq {
+                    if valid_slot(old.slot) {
+                        let (chunk, i) = slots::locate(old.slot);
+                        self.chunk_mut(chunk)?.clear(i);
+                        self.batch.insert(&keys::free_slot(old.slot)[..], &[][..]);
+                        self.applied
+                            .deltas
+                            .push(IndexDelta::RemovePdq { slot: old.slot });
+                    }
+                } else {
+                    self.batch.remove(keys::by_value(&key, &id.0));
                     self.applied
                         .deltas
                         .push(IndexDelta::RemoveExact { key, entry: id });
@@ -364,6 +366,22 @@ impl Pending<'_> {
         Ok(())
     }
 
+    /// The slot table chunk `chunk`, loaded on first use in this batch.
+    fn chunk_mut(&mut self, chunk: u32) -> Result<&mut Chunk, StoreError> {
+        if !self.chunks.contains_key(&chunk) {
+            let loaded = match self.store.tree.get(keys::slot_chunk(chunk))? {
+                Some(bytes) => Chunk::from_bytes(&bytes).ok_or_else(|| {
+                    StoreError::Corrupt(format!("slot chunk {chunk} has the wrong size"))
+                })?,
+                None => Chunk::default(),
+            };
+            self.chunks.insert(chunk, loaded);
+        }
+        self.chunks
+            .get_mut(&chunk)
+            .ok_or_else(|| StoreError::Corrupt("slot chunk vanished".into()))
+    }
+
     /// A free PDQ slot: one released before this batch, else a new one.
     /// Slots released in this batch are not reused until it has landed, so
     /// an index delta never names a slot twice.
@@ -371,13 +389,20 @@ impl Pending<'_> {
         let tree = &self.store.tree;
         let free = self
             .free_slots
-            .get_or_insert_with(|| tree.scan_prefix([keys::FREE_SLOT]));
-        if let Some(kv) = free.next() {
-            let (k, _) = kv?;
-            let slot = keys::slot_of(&k)
-                .ok_or_else(|| StoreError::Corrupt("short free slot key".into()))?;
-            self.batch.remove(k);
-            return Ok(slot);
+            .get_or_insert_with(|| Some(tree.scan_prefix([keys::FREE_SLOT])));
+        if let Some(iter) = free {
+            match iter.next() {
+                Some(kv) => {
+                    let (k, _) = kv?;
+                    let slot = keys::slot_of(&k)
+                        .ok_or_else(|| StoreError::Corrupt("short free slot key".into()))?;
+                    self.batch.remove(k);
+                    return Ok(slot);
+                }
+                // Asking a finished sled scan again costs a tree descent
+                // each time; remember that it is finished.
+                None => *free = None,
+            }
         }
         if self.next_slot >= u64::from(NO_SLOT) {
             return Err(StoreError::Full("PDQ slots"));
@@ -392,6 +417,14 @@ impl Pending<'_> {
         self.set.head_digest = to_hex(&self.digest);
         self.batch
             .insert(keys::set(self.set.id().as_str()), set_bytes(&self.set)?);
+        for (no, chunk) in &self.chunks {
+            if chunk.is_empty() {
+                self.batch.remove(&keys::slot_chunk(*no)[..]);
+            } else {
+                self.batch
+                    .insert(&keys::slot_chunk(*no)[..], chunk.as_bytes());
+            }
+        }
         if self.next_slot_dirty {
             self.batch
                 .insert(keys::NEXT_SLOT, &self.next_slot.to_be_bytes());
