@@ -393,3 +393,56 @@ fn sigkill_during_import_leaves_whole_entries_and_rerun_completes() {
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.matchable as usize, N);
 }
+
+#[test]
+fn operators_show_disable_enable_and_retract_single_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("node");
+    let list = tmp.path().join("one.txt");
+    let pdq = hex(0x5c, 32);
+    std::fs::write(&list, format!("pdq {pdq}\n")).unwrap();
+    assert!(import(&node, "hotline-a/ops", &list, None).status.success());
+    let set: SetId = "hotline-a/ops".parse().unwrap();
+    let id = EntryId::derive(&set, &Signal::parse("pdq", &pdq).unwrap()).to_string();
+    let dir = node.to_str().unwrap();
+    let matches = || hashfed(&["match", "--dir", dir, &pdq]).status.code();
+
+    let shown = hashfed(&["entry", "--dir", dir, "show", &id]);
+    assert!(
+        text(&shown.stdout).contains(&format!("\"value\":\"{pdq}\"")),
+        "{}",
+        text(&shown.stdout)
+    );
+    assert_eq!(matches(), Some(0));
+    assert!(hashfed(&["entry", "--dir", dir, "disable", &id])
+        .status
+        .success());
+    assert_eq!(matches(), Some(1));
+    assert!(hashfed(&["entry", "--dir", dir, "enable", &id])
+        .status
+        .success());
+    assert_eq!(matches(), Some(0));
+    let out = hashfed(&[
+        "entry",
+        "--dir",
+        dir,
+        "retract",
+        &id,
+        "--reason",
+        "false positive",
+    ]);
+    assert!(
+        text(&out.stderr).contains("retracted"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(matches(), Some(1));
+    // Disabling is local: no log record; retracting is one.
+    assert_eq!(store(&node).set(&set).unwrap().head_seq, 2);
+    let bad = hashfed(&["entry", "--dir", dir, "show", "not-an-id"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let missing = hashfed(&["entry", "--dir", dir, "show", &"0".repeat(32)]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("no entry"));
+    assert!(hashfed(&["verify", "--dir", dir]).status.success());
+}

@@ -3,6 +3,7 @@
 
 mod compare;
 mod demo;
+mod entry;
 mod export;
 mod hash;
 mod import;
@@ -37,6 +38,8 @@ enum Command {
     Export(export::ExportArgs),
     /// Look hashes or images up in the database.
     Match(matching::MatchArgs),
+    /// Show, retract, disable or enable one entry.
+    Entry(entry::EntryArgs),
     /// Check the database for consistency (logs, chains, keys, slots).
     Verify(verify::DirArgs),
     /// List the sets with their log heads and digests.
@@ -57,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Match(args) => matching::run(args),
+        Command::Entry(args) => entry::run(args),
         Command::Verify(args) => verify::verify(args),
         Command::Sets(args) => verify::sets(args),
     }
