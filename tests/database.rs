@@ -330,3 +330,13 @@ fn pdq_matches_equal_brute_force_oracle() {
         })
         .unwrap();
 }
+
+#[test]
+fn a_store_in_use_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = open(dir.path());
+    match Database::open(dir.path(), &StoreOptions::default()) {
+        Err(e) => assert!(e.to_string().contains("in use by another process"), "{e}"),
+        Ok(_) => panic!("opened twice"),
+    }
+}
