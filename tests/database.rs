@@ -340,3 +340,80 @@ fn a_store_in_use_is_refused_with_a_clear_error() {
         Ok(_) => panic!("opened twice"),
     }
 }
+
+/// A clean close writes an index snapshot that the next open uses; a write
+/// since, or a damaged snapshot, sends the open back to the store, and
+/// every way gives the same answers.
+#[test]
+fn index_snapshot_is_used_only_when_current_and_intact() {
+    use hashfed::database::IndexSource;
+    let dir = tempfile::tempdir().unwrap();
+    let md5 = Signal::parse("md5", &"12".repeat(16)).unwrap();
+    let codes: Vec<[u8; 32]> = (0..300u32)
+        .map(|i| {
+            let mut c = [0u8; 32];
+            c[..4].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+            c[31] = i as u8;
+            c
+        })
+        .collect();
+    let set;
+    {
+        let db = open(dir.path());
+        assert_eq!(db.index_source(), IndexSource::Store);
+        set = make_set(&db, "o", "snap", None);
+        let mut changes: Vec<Change> = codes.iter().map(|c| add(pdq(*c), &[])).collect();
+        changes.push(add(md5.clone(), &[]));
+        db.apply(&set, &changes).unwrap();
+        db.apply(
+            &set,
+            &[Change::RetractValue {
+                signal: pdq(codes[7]),
+                reason: String::new(),
+            }],
+        )
+        .unwrap();
+        db.close().unwrap();
+    }
+    let answers = |db: &Database| -> Vec<usize> {
+        let mut out: Vec<usize> = codes
+            .iter()
+            .map(|c| db.match_exact(&pdq(*c)).unwrap().len())
+            .collect();
+        out.push(db.match_exact(&md5).unwrap().len());
+        out
+    };
+    let db = open(dir.path());
+    assert_eq!(db.index_source(), IndexSource::Snapshot);
+    let expected = answers(&db);
+    assert_eq!(expected.iter().sum::<usize>(), 300);
+    assert_eq!(expected[7], 0);
+    // A write after the snapshot makes it stale.
+    db.apply(
+        &set,
+        &[Change::RetractValue {
+            signal: pdq(codes[8]),
+            reason: String::new(),
+        }],
+    )
+    .unwrap();
+    drop(db);
+    let db = open(dir.path());
+    assert_eq!(db.index_source(), IndexSource::Store);
+    let now = answers(&db);
+    assert_eq!(now[8], 0);
+    db.close().unwrap();
+    // A damaged snapshot is ignored.
+    let path = dir.path().join("index.snapshot");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.index_source(), IndexSource::Store);
+    assert_eq!(answers(&db), now);
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.index_source(), IndexSource::Snapshot);
+    assert_eq!(answers(&db), now);
+}

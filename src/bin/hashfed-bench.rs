@@ -286,8 +286,19 @@ fn store_bench(
     let rss_before = rss_bytes();
     let start = Instant::now();
     let db = Database::open(&dir, &options)?;
+    let first_open_s = start.elapsed().as_secs_f64();
+    let first_source = db.index_source();
+    let start = Instant::now();
+    db.close()?;
+    let close_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let db = Database::open(&dir, &options)?;
     let open_s = start.elapsed().as_secs_f64();
     let rss = rss_bytes().saturating_sub(rss_before);
+    println!(
+        "{{\"impl\":\"hashfed\",\"what\":\"store-reopen\",\"first_open_s\":{first_open_s:.2},\"first_source\":\"{first_source:?}\",\"close_s\":{close_s:.2},\"open_s\":{open_s:.2},\"source\":\"{:?}\"}}",
+        db.index_source()
+    );
     let pdq = db.indexes().pdq.len();
     let mut lat = Vec::with_capacity(queries.len());
     let mut hits = 0;

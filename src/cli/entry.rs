@@ -86,7 +86,6 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
         Action::Disable { .. } | Action::Enable { .. } => {
             let disable = matches!(args.action, Action::Disable { .. });
             db.set_disabled(&id, disable)?;
-            db.store().flush()?;
             eprintln!(
                 "{id}: {}",
                 if disable {
@@ -97,6 +96,6 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    store.flush()?;
+    db.close()?;
     Ok(ExitCode::SUCCESS)
 }

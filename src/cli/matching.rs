@@ -57,6 +57,8 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
         any |= !matches.is_empty();
         print(&args, query, &matches)?;
     }
+    // Leaves a current index snapshot behind so the next open is quick.
+    db.close()?;
     Ok(if any {
         ExitCode::SUCCESS
     } else {

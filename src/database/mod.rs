@@ -18,7 +18,7 @@ use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
 use crate::model::{EntryId, SetId, SetInfo};
 use crate::store::{
-    Applied, Change, IndexDelta, Matchable, SetState, Store, StoreError, StoreOptions,
+    Applied, Change, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError, StoreOptions,
 };
 
 /// The in-memory indexes.
@@ -30,6 +30,13 @@ pub struct Indexes {
 }
 
 impl Indexes {
+    fn add(&mut self, item: Matchable) {
+        match item {
+            Matchable::Pdq { slot, code } => self.pdq.insert(slot, code),
+            Matchable::Exact { key, entry } => self.exact.insert(&key, entry),
+        }
+    }
+
     fn apply(&mut self, deltas: &[IndexDelta]) {
         for delta in deltas {
             match delta {
@@ -54,6 +61,19 @@ pub struct Database {
     /// the index in the order the store applied them (a slot freed by one
     /// write may be reused by the next).
     writer: Mutex<()>,
+    /// Where the indexes came from at open.
+    source: IndexSource,
+    /// The store generation at open.
+    opened_at: u64,
+}
+
+/// Where [`Database::open`] built the indexes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexSource {
+    /// The snapshot of the last clean close.
+    Snapshot,
+    /// The store (no snapshot, or writes since, or a damaged one).
+    Store,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -64,32 +84,71 @@ pub fn now_ms() -> u64 {
 }
 
 impl Database {
-    /// Opens the store in `dir` and builds the indexes from it.
+    /// Opens the store in `dir` and builds the indexes: from the snapshot
+    /// the last clean [`Database::close`] wrote, if nothing was written
+    /// since, else from the store itself.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let started = Instant::now();
         let store = Store::open(dir, options)?;
         let expected: u64 = store.sets().iter().map(|s| s.matchable).sum();
-        let mut indexes = Indexes {
+        let fresh = || Indexes {
             pdq: PdqIndex::with_expected_len(expected as usize),
             exact: ExactIndex::new(),
         };
-        for item in store.matchable() {
-            match item? {
-                Matchable::Pdq { slot, code } => indexes.pdq.insert(slot, code),
-                Matchable::Exact { key, entry } => indexes.exact.insert(&key, entry),
+        let mut indexes = fresh();
+        let source = match store.load_index_snapshot(|m| indexes.add(m))? {
+            SnapshotLoad::Loaded => IndexSource::Snapshot,
+            SnapshotLoad::Unusable(why) => {
+                tracing::info!(reason = %why, "index snapshot not used; rebuilding from the store");
+                indexes = fresh();
+                for item in store.matchable() {
+                    indexes.add(item?);
+                }
+                IndexSource::Store
             }
-        }
+        };
         tracing::info!(
             pdq = indexes.pdq.len(),
             exact = indexes.exact.len(),
+            ?source,
             seconds = started.elapsed().as_secs_f64(),
             "database opened, indexes built"
         );
         Ok(Database {
-            store,
             indexes: RwLock::new(indexes),
             writer: Mutex::new(()),
+            source,
+            opened_at: store.generation(),
+            store,
         })
+    }
+
+    /// Where the indexes were built from when the database opened.
+    pub fn index_source(&self) -> IndexSource {
+        self.source
+    }
+
+    /// Closes the database cleanly: flushes the store and writes the index
+    /// snapshot that makes the next open fast (unless the one it opened
+    /// from is still current).
+    pub fn close(self) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.store.flush()?;
+        if self.source == IndexSource::Snapshot && self.store.generation() == self.opened_at {
+            return Ok(());
+        }
+        let indexes = self.indexes();
+        let bound = self.store.slot_bound()?;
+        let pdq: Vec<(u32, [u8; 32])> = (0..bound)
+            .filter_map(|slot| {
+                let code = indexes.pdq.get(slot)?;
+                Some((
+                    slot,
+                    crate::signal::pdq::PdqHash::from_words(code).to_bytes(),
+                ))
+            })
+            .collect();
+        self.store.write_index_snapshot(&pdq, indexes.exact.iter())
     }
 
     /// The store underneath (reads; writes go through the database so the

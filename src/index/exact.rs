@@ -48,6 +48,13 @@ impl ExactIndex {
         self.map.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// Every (value key, entry) pair, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], EntryId)> + '_ {
+        self.map
+            .iter()
+            .flat_map(|(k, ids)| ids.iter().map(move |id| (&k[..], *id)))
+    }
+
     /// Number of (value, entry) pairs.
     pub fn len(&self) -> usize {
         self.len

@@ -40,6 +40,8 @@ pub const META: u8 = b'm';
 pub const NEXT_SLOT: &[u8] = b"mnext_slot";
 /// Counter: the next set number.
 pub const NEXT_SET: &[u8] = b"mnext_set";
+/// Counter: write batches applied (see [`super::snapshot`]).
+pub const GENERATION: &[u8] = b"mgeneration";
 
 /// `s` + set id.
 pub fn set(id: &str) -> Vec<u8> {

@@ -17,14 +17,17 @@
 
 pub mod keys;
 mod slots;
+mod snapshot;
 mod state;
 mod verify;
 mod write;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
+pub use snapshot::SnapshotLoad;
 pub use state::{SetState, StoredEntry};
 pub use verify::VerifyReport;
 pub use write::{Applied, Change, IndexDelta, Outcome};
@@ -100,6 +103,9 @@ pub struct Store {
     /// Serialises writers; see the module docs.
     writer: Mutex<()>,
     sets: RwLock<SetCache>,
+    /// Bumped by every write batch (persisted in the same batch); an index
+    /// snapshot is valid only for the generation it was taken at.
+    generation: AtomicU64,
 }
 
 /// Counts of what the store holds.
@@ -138,9 +144,12 @@ pub enum Matchable {
 
 impl Store {
     /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// sled keeps its files in `dir/sled`; the index snapshot lives beside
+    /// them.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let db = sled::Config::new()
-            .path(dir)
+            .path(dir.join("sled"))
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .open()
@@ -160,7 +169,11 @@ impl Store {
             path: dir.to_owned(),
             writer: Mutex::new(()),
             sets: RwLock::new(SetCache::default()),
+            generation: AtomicU64::new(0),
         };
+        store
+            .generation
+            .store(store.counter(keys::GENERATION)?, Ordering::SeqCst);
         store.load_sets()?;
         tracing::debug!(path = %dir.display(), "store opened");
         Ok(store)
@@ -212,7 +225,9 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
         batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
+        let generation = self.next_generation(&mut batch);
         self.tree.apply_batch(batch)?;
+        self.generation.store(generation, Ordering::SeqCst);
         self.cache_set(state.clone());
         tracing::info!(set = %state.id(), "set created");
         Ok(state)
@@ -257,6 +272,24 @@ impl Store {
             .get(&no)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt(format!("entry refers to unknown set number {no}")))
+    }
+
+    /// Adds the generation bump to a write batch; returns the new
+    /// generation, to be published once the batch has landed.
+    fn next_generation(&self, batch: &mut sled::Batch) -> u64 {
+        let next = self.generation.load(Ordering::SeqCst) + 1;
+        batch.insert(keys::GENERATION, &next.to_be_bytes());
+        next
+    }
+
+    /// Write batches applied so far (see the index snapshot).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// One past the highest PDQ slot ever handed out.
+    pub fn slot_bound(&self) -> Result<u32, StoreError> {
+        Ok(self.counter(keys::NEXT_SLOT)?.min(u64::from(u32::MAX)) as u32)
     }
 
     /// Reads a counter (0 if never written).

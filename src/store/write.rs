@@ -429,7 +429,11 @@ impl Pending<'_> {
             self.batch
                 .insert(keys::NEXT_SLOT, &self.next_slot.to_be_bytes());
         }
+        let generation = self.store.next_generation(&mut self.batch);
         self.store.tree.apply_batch(self.batch)?;
+        self.store
+            .generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
         self.store.cache_set(self.set);
         Ok(self.applied)
     }
