@@ -404,7 +404,8 @@ impl Pending<'_> {
                 None => *free = None,
             }
         }
-        if self.next_slot >= u64::from(NO_SLOT) {
+        // The index reserves the top bit of a slot (see its MAX_SLOT).
+        if self.next_slot > u64::from(crate::index::pdq::MAX_SLOT) {
             return Err(StoreError::Full("PDQ slots"));
         }
         let slot = self.next_slot as u32;
