@@ -39,6 +39,6 @@ for r in sorted({k[1] for k in q}):
     print(f"{r:>3} {h['mean_ms']:>10.3f} /{h['p99_ms']:>8.3f} {h['strategy']:>8} {mh['mean_ms']:>24.3f} {fl['mean_ms']:>19.3f} "
           f"{best / h['mean_ms']:>15.1f}x {h['hits']:>6}/{mh['hits']}/{fl['hits']}"
           + (f"  (MultiHash ran {mh['queries_run']} of {h.get('queries', '?')} queries)" if mh["queries_run"] < fl["queries_run"] else ""))
-print("hashfed qps (1 core / all cores): " + ", ".join(
-    f"r{r}: {q[('hashfed', r)]['qps_1core']}/{q[('hashfed', r)]['qps_all_cores']}" for r in sorted({k[1] for k in q})))
+print("hashfed qps (1 core / all cores / batch): " + ", ".join(
+    f"r{r}: {q[('hashfed', r)]['qps_1core']}/{q[('hashfed', r)]['qps_all_cores']}/{q[('hashfed', r)]['qps_batch']}" for r in sorted({k[1] for k in q})))
 PY

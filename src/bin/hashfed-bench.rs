@@ -209,9 +209,13 @@ fn main() {
             .sum();
         let all_cores_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(hits, par_hits);
+        let t = Instant::now();
+        let batch_hits: usize = index.search_batch(&queries, radius).iter().map(Vec::len).sum();
+        let batch_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
+        assert_eq!(hits, batch_hits);
         let (mean, p99) = summarise(&mut lat);
         println!(
-            "{{\"impl\":\"hashfed\",\"what\":\"query\",\"n\":{},\"data\":\"{}\",\"radius\":{radius},\"strategy\":\"{}\",\"mean_ms\":{mean:.4},\"p99_ms\":{p99:.4},\"qps_1core\":{one_core_qps:.0},\"qps_all_cores\":{all_cores_qps:.0},\"threads\":{},\"hits\":{hits}}}",
+            "{{\"impl\":\"hashfed\",\"what\":\"query\",\"n\":{},\"data\":\"{}\",\"radius\":{radius},\"strategy\":\"{}\",\"mean_ms\":{mean:.4},\"p99_ms\":{p99:.4},\"qps_1core\":{one_core_qps:.0},\"qps_all_cores\":{all_cores_qps:.0},\"qps_batch\":{batch_qps:.0},\"threads\":{},\"hits\":{hits}}}",
             codes.len(),
             args.data,
             if strategy == Strategy::MultiIndex { "mih" } else { "scan" },
