@@ -417,3 +417,31 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
     assert_eq!(db.index_source(), IndexSource::Snapshot);
     assert_eq!(answers(&db), now);
 }
+
+#[test]
+fn an_entry_moved_to_another_source_record_follows_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let set = make_set(&db, "ncmec", "moves", None);
+    let md5 = Signal::parse("md5", &"ef".repeat(16)).unwrap();
+    let with_ext = |ext: &str| {
+        Change::Add(EntryData {
+            signal: md5.clone(),
+            labels: vec![],
+            external_id: Some(ext.into()),
+            vetting: vec![],
+        })
+    };
+    db.apply(&set, &[with_ext("ncmec:1")]).unwrap();
+    db.apply(&set, &[with_ext("ncmec:2")]).unwrap();
+    let retract = |ext: &str| Change::RetractExternal {
+        external_id: ext.into(),
+        reason: String::new(),
+    };
+    let old = db.apply(&set, &[retract("ncmec:1")]).unwrap();
+    assert_eq!(old.outcomes, vec![Outcome::NotFound]);
+    assert_eq!(db.match_exact(&md5).unwrap().len(), 1);
+    let new = db.apply(&set, &[retract("ncmec:2")]).unwrap();
+    assert!(matches!(&new.outcomes[0], Outcome::Retracted(ids) if ids.len() == 1));
+    assert!(db.match_exact(&md5).unwrap().is_empty());
+}

@@ -210,7 +210,11 @@ fn main() {
         let all_cores_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(hits, par_hits);
         let t = Instant::now();
-        let batch_hits: usize = index.search_batch(&queries, radius).iter().map(Vec::len).sum();
+        let batch_hits: usize = index
+            .search_batch(&queries, radius)
+            .iter()
+            .map(Vec::len)
+            .sum();
         let batch_qps = queries.len() as f64 / t.elapsed().as_secs_f64();
         assert_eq!(hits, batch_hits);
         let (mean, p99) = summarise(&mut lat);

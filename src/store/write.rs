@@ -292,7 +292,19 @@ impl Pending<'_> {
                 ids.push(*id);
             }
         }
-        Ok(ids)
+        // Keys are never removed, so an entry re-added since under another
+        // source record still has one for the old id: only its current
+        // external id counts.
+        let mut current = Vec::with_capacity(ids.len());
+        for id in ids {
+            if self
+                .get(&id)?
+                .is_some_and(|s| s.data.external_id.as_deref() == Some(external_id))
+            {
+                current.push(id);
+            }
+        }
+        Ok(current)
     }
 
     /// Appends a record at the next sequence number and advances the chain.
