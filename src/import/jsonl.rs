@@ -23,45 +23,12 @@ use std::io::BufRead;
 
 use serde_json::{Map, Value};
 
-use super::lines::LineReader;
-use super::{json_error_message, push_label, ImportError, ImportItem, ImportOp, RawSignal};
+use super::lines::LineRecords;
+use super::{json_error_message, push_label, ImportOp, RawSignal};
 
-/// Streaming parser for [`super::Format::Jsonl`].
-pub(crate) struct JsonlParser<R> {
-    lines: LineReader<R>,
-}
-
-impl<R: BufRead> JsonlParser<R> {
-    pub(crate) fn new(input: R) -> Self {
-        JsonlParser {
-            lines: LineReader::new(input),
-        }
-    }
-}
-
-impl<R: BufRead> Iterator for JsonlParser<R> {
-    type Item = Result<ImportItem, ImportError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = match self.lines.next_line()? {
-                Ok(line) => line,
-                Err(e) => return Some(Err(e)),
-            };
-            let text = line.text.trim();
-            if text.is_empty() {
-                continue;
-            }
-            return Some(
-                parse_line(text)
-                    .map(|op| ImportItem {
-                        position: line.position,
-                        op,
-                    })
-                    .map_err(|message| ImportError::new(line.position, message)),
-            );
-        }
-    }
+/// Streaming parser for [`super::Format::Jsonl`]: one record per line.
+pub(crate) fn parser<R: BufRead>(input: R) -> LineRecords<R> {
+    LineRecords::new(input, |text| parse_line(text.trim()).map(Some))
 }
 
 /// One line to an operation, or a message saying what is wrong with it.
@@ -146,10 +113,10 @@ fn non_empty_str(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::Position;
+    use crate::import::{ImportError, ImportItem, Position};
 
     fn run(input: &[u8]) -> Vec<Result<ImportItem, ImportError>> {
-        JsonlParser::new(input).collect()
+        parser(input).collect()
     }
 
     fn add(type_name: &str, value: &str, labels: &[&str], external_id: Option<&str>) -> ImportOp {
@@ -265,7 +232,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            for item in JsonlParser::new(bytes.as_slice()) {
+            for item in parser(bytes.as_slice()) {
                 if let Err(e) = item {
                     proptest::prop_assert!(!e.fatal);
                 }
@@ -282,7 +249,7 @@ mod tests {
             0..64,
         )) {
             let input = parts.concat();
-            let _ = JsonlParser::new(input.as_bytes()).count();
+            let _ = parser(input.as_bytes()).count();
         }
     }
 }

@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead};
 
-use super::{ImportError, Position, UTF8_BOM};
+use super::{ImportError, ImportItem, ImportOp, Position, UTF8_BOM};
 
 /// The longest line kept, in bytes, without its line ending. Real records are
 /// well under 1 KiB; the cap exists only to bound memory on hostile input.
@@ -132,6 +132,48 @@ impl<R: BufRead> LineReader<R> {
                     e.valid_up_to().saturating_add(1)
                 ),
             ))),
+        }
+    }
+}
+
+/// A format with one record per line: the line reader plus the function
+/// that turns one non-blank line into an operation (`Ok(None)`: a line to
+/// skip, such as a header or a comment; `Err`: what is wrong with it).
+pub(crate) struct LineRecords<R> {
+    lines: LineReader<R>,
+    parse: fn(&str) -> Result<Option<ImportOp>, String>,
+}
+
+impl<R: BufRead> LineRecords<R> {
+    /// Records of `input`, each line given to `parse`.
+    pub(crate) fn new(input: R, parse: fn(&str) -> Result<Option<ImportOp>, String>) -> Self {
+        LineRecords {
+            lines: LineReader::new(input),
+            parse,
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for LineRecords<R> {
+    type Item = Result<ImportItem, ImportError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let line = match self.lines.next_line()? {
+                Ok(line) => line,
+                Err(e) => return Some(Err(e)),
+            };
+            if line.text.trim().is_empty() {
+                continue;
+            }
+            return Some(match (self.parse)(line.text) {
+                Ok(None) => continue,
+                Ok(Some(op)) => Ok(ImportItem {
+                    position: line.position,
+                    op,
+                }),
+                Err(message) => Err(ImportError::new(line.position, message)),
+            });
         }
     }
 }

@@ -257,9 +257,9 @@ pub type ImportIter<'a> = Box<dyn Iterator<Item = Result<ImportItem, ImportError
 /// error. Nothing beyond the current record is held in memory.
 pub fn parse<'a, R: BufRead + 'a>(format: Format, input: R) -> ImportIter<'a> {
     match format {
-        Format::Jsonl => Box::new(jsonl::JsonlParser::new(input)),
-        Format::TeCsv => Box::new(te_csv::TeCsvParser::new(input)),
-        Format::TeLines => Box::new(te_lines::TeLinesParser::new(input)),
+        Format::Jsonl => Box::new(jsonl::parser(input)),
+        Format::TeCsv => Box::new(te_csv::parser(input)),
+        Format::TeLines => Box::new(te_lines::parser(input)),
         Format::NcmecXml => Box::new(ncmec_xml::NcmecXmlParser::new(input)),
         Format::StopnciiJson => Box::new(stopncii::StopnciiParser::new(input)),
     }

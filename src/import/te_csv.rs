@@ -28,8 +28,8 @@
 
 use std::io::{self, BufRead, Write};
 
-use super::lines::LineReader;
-use super::{push_label, snippet, ImportError, ImportItem, ImportOp, RawSignal};
+use super::lines::LineRecords;
+use super::{push_label, snippet, ImportOp, RawSignal};
 
 /// The header python-threatexchange writes.
 const HEADER: [&str; 5] = ["signal_type", "signal_str", "collab", "category", "tags"];
@@ -37,43 +37,9 @@ const HEADER: [&str; 5] = ["signal_type", "signal_str", "collab", "category", "t
 /// The prefix that marks a collaboration name among labels.
 pub(crate) const COLLAB_PREFIX: &str = "collab:";
 
-/// Streaming parser for [`super::Format::TeCsv`].
-pub(crate) struct TeCsvParser<R> {
-    lines: LineReader<R>,
-}
-
-impl<R: BufRead> TeCsvParser<R> {
-    pub(crate) fn new(input: R) -> Self {
-        TeCsvParser {
-            lines: LineReader::new(input),
-        }
-    }
-}
-
-impl<R: BufRead> Iterator for TeCsvParser<R> {
-    type Item = Result<ImportItem, ImportError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = match self.lines.next_line()? {
-                Ok(line) => line,
-                Err(e) => return Some(Err(e)),
-            };
-            if line.text.trim().is_empty() {
-                continue;
-            }
-            match parse_row(line.text) {
-                Ok(None) => continue,
-                Ok(Some(op)) => {
-                    return Some(Ok(ImportItem {
-                        position: line.position,
-                        op,
-                    }))
-                }
-                Err(message) => return Some(Err(ImportError::new(line.position, message))),
-            }
-        }
-    }
+/// Streaming parser for [`super::Format::TeCsv`]: one record per line.
+pub(crate) fn parser<R: BufRead>(input: R) -> LineRecords<R> {
+    LineRecords::new(input, parse_row)
 }
 
 /// A row to an operation; `None` for a header row.
@@ -328,10 +294,10 @@ pub(crate) fn invalid(message: impl Into<String>) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::Position;
+    use crate::import::{ImportError, ImportItem, Position};
 
     fn run(input: &[u8]) -> Vec<Result<ImportItem, ImportError>> {
-        TeCsvParser::new(input).collect()
+        parser(input).collect()
     }
 
     fn add(type_name: &str, value: &str, labels: &[&str]) -> ImportOp {
@@ -543,7 +509,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            for item in TeCsvParser::new(bytes.as_slice()) {
+            for item in parser(bytes.as_slice()) {
                 if let Err(e) = item {
                     proptest::prop_assert!(!e.fatal);
                 }
@@ -552,7 +518,7 @@ mod tests {
 
         #[test]
         fn csv_like_lines_never_panic(s in "[a-z,\" \r\n\u{e9}]{0,200}") {
-            let _ = TeCsvParser::new(s.as_bytes()).count();
+            let _ = parser(s.as_bytes()).count();
         }
 
         #[test]
@@ -565,7 +531,7 @@ mod tests {
             if write_te_csv_row(&mut out, &t, &v, &labels).is_err() {
                 return Ok(());
             }
-            let items: Vec<_> = TeCsvParser::new(out.as_slice()).collect();
+            let items: Vec<_> = parser(out.as_slice()).collect();
             proptest::prop_assert_eq!(items.len(), 1);
             let Ok(ImportItem { op: ImportOp::Add { signal, labels: got, .. }, .. }) = &items[0] else {
                 return Err(proptest::test_runner::TestCaseError::fail(format!("{items:?}")));

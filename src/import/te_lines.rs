@@ -33,46 +33,20 @@
 
 use std::io::{self, BufRead, Write};
 
-use super::lines::LineReader;
+use super::lines::LineRecords;
 use super::te_csv::{check_type_and_value, invalid, split_labels, COLLAB_PREFIX};
-use super::{push_label, snippet, ImportError, ImportItem, ImportOp, RawSignal};
+use super::{push_label, snippet, ImportOp, RawSignal};
 
-/// Streaming parser for [`super::Format::TeLines`].
-pub(crate) struct TeLinesParser<R> {
-    lines: LineReader<R>,
-}
-
-impl<R: BufRead> TeLinesParser<R> {
-    pub(crate) fn new(input: R) -> Self {
-        TeLinesParser {
-            lines: LineReader::new(input),
+/// Streaming parser for [`super::Format::TeLines`]: one record per line.
+pub(crate) fn parser<R: BufRead>(input: R) -> LineRecords<R> {
+    LineRecords::new(input, |text| {
+        let text = text.trim();
+        if text.starts_with('#') {
+            Ok(None)
+        } else {
+            parse_line(text).map(Some)
         }
-    }
-}
-
-impl<R: BufRead> Iterator for TeLinesParser<R> {
-    type Item = Result<ImportItem, ImportError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            let line = match self.lines.next_line()? {
-                Ok(line) => line,
-                Err(e) => return Some(Err(e)),
-            };
-            let text = line.text.trim();
-            if text.is_empty() || text.starts_with('#') {
-                continue;
-            }
-            return Some(
-                parse_line(text)
-                    .map(|op| ImportItem {
-                        position: line.position,
-                        op,
-                    })
-                    .map_err(|message| ImportError::new(line.position, message)),
-            );
-        }
-    }
+    })
 }
 
 /// Splits off the first whitespace-delimited token: `("pdq", "ab cd")`.
@@ -307,10 +281,10 @@ pub fn write_te_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::import::Position;
+    use crate::import::{ImportError, ImportItem, Position};
 
     fn run(input: &[u8]) -> Vec<Result<ImportItem, ImportError>> {
-        TeLinesParser::new(input).collect()
+        parser(input).collect()
     }
 
     fn add(type_name: &str, value: &str, labels: &[&str]) -> ImportOp {
@@ -525,7 +499,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            for item in TeLinesParser::new(bytes.as_slice()) {
+            for item in parser(bytes.as_slice()) {
                 if let Err(e) = item {
                     proptest::prop_assert!(!e.fatal);
                 }
@@ -534,7 +508,7 @@ mod tests {
 
         #[test]
         fn quote_heavy_lines_never_panic(s in "[a-z '\"\\\\xuU0-9,\t\n]{0,200}") {
-            let _ = TeLinesParser::new(s.as_bytes()).count();
+            let _ = parser(s.as_bytes()).count();
         }
 
         #[test]
@@ -547,7 +521,7 @@ mod tests {
             if write_te_line(&mut out, &t, &v, &labels).is_err() {
                 return Ok(());
             }
-            let items: Vec<_> = TeLinesParser::new(out.as_slice()).collect();
+            let items: Vec<_> = parser(out.as_slice()).collect();
             proptest::prop_assert_eq!(items.len(), 1);
             let Ok(ImportItem { op: ImportOp::Add { signal, labels: got, .. }, .. }) = &items[0] else {
                 return Err(proptest::test_runner::TestCaseError::fail(format!("{items:?}")));

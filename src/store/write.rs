@@ -127,19 +127,7 @@ impl Store {
         let state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
-        let mut p = Pending {
-            store: self,
-            batch: sled::Batch::default(),
-            digest: state.digest(),
-            set: state,
-            entries: HashMap::new(),
-            next_slot: self.counter(keys::NEXT_SLOT)?,
-            next_slot_dirty: false,
-            free_slots: None,
-            chunks: HashMap::new(),
-            applied: Applied::default(),
-            now_ms,
-        };
+        let mut p = Pending::new(self, state, now_ms)?;
         for change in changes {
             let outcome = match change {
                 Change::Add(data) => p.add(data)?,
@@ -175,19 +163,7 @@ impl Store {
         let set = self
             .set(&set_id)
             .ok_or_else(|| StoreError::UnknownSet(set_id.clone()))?;
-        let mut p = Pending {
-            store: self,
-            batch: sled::Batch::default(),
-            digest: set.digest(),
-            set,
-            entries: HashMap::new(),
-            next_slot: self.counter(keys::NEXT_SLOT)?,
-            next_slot_dirty: false,
-            free_slots: None,
-            chunks: HashMap::new(),
-            applied: Applied::default(),
-            now_ms,
-        };
+        let mut p = Pending::new(self, set, now_ms)?;
         if state.disabled == disabled {
             p.applied.outcomes.push(Outcome::Unchanged(*id));
         } else {
@@ -200,7 +176,24 @@ impl Store {
     }
 }
 
-impl Pending<'_> {
+impl<'a> Pending<'a> {
+    /// An empty write to `set` (the caller holds the writer lock).
+    fn new(store: &'a Store, set: SetState, now_ms: u64) -> Result<Self, StoreError> {
+        Ok(Pending {
+            store,
+            batch: sled::Batch::default(),
+            digest: set.digest(),
+            set,
+            entries: HashMap::new(),
+            next_slot: store.counter(keys::NEXT_SLOT)?,
+            next_slot_dirty: false,
+            free_slots: None,
+            chunks: HashMap::new(),
+            applied: Applied::default(),
+            now_ms,
+        })
+    }
+
     fn get(&self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
         match self.entries.get(id) {
             Some(s) => Ok(Some(s.clone())),
