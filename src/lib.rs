@@ -4,6 +4,7 @@
 //! integration tests and benchmarks use the same library.
 
 pub mod database;
+pub mod identity;
 pub mod import;
 pub mod index;
 pub mod model;

@@ -7,6 +7,7 @@ mod entry;
 mod export;
 mod hash;
 mod import;
+mod init;
 mod matching;
 mod verify;
 
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create a node directory: signing key, node id, certificates, config.
+    Init(init::InitArgs),
     /// Hash images: PDQ (as Meta's reference) plus MD5, SHA-1, SHA-256, BLAKE3.
     Hash(hash::HashArgs),
     /// Print the Hamming distance between two PDQ hashes.
@@ -54,6 +57,7 @@ fn store_dir(dir: &Path) -> PathBuf {
 /// Runs the parsed command; the exit code says whether everything succeeded.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Init(args) => init::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Demo(args) => demo::run(args),

@@ -1,0 +1,237 @@
+//! Who a node is: its signing key and node id, its certificates, and the
+//! node directory that holds them.
+//!
+//! * [`keys`]: the Ed25519 signing key and the node id derived from it;
+//! * [`tls`]: the node CA, server certificates and the client CAs (rcgen).
+//!
+//! `hashfed init` lays a node directory out like this (keys owner-only):
+//!
+//! ```text
+//! DIR/hashfed.toml            name, node id, listen addresses
+//! DIR/keys/signing.pem        Ed25519 signing key (PKCS#8)
+//! DIR/tls/node-ca.{pem,key}   signs this node's server certificates; peers pin it
+//! DIR/tls/{federation,match,admin}.{pem,key}   one server certificate per listener
+//! DIR/tls/clients-ca.{pem,key}    issues local services' client certificates
+//! DIR/tls/operators-ca.{pem,key}  issues operators' client certificates
+//! DIR/store/                  the hash database (created on first use)
+//! ```
+
+pub mod keys;
+pub mod tls;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use keys::NodeId;
+
+/// Why an identity operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// Reading or writing the node directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// The directory already holds a node.
+    #[error("{0} already holds a node (hashfed.toml exists); refusing to overwrite its keys")]
+    Exists(PathBuf),
+    /// A node name outside the allowed alphabet.
+    #[error("node name {0:?} must be 1-64 of a-z 0-9 - (it appears in certificates and set ids)")]
+    BadName(String),
+    /// A key could not be made or read.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// A certificate could not be made.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The configuration file is malformed.
+    #[error("configuration {path}: {message}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Listen addresses of the node's services.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listen {
+    /// Peers (federation service).
+    pub federation: String,
+    /// Local services (match service).
+    #[serde(rename = "match")]
+    pub match_: String,
+    /// Operators (admin service).
+    pub admin: String,
+    /// Prometheus metrics (plain HTTP; bind to loopback).
+    pub metrics: String,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            federation: "127.0.0.1:7701".into(),
+            match_: "127.0.0.1:7702".into(),
+            admin: "127.0.0.1:7703".into(),
+            metrics: "127.0.0.1:7709".into(),
+        }
+    }
+}
+
+/// `hashfed.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Human name of the node (e.g. `hotline-a`).
+    pub name: String,
+    /// The node id, derived from the signing key (checked at load).
+    pub node_id: String,
+    /// Where the services listen.
+    #[serde(default)]
+    pub listen: Listen,
+}
+
+/// Days the node CA and the client CAs are valid.
+const CA_DAYS: i64 = 3650;
+/// Days a server certificate is valid (rotation comes with governance).
+const SERVER_DAYS: i64 = 365;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `contents` to `path`, readable by the owner only when `secret`.
+fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(io(path))?;
+    file.write_all(contents.as_bytes()).map_err(io(path))?;
+    file.sync_all().map_err(io(path))
+}
+
+fn make_dir(path: &Path, secret: bool) -> Result<(), IdentityError> {
+    fs::create_dir_all(path).map_err(io(path))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io(path))?;
+    }
+    Ok(())
+}
+
+/// What [`init`] made.
+#[derive(Clone, Debug)]
+pub struct Initialized {
+    /// The configuration written.
+    pub config: Config,
+    /// The node CA certificate (PEM), which peers will pin.
+    pub node_ca: String,
+}
+
+/// Creates a node directory: signing key, node id, CAs, server
+/// certificates and configuration. Refuses a directory that already holds
+/// a node.
+pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !valid {
+        return Err(IdentityError::BadName(name.chars().take(80).collect()));
+    }
+    let config_path = dir.join("hashfed.toml");
+    if config_path.exists() {
+        return Err(IdentityError::Exists(dir.to_owned()));
+    }
+    make_dir(dir, false)?;
+    make_dir(&dir.join("keys"), true)?;
+    make_dir(&dir.join("tls"), true)?;
+
+    let signing = keys::generate();
+    let node_id = NodeId::of(&signing.verifying_key());
+    write_file(
+        &dir.join("keys/signing.pem"),
+        &keys::to_pem(&signing)?,
+        true,
+    )?;
+
+    let tls_dir = dir.join("tls");
+    let save = |stem: &str, ck: &tls::CertKey| -> Result<(), IdentityError> {
+        write_file(&tls_dir.join(format!("{stem}.pem")), &ck.cert, false)?;
+        write_file(&tls_dir.join(format!("{stem}.key")), &ck.key, true)
+    };
+    let ca_name = format!("hashfed node CA {name} {node_id}");
+    let node_ca = tls::new_ca(&ca_name, CA_DAYS)?;
+    save("node-ca", &node_ca)?;
+    let names = vec![
+        format!("{node_id}.hashfed"),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ];
+    for listener in ["federation", "match", "admin"] {
+        let cert = tls::issue(&ca_name, &node_ca, &names, tls::Usage::Server, SERVER_DAYS)?;
+        save(listener, &cert)?;
+    }
+    save(
+        "clients-ca",
+        &tls::new_ca(&format!("hashfed local clients CA {node_id}"), CA_DAYS)?,
+    )?;
+    save(
+        "operators-ca",
+        &tls::new_ca(&format!("hashfed operators CA {node_id}"), CA_DAYS)?,
+    )?;
+
+    let config = Config {
+        name: name.to_owned(),
+        node_id: node_id.to_string(),
+        listen: Listen::default(),
+    };
+    let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
+        path: config_path.clone(),
+        message: e.to_string(),
+    })?;
+    write_file(&config_path, &text, false)?;
+    tracing::info!(node = %node_id, "node directory initialised");
+    Ok(Initialized {
+        config,
+        node_ca: node_ca.cert,
+    })
+}
+
+/// Reads `DIR/hashfed.toml` and checks the node id against the signing key.
+pub fn load_config(dir: &Path) -> Result<Config, IdentityError> {
+    let path = dir.join("hashfed.toml");
+    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let config: Config = toml::from_str(&text).map_err(|e| IdentityError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let key_path = dir.join("keys/signing.pem");
+    let key = keys::from_pem(&fs::read_to_string(&key_path).map_err(io(&key_path))?)?;
+    let derived = NodeId::of(&key.verifying_key());
+    if derived.as_str() != config.node_id {
+        return Err(IdentityError::Config {
+            path,
+            message: format!(
+                "node_id {} does not belong to keys/signing.pem (which gives {derived})",
+                config.node_id
+            ),
+        });
+    }
+    Ok(config)
+}
