@@ -8,5 +8,6 @@ pub mod identity;
 pub mod import;
 pub mod index;
 pub mod model;
+pub mod service;
 pub mod signal;
 pub mod store;

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod keys;
+pub mod roles;
 pub mod tls;
 
 use std::fs::{self, OpenOptions};
@@ -187,14 +188,10 @@ pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
         let cert = tls::issue(&ca_name, &node_ca, &names, tls::Usage::Server, SERVER_DAYS)?;
         save(listener, &cert)?;
     }
-    save(
-        "clients-ca",
-        &tls::new_ca(&format!("hashfed local clients CA {node_id}"), CA_DAYS)?,
-    )?;
-    save(
-        "operators-ca",
-        &tls::new_ca(&format!("hashfed operators CA {node_id}"), CA_DAYS)?,
-    )?;
+    for role in [roles::ClientRole::Local, roles::ClientRole::Operator] {
+        let (stem, ca_name) = roles::client_ca(role, node_id.as_str());
+        save(stem, &tls::new_ca(&ca_name, CA_DAYS)?)?;
+    }
 
     let config = Config {
         name: name.to_owned(),
