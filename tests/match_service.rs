@@ -131,3 +131,112 @@ async fn local_services_match_over_mtls_and_other_roles_are_refused() {
     }
     let _ = node.stop.take().map(|s| s.send(()));
 }
+
+/// The operator's path: init, import, issue a client certificate, serve,
+/// match from the issued files, stop with SIGTERM (clean close, snapshot).
+#[tokio::test]
+async fn serve_answers_issued_clients_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let bin = env!("CARGO_BIN_EXE_hashfed");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("node");
+    let d = dir.to_str().unwrap();
+    assert!(Command::new(bin)
+        .args(["init", "--dir", d, "--name", "provider-b"])
+        .status()
+        .unwrap()
+        .success());
+    let config = dir.join("hashfed.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:7702", "127.0.0.1:0");
+    std::fs::write(&config, text).unwrap();
+    let list = tmp.path().join("list.txt");
+    let hex: String = PDQ.iter().map(|b| format!("{b:02x}")).collect();
+    std::fs::write(&list, format!("pdq {hex}\n")).unwrap();
+    assert!(Command::new(bin)
+        .args(["import", "--dir", d, "--set", "hotline-a/csam"])
+        .arg(&list)
+        .status()
+        .unwrap()
+        .success());
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let issued = Command::new(bin)
+        .args([
+            "client",
+            "issue",
+            "--dir",
+            d,
+            "svc",
+            "--out",
+            certs.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(certs.join("svc.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    let mut server = Command::new(bin)
+        .args(["serve", "--dir", d])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(addr) = line.split("match listening on ").nth(1) {
+            break addr.trim().to_owned();
+        }
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read_to_string(dir.join("tls/node-ca.pem")).unwrap(),
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read_to_string(certs.join("svc.pem")).unwrap(),
+            std::fs::read_to_string(certs.join("svc.key")).unwrap(),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let hits = MatchClient::new(channel)
+        .match_hashes(pdq_query(PDQ.to_vec()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(hits.results[0].hits.len(), 1);
+
+    assert!(Command::new("kill")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    let status = server.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopped cleanly")),
+        "{rest:?}"
+    );
+    assert!(dir.join("store/index.snapshot").is_file());
+}

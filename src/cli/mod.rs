@@ -1,6 +1,7 @@
 //! Subcommands of the `hashfed` binary. Each file is one subcommand; errors
 //! are `anyhow` here, at the edge, and typed in the library.
 
+mod client;
 mod compare;
 mod demo;
 mod entry;
@@ -9,6 +10,7 @@ mod hash;
 mod import;
 mod init;
 mod matching;
+mod serve;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,10 @@ pub struct Cli {
 enum Command {
     /// Create a node directory: signing key, node id, certificates, config.
     Init(init::InitArgs),
+    /// Run the node's services (today: the match service) until stopped.
+    Serve(serve::ServeArgs),
+    /// Issue client certificates for local services and operators.
+    Client(client::ClientArgs),
     /// Hash images: PDQ (as Meta's reference) plus MD5, SHA-1, SHA-256, BLAKE3.
     Hash(hash::HashArgs),
     /// Print the Hamming distance between two PDQ hashes.
@@ -58,6 +64,8 @@ fn store_dir(dir: &Path) -> PathBuf {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init::run(args),
+        Command::Client(args) => client::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Demo(args) => demo::run(args),
