@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
 use hashfed::identity::roles::{issue_client, ClientRole};
+use hashfed::identity::write_file;
 
 /// Arguments of `hashfed client`.
 #[derive(Args, Debug)]
@@ -65,8 +66,8 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
     let cert = issue_client(&dir, &name, role, days)?;
     let cert_path = out.join(format!("{name}.pem"));
     let key_path = out.join(format!("{name}.key"));
-    write_new(&cert_path, &cert.cert, 0o644)?;
-    write_new(&key_path, &cert.key, 0o600)?;
+    write_file(&cert_path, &cert.cert, false)?;
+    write_file(&key_path, &cert.key, true)?;
     println!(
         "{} and {} ({})",
         cert_path.display(),
@@ -78,24 +79,4 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Creates `path` (never overwrites) with `mode` on Unix.
-fn write_new(path: &std::path::Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(mode);
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(text.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -110,8 +110,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
-/// Writes `contents` to `path`, readable by the owner only when `secret`.
-fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {
+/// Creates `path` (never overwriting) with `contents`, readable by the
+/// owner only when `secret`, and syncs it.
+pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
