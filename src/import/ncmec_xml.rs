@@ -53,6 +53,7 @@
 //! element (truncated download), is fatal, since nothing after it can be
 //! trusted.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read};
 
@@ -234,33 +235,32 @@ impl<R: BufRead> NcmecXmlParser<R> {
     }
 
     fn text(&mut self, raw: &[u8], position: Position) {
-        if self.depth == 0 {
-            if !raw.trim_ascii().is_empty() {
-                self.fail(
-                    position,
-                    "text outside the root element; not XML?".to_string(),
-                );
-            }
+        if self.depth == 0 && raw.trim_ascii().is_empty() {
             return;
         }
-        let depth = self.depth;
-        let Some(entry) = &mut self.entry else {
-            return;
-        };
-        let Some(capture) = entry.capture.as_mut().filter(|c| c.depth == depth) else {
-            return;
-        };
-        match std::str::from_utf8(raw) {
-            Ok(s) => {
-                if let Err(message) = capture.push(s) {
-                    entry.problem(message);
-                }
-            }
-            Err(_) => entry.problem("text is not valid UTF-8"),
-        }
+        let text = std::str::from_utf8(raw)
+            .map(Cow::Borrowed)
+            .map_err(|_| "text is not valid UTF-8".to_string());
+        self.capture(text, position);
     }
 
     fn reference(&mut self, r: &BytesRef<'_>, position: Position) {
+        let resolved = match r.resolve_char_ref() {
+            Ok(Some(c)) => Ok(Cow::Owned(c.to_string())),
+            Ok(None) => {
+                let name = String::from_utf8_lossy(r);
+                resolve_predefined_entity(&name)
+                    .map(Cow::Borrowed)
+                    .ok_or_else(|| format!("unknown entity &{};", snippet(&name, 40)))
+            }
+            Err(e) => Err(format!("bad character reference: {e}")),
+        };
+        self.capture(resolved, position);
+    }
+
+    /// Appends character data (text or a resolved reference) to the value
+    /// being captured, if any; outside the root element it is an error.
+    fn capture(&mut self, text: Result<Cow<'_, str>, String>, position: Position) {
         if self.depth == 0 {
             self.fail(
                 position,
@@ -275,18 +275,7 @@ impl<R: BufRead> NcmecXmlParser<R> {
         let Some(capture) = entry.capture.as_mut().filter(|c| c.depth == depth) else {
             return;
         };
-        let resolved = match r.resolve_char_ref() {
-            Ok(Some(c)) => capture.push(c.encode_utf8(&mut [0; 4])),
-            Ok(None) => {
-                let name = String::from_utf8_lossy(r);
-                match resolve_predefined_entity(&name) {
-                    Some(s) => capture.push(s),
-                    None => Err(format!("unknown entity &{};", snippet(&name, 40))),
-                }
-            }
-            Err(e) => Err(format!("bad character reference: {e}")),
-        };
-        if let Err(message) = resolved {
+        if let Err(message) = text.and_then(|t| capture.push(&t)) {
             entry.problem(message);
         }
     }
