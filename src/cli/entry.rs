@@ -1,13 +1,15 @@
-//! `hashfed entry`: look at one entry, withdraw it, or switch it off locally.
+//! `hashfed entry`: look at one entry, withdraw it, or switch it off locally
+//! (through the admin service: see [`super::admin`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, Context};
+use anyhow::anyhow;
 use clap::{Args, Subcommand};
-use hashfed::database::Database;
 use hashfed::model::EntryId;
-use hashfed::store::{Change, Outcome, StoreOptions};
+use hashfed::service::proto;
+
+use super::admin::NodeAdmin;
 
 /// Arguments of `hashfed entry`.
 #[derive(Args, Debug)]
@@ -48,44 +50,43 @@ enum Action {
 
 pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.ok_or_else(|| anyhow!("--dir DIR is required"))?;
-    let db = Database::open(&super::store_dir(&dir), &StoreOptions::default())?;
-    let store = db.store();
-    let id = match &args.action {
-        Action::Show { id }
-        | Action::Retract { id, .. }
-        | Action::Disable { id }
-        | Action::Enable { id } => *id,
-    };
-    let entry = store
-        .entry(&id)?
-        .with_context(|| format!("no entry {id}"))?;
-    match args.action {
-        Action::Show { .. } => {
+    let mut node = NodeAdmin::open(&dir)?;
+    let result = act(&mut node, args.action);
+    node.close()?;
+    result
+}
+
+fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
+    match action {
+        Action::Show { id } => {
+            let e = node.get_entry(id.to_string())?;
+            let signal = e.signal.unwrap_or_default();
             let v = serde_json::json!({
-                "id": id.to_string(),
-                "set": entry.set.as_str(),
-                "type": entry.data.signal.kind().name(),
-                "value": entry.data.signal.value_hex(),
-                "labels": entry.data.labels,
-                "external_id": entry.data.external_id,
-                "retracted": entry.retracted,
-                "disabled": entry.disabled,
-                "added_seq": entry.added_seq,
-                "last_seq": entry.last_seq,
-                "time": entry.time_ms,
+                "id": e.id,
+                "set": e.set,
+                "type": type_name(&signal),
+                "value": hashfed::signal::exact::to_hex(&signal.value),
+                "labels": e.labels,
+                "external_id": (!e.external_id.is_empty()).then_some(e.external_id),
+                "retracted": e.retracted,
+                "disabled": e.disabled,
+                "added_seq": e.added_seq,
+                "last_seq": e.last_seq,
+                "time": e.time_ms,
             });
             println!("{v}");
         }
-        Action::Retract { reason, .. } => {
-            let applied = db.apply(&entry.set, &[Change::RetractEntry { entry: id, reason }])?;
-            match applied.outcomes.first() {
-                Some(Outcome::Retracted(_)) => eprintln!("{id}: retracted from {}", entry.set),
-                _ => eprintln!("{id}: already retracted"),
+        Action::Retract { id, reason } => {
+            let e = node.retract(id.to_string(), reason)?;
+            if e.changed {
+                eprintln!("{id}: retracted from {}", e.set);
+            } else {
+                eprintln!("{id}: already retracted");
             }
         }
-        Action::Disable { .. } | Action::Enable { .. } => {
-            let disable = matches!(args.action, Action::Disable { .. });
-            db.set_disabled(&id, disable)?;
+        Action::Disable { id } | Action::Enable { id } => {
+            let disable = matches!(action, Action::Disable { .. });
+            node.set_disabled(id.to_string(), disable)?;
             eprintln!(
                 "{id}: {}",
                 if disable {
@@ -96,6 +97,12 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    db.close()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The name of a wire signal's type, as `hashfed` prints it elsewhere.
+fn type_name(signal: &proto::Signal) -> String {
+    hashfed::service::wire::signal_from(signal)
+        .map(|s| s.kind().name().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
 }

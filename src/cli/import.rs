@@ -12,7 +12,9 @@ use hashfed::database::now_ms;
 use hashfed::import::load::{load, LoadError};
 use hashfed::import::{detect, parse, Format};
 use hashfed::model::{SetId, SetInfo};
+use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::{Store, StoreOptions};
+use tonic::transport::Channel;
 
 /// Arguments of `hashfed import`.
 #[derive(Args, Debug)]
@@ -38,6 +40,11 @@ pub struct ImportArgs {
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let runtime = super::admin::runtime()?;
+    if let Some(client) = super::admin::running(&runtime, &args.dir) {
+        return run_remote(&args, &runtime, client);
+    }
+    drop(runtime);
     let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
     let set = match store.set(&args.set) {
         Some(state) => state.info,
@@ -123,4 +130,101 @@ fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {
         Box::new(File::open(path).with_context(|| format!("opening {}", path.display()))?)
     };
     Ok(Box::new(BufReader::with_capacity(256 << 10, reader)))
+}
+
+/// Bytes per import message sent to a running node.
+const CHUNK: usize = 256 << 10;
+
+/// Imports through the running node's admin service, so that its index
+/// takes the new entries at once.
+fn run_remote(
+    args: &ImportArgs,
+    runtime: &tokio::runtime::Runtime,
+    client: AdminClient<Channel>,
+) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for path in &args.files {
+        let shown = path.display().to_string();
+        let mut input = open(path)?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<proto::ImportChunk>(4);
+        let call = runtime.spawn({
+            let mut client = client.clone();
+            async move {
+                client
+                    .import(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+            }
+        });
+        let mut first = Some(proto::ImportChunk {
+            set: args.set.to_string(),
+            format: args.format.clone().unwrap_or_default(),
+            file_name: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+            reason: args.reason.clone(),
+            data: Vec::new(),
+        });
+        loop {
+            let mut data = vec![0; CHUNK];
+            let n = read_full(&mut input, &mut data).with_context(|| format!("reading {shown}"))?;
+            data.truncate(n);
+            let is_first = first.is_some();
+            let chunk = match first.take() {
+                Some(header) => proto::ImportChunk { data, ..header },
+                None => proto::ImportChunk {
+                    data,
+                    ..Default::default()
+                },
+            };
+            // A closed channel means the node ended the call; its answer
+            // says why.
+            if (n > 0 || is_first) && tx.blocking_send(chunk).is_err() {
+                break;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        drop(tx);
+        let summary = runtime
+            .block_on(call)
+            .context("import call")?
+            .map_err(super::admin::status)
+            .with_context(|| shown.clone())?
+            .into_inner();
+        for problem in &summary.problems {
+            eprintln!("hashfed: {shown}: {problem}");
+        }
+        if !summary.stopped.is_empty() {
+            eprintln!("hashfed: {shown}: {}; records before it were imported", summary.stopped);
+            failed = true;
+        }
+        eprintln!(
+            "{shown} ({}): {} records: {} added, {} updated, {} unchanged, {} retracted, {} retractions found nothing, {} refused (through the running node)",
+            summary.format, summary.records, summary.added, summary.updated, summary.unchanged, summary.retracted, summary.not_found, summary.refused
+        );
+        eprintln!("set {}: log head {}", args.set, summary.head_seq);
+        failed |= summary.refused > 0;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Reads until `buf` is full or the input ends.
+fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match input.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }

@@ -101,21 +101,11 @@ fn match_image(
         ..HashOptions::default()
     };
     let hashes = hash_image(&bytes, &options, hasher).with_context(|| path.to_owned())?;
-    let pdq: Vec<PdqHash> = match &hashes.dihedral {
-        Some(d) => d.hashes.to_vec(),
-        None => vec![hashes.pdq.hash],
-    };
-    let mut out = match_pdq(db, args, &pdq, Some(u32::from(hashes.pdq.quality)))?;
-    let e = &hashes.exact;
-    for (kind, value) in [
-        ("md5", &e.md5[..]),
-        ("sha1", &e.sha1[..]),
-        ("sha256", &e.sha256[..]),
-        ("blake3", &e.blake3[..]),
-    ] {
-        let signal = Signal::parse(kind, &hashfed::signal::exact::to_hex(value))?;
-        out.extend(db.match_exact(&signal)?);
+    let matched = db.match_image(&hashes, args.radius, args.quality_floor)?;
+    if let Some(why) = &matched.pdq_skipped {
+        eprintln!("hashfed: {path}: {why}");
     }
+    let out = matched.hits;
     if out.len() > 10_000 {
         bail!("{path}: over 10,000 matches; narrow the radius");
     }

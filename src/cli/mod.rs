@@ -1,6 +1,7 @@
 //! Subcommands of the `hashfed` binary. Each file is one subcommand; errors
 //! are `anyhow` here, at the edge, and typed in the library.
 
+mod admin;
 mod client;
 mod compare;
 mod demo;
@@ -30,7 +31,7 @@ pub struct Cli {
 enum Command {
     /// Create a node directory: signing key, node id, certificates, config.
     Init(init::InitArgs),
-    /// Run the node's services (today: the match service) until stopped.
+    /// Run the node's services (match, admin, federation, metrics) until stopped.
     Serve(serve::ServeArgs),
     /// Issue client certificates for local services and operators.
     Client(client::ClientArgs),
@@ -53,6 +54,8 @@ enum Command {
     Verify(verify::DirArgs),
     /// List the sets with their log heads and digests.
     Sets(verify::DirArgs),
+    /// Counts: sets, entries, log records, matches, feedback.
+    Stats(verify::DirArgs),
 }
 
 /// Where a node directory keeps its database.
@@ -75,5 +78,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Entry(args) => entry::run(args),
         Command::Verify(args) => verify::verify(args),
         Command::Sets(args) => verify::sets(args),
+        Command::Stats(args) => verify::stats(args),
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::Args;
 use hashfed::database::Database;
-use hashfed::identity::roles::{server_tls, Listener};
+use hashfed::server::Node;
 use hashfed::store::StoreOptions;
 
 /// How long calls in flight may run on after a stop signal.
@@ -34,40 +34,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(&config.listen.match_)
-            .await
-            .with_context(|| format!("binding the match listener to {}", config.listen.match_))?;
-        let tls = server_tls(&args.dir, Listener::Match)?;
+        let mut node = Node::start(&args.dir, &config, db.clone()).await?;
+        let a = node.addresses().clone();
         eprintln!(
             "hashfed: node {} ({}): match listening on {}",
-            config.node_id,
-            config.name,
-            listener.local_addr()?
+            config.node_id, config.name, a.match_
         );
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let stopped = stop.clone();
-        let mut server = tokio::spawn(hashfed::service::serve_match(
-            db.clone(),
-            tls,
-            listener,
-            async move { stopped.notified().await },
-        ));
+        eprintln!("hashfed: admin listening on {}", a.admin);
+        eprintln!("hashfed: admin socket {}", a.admin_socket.display());
+        if let Some(path) = &a.match_socket {
+            eprintln!("hashfed: match socket {}", path.display());
+        }
+        eprintln!("hashfed: federation listening on {}", a.federation);
+        eprintln!("hashfed: metrics listening on http://{}/metrics", a.metrics);
         tokio::select! {
-            finished = &mut server => return finished.context("match service")?.context("match service"),
+            failed = node.failed() => {
+                failed?;
+                return Err(anyhow!("a listener stopped unexpectedly"));
+            }
             () = shutdown() => {}
         }
-        // Stop accepting, let calls in flight finish, but do not wait on
-        // idle client connections for ever.
-        stop.notify_one();
-        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
-            Ok(finished) => finished.context("match service")?.context("match service"),
-            Err(_) => {
-                server.abort();
-                let _ = server.await;
-                tracing::warn!("connections still open after the grace period; closed");
-                Ok(())
-            }
-        }
+        node.stop(SHUTDOWN_GRACE).await?;
+        anyhow::Ok(())
     })?;
     drop(runtime);
     let db =

@@ -1,10 +1,13 @@
-//! `hashfed verify` and `hashfed sets`: look at the database as a whole.
+//! `hashfed verify`, `hashfed sets` and `hashfed stats`: look at the
+//! database as a whole.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use hashfed::store::{Store, StoreOptions};
+
+use super::admin::NodeAdmin;
 
 /// Arguments of `hashfed verify` and `hashfed sets`.
 #[derive(Args, Debug)]
@@ -42,15 +45,44 @@ pub fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
 
 /// Lists the sets with their log heads.
 pub fn sets(args: DirArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
-    for s in store.sets() {
+    let mut node = NodeAdmin::open(&args.dir)?;
+    let listed = node.list_sets();
+    node.close()?;
+    for s in listed?.sets {
         println!(
             "{}\thead {}\tdigest {}\t{} matchable",
-            s.id(),
-            s.head_seq,
-            s.head_digest,
-            s.matchable
+            s.id, s.head_seq, s.head_digest, s.matchable
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the node's counts.
+pub fn stats(args: DirArgs) -> anyhow::Result<ExitCode> {
+    let mut node = NodeAdmin::open(&args.dir)?;
+    let running = node.is_remote();
+    let stats = node.stats();
+    node.close()?;
+    let s = stats?;
+    if !s.node_id.is_empty() {
+        println!(
+            "node {} ({}){}",
+            s.node_id,
+            s.node_name,
+            if running {
+                format!(", serving for {} s", s.uptime_seconds)
+            } else {
+                ", not running".to_owned()
+            }
+        );
+    }
+    println!("sets {}", s.sets);
+    println!("entries {} ({} matchable)", s.entries, s.matchable);
+    println!("log records {}", s.log_records);
+    println!("disk bytes {}", s.disk_bytes);
+    println!(
+        "matches {} (feedback: {} confirmed, {} false positive)",
+        s.matches, s.feedback_confirmed, s.feedback_false_positive
+    );
     Ok(ExitCode::SUCCESS)
 }

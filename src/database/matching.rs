@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::Database;
 use crate::model::{EntryId, SetId, Signal, SignalType};
+use crate::signal::content::ImageHashes;
 use crate::signal::pdq::{PdqHash, DEFAULT_QUALITY_FLOOR};
 use crate::store::StoreError;
 
@@ -88,7 +89,57 @@ impl<'a> PdqQuery<'a> {
     }
 }
 
+/// What an image matched.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImageMatches {
+    /// PDQ hits (nearest first), then exact hits.
+    pub hits: Vec<Match>,
+    /// Why PDQ was not looked up (quality under the floor), if it was not.
+    pub pdq_skipped: Option<String>,
+}
+
 impl Database {
+    /// Every matchable entry that an image's hashes match: its PDQ hash
+    /// (with its dihedral variants when they were computed) by distance,
+    /// and its exact digests by value. A PDQ hash under the quality floor
+    /// is skipped (and said so); the exact digests are still looked up.
+    pub fn match_image(
+        &self,
+        hashes: &ImageHashes,
+        radius: Option<u32>,
+        quality_floor: u32,
+    ) -> Result<ImageMatches, MatchError> {
+        let pdq: Vec<PdqHash> = match &hashes.dihedral {
+            Some(d) => d.hashes.to_vec(),
+            None => vec![hashes.pdq.hash],
+        };
+        let query = PdqQuery {
+            hashes: &pdq,
+            quality: Some(u32::from(hashes.pdq.quality)),
+            quality_floor,
+            radius,
+        };
+        let mut out = ImageMatches::default();
+        match self.match_pdq(&query) {
+            Ok(hits) => out.hits = hits,
+            Err(e @ MatchError::LowQuality { .. }) => out.pdq_skipped = Some(e.to_string()),
+            Err(e) => return Err(e),
+        }
+        let e = &hashes.exact;
+        for (kind, value) in [
+            (SignalType::Md5, &e.md5[..]),
+            (SignalType::Sha1, &e.sha1[..]),
+            (SignalType::Sha256, &e.sha256[..]),
+            (SignalType::Blake3, &e.blake3[..]),
+        ] {
+            // The digests have the right lengths by construction.
+            if let Ok(signal) = Signal::from_bytes(kind, value.to_vec()) {
+                out.hits.extend(self.match_exact(&signal)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every matchable entry with exactly this value, in any set.
     pub fn match_exact(&self, signal: &Signal) -> Result<Vec<Match>, MatchError> {
         if signal.kind() == &SignalType::Pdq {

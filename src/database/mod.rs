@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use matching::{Match, MatchError, PdqQuery};
+pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VARIANTS};
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;

@@ -2,7 +2,9 @@
 //! node directory that holds them.
 //!
 //! * [`keys`]: the Ed25519 signing key and the node id derived from it;
-//! * [`tls`]: the node CA, server certificates and the client CAs (rcgen).
+//! * [`tls`]: the node CA, server certificates and the client CAs (rcgen);
+//! * [`roles`]: client roles and their certificates;
+//! * [`server`]: TLS 1.3 for the listeners (rustls), one trusted CA per role.
 //!
 //! `hashfed init` lays a node directory out like this (keys owner-only):
 //!
@@ -18,6 +20,7 @@
 
 pub mod keys;
 pub mod roles;
+pub mod server;
 pub mod tls;
 
 use std::fs::{self, OpenOptions};
@@ -73,6 +76,10 @@ pub struct Listen {
     pub admin: String,
     /// Prometheus metrics (plain HTTP; bind to loopback).
     pub metrics: String,
+    /// A Unix socket for same-host local services (relative paths are
+    /// inside the node directory); none unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_socket: Option<String>,
 }
 
 impl Default for Listen {
@@ -82,6 +89,7 @@ impl Default for Listen {
             match_: "127.0.0.1:7702".into(),
             admin: "127.0.0.1:7703".into(),
             metrics: "127.0.0.1:7709".into(),
+            match_socket: None,
         }
     }
 }

@@ -43,11 +43,15 @@ fn ca_params(common_name: &str) -> CertificateParams {
     params
 }
 
-fn validity(params: &mut CertificateParams, days: i64) {
+/// From an hour ago (slack for clocks that run a little behind) to `days`
+/// from now.
+pub(super) fn window(days: i64) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    // An hour of slack for clocks that run a little behind.
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + Duration::days(days);
+    (now - Duration::hours(1), now + Duration::days(days))
+}
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    (params.not_before, params.not_after) = window(days);
 }
 
 /// A new self-signed CA valid for `days`.
@@ -80,6 +84,20 @@ pub fn issue(
     usage: Usage,
     days: i64,
 ) -> Result<CertKey, IdentityError> {
+    let (not_before, not_after) = window(days);
+    issue_between(ca_name, ca, names, usage, not_before, not_after)
+}
+
+/// As [`issue`], valid from `not_before` to `not_after` (the development
+/// certificates include an expired one, to show it refused).
+pub fn issue_between(
+    ca_name: &str,
+    ca: &CertKey,
+    names: &[String],
+    usage: Usage,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertKey, IdentityError> {
     let ca_key = KeyPair::from_pem(&ca.key).map_err(err)?;
     let issuer = Issuer::new(ca_params(ca_name), ca_key);
     let key = KeyPair::generate().map_err(err)?;
@@ -96,7 +114,8 @@ pub fn issue(
         Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
         Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
     }];
-    validity(&mut params, days);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).map_err(err)?;
     Ok(CertKey {
         cert: cert.pem(),

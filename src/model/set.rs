@@ -130,15 +130,24 @@ impl fmt::Display for EntryId {
 impl FromStr for EntryId {
     type Err = NameError;
     fn from_str(s: &str) -> Result<Self, NameError> {
-        let bad = || NameError::BadEntryId(s.chars().take(40).collect());
-        if s.len() != 32 || !s.is_ascii() {
-            return Err(bad());
-        }
-        let mut id = [0; 16];
-        for (i, byte) in id.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
-        Ok(EntryId(id))
+        crate::model::signal::decode_hex(s)
+            .and_then(|bytes| <[u8; 16]>::try_from(bytes).ok())
+            .map(EntryId)
+            .ok_or_else(|| NameError::BadEntryId(s.chars().take(40).collect()))
+    }
+}
+
+/// Entry ids travel in JSON (match records, exports) as their hex string.
+impl Serialize for EntryId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EntryId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

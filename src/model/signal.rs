@@ -248,7 +248,7 @@ impl Signal {
 }
 
 /// Decodes even-length hexadecimal in either case.
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     fn nibble(b: u8) -> Option<u8> {
         match b {
             b'0'..=b'9' => Some(b - b'0'),

@@ -1,135 +1,274 @@
-//! The match service: batches of hashes from local services, answered from
-//! the database's indexes.
+//! The match service: what local services call for every upload.
 //!
 //! Malformed queries fail the whole call with `INVALID_ARGUMENT` naming the
 //! query, so a client bug is loud; a well-formed PDQ hash under the quality
 //! floor is answered with `skipped`, because that is a property of the
-//! image, not a bug. Nothing about a query is stored or logged.
+//! image, not a bug.
+//!
+//! Matching is CPU work (a PDQ radius search is ~0.1 ms at 1M entries), so
+//! it runs on the blocking pool, never on the async workers that carry the
+//! connections; a large batch is spread over all cores. A hit is recorded
+//! (entry, time, caller; never the query) so that feedback can refer to
+//! it; a query that matches nothing leaves no trace, not even in the logs.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
-use tonic::{Request, Response, Status};
+use rayon::prelude::*;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::proto::{self, match_server::Match};
+use super::wire;
 use crate::database::{Database, Match as Hit, MatchError, PdqQuery};
+use crate::metrics::{ErrorReason, Kind, Metrics};
 use crate::model::{Signal, SignalType};
-use crate::signal::pdq::PdqHash;
+use crate::signal::content::{hash_image, HashOptions};
+use crate::signal::decode::{DecodeLimits, DecodeOptions};
+use crate::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
+use crate::store::matches::{Feedback, MatchId, MatchRecord, Verdict};
 
-/// Most queries in one call.
+/// Most queries in one call or one stream message.
 pub const MAX_BATCH: usize = 1024;
+
+/// Largest image `MatchImage` accepts, in bytes.
+pub const MAX_IMAGE_BYTES: usize = 16 << 20;
+
+/// Batches at least this large are split across cores.
+const PARALLEL_BATCH: usize = 8;
+
+/// Requests of one stream answered at once (so one stream can keep every
+/// core busy, while a flood of requests waits for answers to drain).
+const STREAM_IN_FLIGHT: usize = 4;
 
 /// The match service over one database.
 pub struct MatchService {
     db: Arc<Database>,
+    metrics: Arc<Metrics>,
+    quality_floor: u32,
+    /// Image decodes at once: each can take hundreds of MB at the limits.
+    images: Arc<Semaphore>,
 }
 
 impl MatchService {
-    /// Serves `db`.
-    pub fn new(db: Arc<Database>) -> Self {
-        MatchService { db }
-    }
-}
-
-/// Why one query could not be answered.
-enum Failure {
-    /// The caller sent something malformed.
-    Invalid(String),
-    /// The node failed.
-    Internal(String),
-}
-
-impl From<&str> for Failure {
-    fn from(m: &str) -> Self {
-        Failure::Invalid(m.to_owned())
-    }
-}
-
-impl From<MatchError> for Failure {
-    fn from(e: MatchError) -> Self {
-        match e {
-            MatchError::Store(e) => Failure::Internal(e.to_string()),
-            other => Failure::Invalid(other.to_string()),
+    /// Serves `db`, counting into `metrics`.
+    pub fn new(db: Arc<Database>, metrics: Arc<Metrics>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        MatchService {
+            db,
+            metrics,
+            quality_floor: u32::from(DEFAULT_QUALITY_FLOOR),
+            images: Arc::new(Semaphore::new(cores)),
         }
     }
 }
 
-/// The wire signal type to ours.
-fn signal_of(s: &proto::Signal) -> Result<Signal, String> {
-    use proto::SignalType as W;
-    let kind = match W::try_from(s.r#type) {
-        Ok(W::Pdq) => SignalType::Pdq,
-        Ok(W::Md5) => SignalType::Md5,
-        Ok(W::Sha1) => SignalType::Sha1,
-        Ok(W::Sha256) => SignalType::Sha256,
-        Ok(W::Blake3) => SignalType::Blake3,
-        Ok(W::Opaque) => SignalType::parse(&s.opaque_type).map_err(|e| e.to_string())?,
-        _ => return Err(format!("unknown signal type {}", s.r#type)),
+/// The metrics label of a signal type.
+fn kind(t: &SignalType) -> Kind {
+    match t {
+        SignalType::Pdq => Kind::Pdq,
+        SignalType::Md5 => Kind::Md5,
+        SignalType::Sha1 => Kind::Sha1,
+        SignalType::Sha256 => Kind::Sha256,
+        SignalType::Blake3 => Kind::Blake3,
+        SignalType::Opaque(_) => Kind::Opaque,
+    }
+}
+
+/// A query checked and ready to run.
+enum Parsed {
+    Exact(Signal),
+    Pdq {
+        hashes: Vec<PdqHash>,
+        quality: Option<u32>,
+        radius: Option<u32>,
+    },
+}
+
+impl Parsed {
+    fn kind(&self) -> Kind {
+        match self {
+            Parsed::Exact(s) => kind(s.kind()),
+            Parsed::Pdq { .. } => Kind::Pdq,
+        }
+    }
+}
+
+fn parse(q: &proto::Query) -> Result<Parsed, String> {
+    let signal = wire::signal_from(q.signal.as_ref().ok_or("no signal")?)?;
+    let Some(hash) = signal.as_pdq() else {
+        if !q.pdq_variants.is_empty() || q.quality.is_some() || q.radius.is_some() {
+            return Err("variants, quality and radius apply to PDQ only".into());
+        }
+        return Ok(Parsed::Exact(signal));
     };
-    Signal::from_bytes(kind, s.value.clone()).map_err(|e| e.to_string())
-}
-
-fn wire_type(kind: &SignalType) -> i32 {
-    use proto::SignalType as W;
-    (match kind {
-        SignalType::Pdq => W::Pdq,
-        SignalType::Md5 => W::Md5,
-        SignalType::Sha1 => W::Sha1,
-        SignalType::Sha256 => W::Sha256,
-        SignalType::Blake3 => W::Blake3,
-        SignalType::Opaque(_) => W::Opaque,
-    }) as i32
-}
-
-fn hit(m: Hit) -> proto::Hit {
-    proto::Hit {
-        entry_id: m.entry.to_string(),
-        set: m.set.to_string(),
-        origin: m.origin,
-        r#type: wire_type(&m.signal_type),
-        labels: m.labels,
-        distance: m.distance,
-        variant: m.variant as u32,
+    let mut hashes = Vec::with_capacity(1 + q.pdq_variants.len());
+    hashes.push(hash);
+    for v in &q.pdq_variants {
+        let bytes: [u8; 32] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("PDQ variant must be 32 bytes, got {}", v.len()))?;
+        hashes.push(PdqHash::from_bytes(bytes));
     }
+    Ok(Parsed::Pdq {
+        hashes,
+        quality: q.quality,
+        radius: q.radius,
+    })
+}
+
+/// Why a call failed.
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "match failed");
+    Status::internal("the node could not read its database")
 }
 
 impl MatchService {
-    fn one(&self, q: &proto::Query) -> Result<proto::QueryResult, Failure> {
-        let signal = signal_of(q.signal.as_ref().ok_or("no signal")?).map_err(Failure::Invalid)?;
-        let Some(hash) = signal.as_pdq() else {
-            if !q.pdq_variants.is_empty() || q.quality.is_some() || q.radius.is_some() {
-                return Err(Failure::Invalid(
-                    "variants, quality and radius apply to PDQ only".into(),
-                ));
+    /// Answers one batch: every query is checked first (one bad query
+    /// fails the call before any work), then matched, then the hits are
+    /// recorded in one write.
+    fn answer(
+        db: &Database,
+        metrics: &Metrics,
+        quality_floor: u32,
+        queries: &[proto::Query],
+        client: &str,
+    ) -> Result<Vec<proto::QueryResult>, Status> {
+        if queries.is_empty() || queries.len() > MAX_BATCH {
+            return Err(Status::invalid_argument(format!(
+                "a call carries 1 to {MAX_BATCH} queries, got {}",
+                queries.len()
+            )));
+        }
+        let parsed = queries
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                parse(q).map_err(|m| {
+                    let k = q
+                        .signal
+                        .as_ref()
+                        .and_then(|s| wire::signal_from(s).ok())
+                        .map_or(Kind::Opaque, |s| kind(s.kind()));
+                    metrics.error(k, ErrorReason::InvalidArgument);
+                    Status::invalid_argument(format!("query {i}: {m}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let run = |(i, p): (usize, &Parsed)| -> Result<(Vec<Hit>, String), Status> {
+            let started = Instant::now();
+            let outcome = match p {
+                Parsed::Exact(signal) => db.match_exact(signal),
+                Parsed::Pdq {
+                    hashes,
+                    quality,
+                    radius,
+                } => db.match_pdq(&PdqQuery {
+                    hashes,
+                    quality: *quality,
+                    quality_floor,
+                    radius: *radius,
+                }),
+            };
+            let k = p.kind();
+            match outcome {
+                Ok(hits) => {
+                    metrics.query(k, started.elapsed(), !hits.is_empty());
+                    Ok((hits, String::new()))
+                }
+                Err(e @ MatchError::LowQuality { .. }) => {
+                    metrics.error(k, ErrorReason::LowQuality);
+                    Ok((Vec::new(), e.to_string()))
+                }
+                Err(MatchError::Store(e)) => {
+                    metrics.error(k, ErrorReason::Internal);
+                    Err(internal(e))
+                }
+                Err(e) => {
+                    metrics.error(k, ErrorReason::InvalidArgument);
+                    Err(Status::invalid_argument(format!("query {i}: {e}")))
+                }
             }
-            let hits = self.db.match_exact(&signal)?;
-            return Ok(proto::QueryResult {
-                hits: hits.into_iter().map(hit).collect(),
-                skipped: String::new(),
-            });
         };
-        let mut hashes = vec![hash];
-        for v in &q.pdq_variants {
-            let bytes: [u8; 32] = v.as_slice().try_into().map_err(|_| {
-                Failure::Invalid(format!("PDQ variant must be 32 bytes, got {}", v.len()))
-            })?;
-            hashes.push(PdqHash::from_bytes(bytes));
+        let answered: Vec<(Vec<Hit>, String)> = if parsed.len() >= PARALLEL_BATCH {
+            parsed.par_iter().enumerate().map(run).collect::<Result<_, _>>()?
+        } else {
+            parsed.iter().enumerate().map(run).collect::<Result<_, _>>()?
+        };
+        let hits: Vec<&Hit> = answered.iter().flat_map(|(h, _)| h).collect();
+        let ids = Self::record(db, &hits, client)?;
+        let mut ids = ids.into_iter();
+        Ok(answered
+            .iter()
+            .map(|(hits, skipped)| proto::QueryResult {
+                hits: hits
+                    .iter()
+                    .map(|h| proto::Hit {
+                        match_id: ids.next().map(|id| id.to_string()).unwrap_or_default(),
+                        ..wire::hit(h)
+                    })
+                    .collect(),
+                skipped: skipped.clone(),
+            })
+            .collect())
+    }
+
+    /// Records hits (what reporting and feedback need, never the query).
+    fn record(db: &Database, hits: &[&Hit], client: &str) -> Result<Vec<MatchId>, Status> {
+        if hits.is_empty() {
+            return Ok(Vec::new());
         }
-        let mut query = PdqQuery::new(&hashes);
-        query.quality = q.quality;
-        query.radius = q.radius;
-        match self.db.match_pdq(&query) {
-            Ok(hits) => Ok(proto::QueryResult {
-                hits: hits.into_iter().map(hit).collect(),
-                skipped: String::new(),
-            }),
-            Err(e @ MatchError::LowQuality { .. }) => Ok(proto::QueryResult {
-                hits: Vec::new(),
-                skipped: e.to_string(),
-            }),
-            Err(e) => Err(e.into()),
-        }
+        let now = crate::database::now_ms();
+        let records: Vec<MatchRecord> = hits
+            .iter()
+            .map(|h| MatchRecord {
+                entry: h.entry,
+                set: h.set.clone(),
+                signal_type: h.signal_type.name().to_owned(),
+                distance: h.distance,
+                time_ms: now,
+                client: client.to_owned(),
+                feedback: None,
+            })
+            .collect();
+        db.store().record_matches(&records).map_err(internal)
+    }
+
+    /// Runs `answer` on the blocking pool.
+    async fn answer_blocking(
+        &self,
+        queries: Vec<proto::Query>,
+        client: String,
+    ) -> Result<Vec<proto::QueryResult>, Status> {
+        let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
+        tokio::task::spawn_blocking(move || Self::answer(&db, &metrics, floor, &queries, &client))
+            .await
+            .map_err(internal)?
+    }
+
+    /// Times a call and counts its outcome.
+    fn finish<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
+        let code = match result {
+            Ok(_) => tonic::Code::Ok,
+            Err(s) => s.code(),
+        };
+        self.metrics.rpc(method, code, started.elapsed());
     }
 }
+
+/// Reason codes as stored in match records: the enum's name without its
+/// prefix, lower case (`benign_collision`).
+fn reason_code(reason: proto::FeedbackReason) -> String {
+    reason
+        .as_str_name()
+        .trim_start_matches("FEEDBACK_REASON_")
+        .to_ascii_lowercase()
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<proto::MatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Match for MatchService {
@@ -137,24 +276,205 @@ impl Match for MatchService {
         &self,
         request: Request<proto::MatchRequest>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
-        let queries = request.into_inner().queries;
-        if queries.is_empty() || queries.len() > MAX_BATCH {
+        let started = Instant::now();
+        let client = wire::caller(&request);
+        let request = request.into_inner();
+        let result = self
+            .answer_blocking(request.queries, client)
+            .await
+            .map(|results| {
+                Response::new(proto::MatchResponse {
+                    results,
+                    tag: request.tag,
+                })
+            });
+        self.finish("MatchHashes", started, &result);
+        result
+    }
+
+    type MatchStreamStream = ResponseStream;
+
+    async fn match_stream(
+        &self,
+        request: Request<Streaming<proto::MatchRequest>>,
+    ) -> Result<Response<Self::MatchStreamStream>, Status> {
+        let client = wire::caller(&request);
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel::<Result<proto::MatchResponse, Status>>(STREAM_IN_FLIGHT * 2);
+        let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
+        tokio::spawn(async move {
+            let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT));
+            loop {
+                let next = tokio::select! {
+                    next = incoming.next() => next,
+                    () = tx.closed() => return,
+                };
+                let message = match next {
+                    None => return,
+                    Some(Ok(m)) => m,
+                    Some(Err(status)) => {
+                        let _ = tx.send(Err(wire::oversized_to_invalid(status))).await;
+                        return;
+                    }
+                };
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let (db, metrics, client, tx) =
+                    (db.clone(), metrics.clone(), client.clone(), tx.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let started = Instant::now();
+                    let answer = Self::answer(&db, &metrics, floor, &message.queries, &client)
+                        .map(|results| proto::MatchResponse {
+                            results,
+                            tag: message.tag,
+                        })
+                        .map_err(|s| {
+                            Status::new(s.code(), format!("request {}: {}", message.tag, s.message()))
+                        });
+                    let code = answer.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                    metrics.rpc("MatchStream", code, started.elapsed());
+                    // The receiver is gone only when the call is.
+                    let _ = tx.blocking_send(answer);
+                });
+            }
+        });
+        // tonic ends the call at the first error it is handed: one failed
+        // request ends the stream (gRPC has no per-message status).
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn match_image(
+        &self,
+        request: Request<proto::MatchImageRequest>,
+    ) -> Result<Response<proto::MatchImageResponse>, Status> {
+        let started = Instant::now();
+        let client = wire::caller(&request);
+        let request = request.into_inner();
+        let result = self.image(request, client).await;
+        self.finish("MatchImage", started, &result);
+        result.map(Response::new)
+    }
+
+    async fn feedback(
+        &self,
+        request: Request<proto::FeedbackRequest>,
+    ) -> Result<Response<proto::FeedbackResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = self.feedback_blocking(request).await;
+        self.finish("Feedback", started, &result);
+        result.map(Response::new)
+    }
+}
+
+impl MatchService {
+    async fn image(
+        &self,
+        request: proto::MatchImageRequest,
+        client: String,
+    ) -> Result<proto::MatchImageResponse, Status> {
+        if request.image.len() > MAX_IMAGE_BYTES {
+            self.metrics.error(Kind::Image, ErrorReason::InvalidArgument);
             return Err(Status::invalid_argument(format!(
-                "a call carries 1 to {MAX_BATCH} queries, got {}",
-                queries.len()
+                "image is {} bytes, over the limit of {MAX_IMAGE_BYTES}",
+                request.image.len()
             )));
         }
-        let mut results = Vec::with_capacity(queries.len());
-        for (i, q) in queries.iter().enumerate() {
-            let result = self.one(q).map_err(|f| match f {
-                Failure::Invalid(m) => Status::invalid_argument(format!("query {i}: {m}")),
-                Failure::Internal(m) => {
-                    tracing::error!(error = %m, "match failed");
-                    Status::internal("the node could not read its database")
+        let _permit = self.images.acquire().await.map_err(internal)?;
+        let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let options = HashOptions {
+                decode: DecodeOptions {
+                    limits: DecodeLimits {
+                        max_bytes: MAX_IMAGE_BYTES,
+                        ..DecodeLimits::default()
+                    },
+                    ..DecodeOptions::default()
+                },
+                dihedral: request.dihedral,
+                ..HashOptions::default()
+            };
+            let hashes = hash_image(&request.image, &options, &mut PdqHasher::new())
+                .map_err(|e| {
+                    metrics.error(Kind::Image, ErrorReason::InvalidArgument);
+                    Status::invalid_argument(format!("image: {e}"))
+                })?;
+            let matched = match db.match_image(&hashes, request.radius, floor) {
+                Ok(m) => m,
+                Err(MatchError::Store(e)) => {
+                    metrics.error(Kind::Image, ErrorReason::Internal);
+                    return Err(internal(e));
                 }
-            })?;
-            results.push(result);
+                Err(e) => {
+                    metrics.error(Kind::Image, ErrorReason::InvalidArgument);
+                    return Err(Status::invalid_argument(e.to_string()));
+                }
+            };
+            metrics.query(Kind::Image, started.elapsed(), !matched.hits.is_empty());
+            let refs: Vec<&Hit> = matched.hits.iter().collect();
+            let ids = Self::record(&db, &refs, &client)?;
+            Ok(proto::MatchImageResponse {
+                hits: matched
+                    .hits
+                    .iter()
+                    .zip(ids)
+                    .map(|(h, id)| proto::Hit {
+                        match_id: id.to_string(),
+                        ..wire::hit(h)
+                    })
+                    .collect(),
+                hashes: Some(wire::image_hashes(&hashes)),
+                pdq_skipped: matched.pdq_skipped.unwrap_or_default(),
+            })
+        })
+        .await
+        .map_err(internal)?
+    }
+
+    async fn feedback_blocking(
+        &self,
+        request: proto::FeedbackRequest,
+    ) -> Result<proto::FeedbackResponse, Status> {
+        let id: MatchId = request
+            .match_id
+            .parse()
+            .map_err(|e: String| Status::invalid_argument(format!("match_id: {e}")))?;
+        let verdict = match proto::Verdict::try_from(request.verdict) {
+            Ok(proto::Verdict::Confirmed) => Verdict::Confirmed,
+            Ok(proto::Verdict::FalsePositive) => Verdict::FalsePositive,
+            _ => return Err(Status::invalid_argument("verdict must be CONFIRMED or FALSE_POSITIVE")),
+        };
+        let reason = match proto::FeedbackReason::try_from(request.reason) {
+            Ok(proto::FeedbackReason::Unspecified) | Err(_) => {
+                return Err(Status::invalid_argument("reason must be one of FeedbackReason's codes"))
+            }
+            Ok(r) => reason_code(r),
+        };
+        let feedback = Feedback {
+            verdict,
+            reason,
+            time_ms: crate::database::now_ms(),
+        };
+        let db = self.db.clone();
+        let record = tokio::task::spawn_blocking(move || db.store().give_feedback(&id, feedback))
+            .await
+            .map_err(internal)?;
+        use crate::store::matches::FeedbackError as E;
+        match record {
+            Ok(record) => {
+                self.metrics.feedback(verdict == Verdict::Confirmed);
+                Ok(proto::FeedbackResponse {
+                    entry_id: record.entry.to_string(),
+                    set: record.set.to_string(),
+                })
+            }
+            Err(e @ E::UnknownMatch(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ E::AlreadyGiven(_)) => Err(Status::already_exists(e.to_string())),
+            Err(E::Store(e)) => Err(internal(e)),
         }
-        Ok(Response::new(proto::MatchResponse { results }))
     }
 }

@@ -1,42 +1,34 @@
 //! The gRPC services a node serves, over tonic.
 //!
 //! * [`proto`]: the generated types (from `proto/hashfed/v1/`);
-//! * [`matching`]: the match service for local services.
+//! * [`matching`]: the match service for local services;
+//! * [`admin`]: the admin service for operators and the CLI;
+//! * [`wire`]: conversions between the wire types and the library's;
+//! * [`client`]: connecting to a node's Unix sockets.
+//!
+//! Which service is reachable on which listener, and with which
+//! certificates, is decided in [`crate::server`].
 
+pub mod admin;
+pub mod client;
 pub mod matching;
+pub mod wire;
 
 /// Types generated from `proto/hashfed/v1/*.proto`.
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     tonic::include_proto!("hashfed.v1");
+
+    /// The compiled schema, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hashfed_descriptors.bin"));
 }
 
-use std::future::Future;
-use std::sync::Arc;
-
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Server, ServerTlsConfig};
-
-use crate::database::Database;
-
-/// Largest request a service accepts (a batch of 1024 PDQ queries with all
-/// variants is about 300 KiB).
+/// Largest message the admin and federation services accept (a batch of
+/// 1024 PDQ queries with all variants is about 300 KiB; import chunks are
+/// sent in pieces of 256 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
-/// Serves the match service on `listener` with `tls` until `shutdown`
-/// completes.
-pub async fn serve_match(
-    db: Arc<Database>,
-    tls: ServerTlsConfig,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), tonic::transport::Error> {
-    let service = proto::match_server::MatchServer::new(matching::MatchService::new(db))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-    Server::builder()
-        .tls_config(tls)?
-        .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
-}
+/// Largest message the match service accepts: an image up to
+/// [`matching::MAX_IMAGE_BYTES`] and its envelope.
+pub const MAX_MATCH_MESSAGE_BYTES: usize = matching::MAX_IMAGE_BYTES + (64 << 10);

@@ -17,6 +17,7 @@
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
 //! | `x`    | set number u32, external id, entry id | empty                          |
 //! | `m`    | counter name                          | u64                            |
+//! | `r`    | match id (16)                         | match record (JSON)            |
 
 /// Set states.
 pub const SET: u8 = b's';
@@ -35,6 +36,8 @@ pub const FREE_SLOT: u8 = b'f';
 pub const EXTERNAL: u8 = b'x';
 /// Counters.
 pub const META: u8 = b'm';
+/// Match records (see [`super::matches`]).
+pub const MATCH: u8 = b'r';
 
 /// Counter: the next never-used PDQ slot.
 pub const NEXT_SLOT: &[u8] = b"mnext_slot";

@@ -16,6 +16,7 @@
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
 pub mod keys;
+pub mod matches;
 mod slots;
 mod snapshot;
 mod state;

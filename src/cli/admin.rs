@@ -1,0 +1,164 @@
+//! How operator commands reach a node's admin service: over the node's
+//! Unix socket when the node is running (the running node owns the
+//! database, and writing through it keeps its index in step), or, when it
+//! is not, by running the same service in this process over the database
+//! opened directly. Either way the command sees the same answers.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use hashfed::database::Database;
+use hashfed::server::admin_socket;
+use hashfed::service::admin::AdminService;
+use hashfed::service::proto::{self, admin_client::AdminClient, admin_server::Admin};
+use hashfed::store::StoreOptions;
+use tonic::transport::Channel;
+use tonic::Request;
+
+/// The admin service of a node, running or not.
+pub struct NodeAdmin {
+    runtime: tokio::runtime::Runtime,
+    via: Via,
+}
+
+enum Via {
+    /// The running node, over its admin socket.
+    Socket(AdminClient<Channel>),
+    /// The service in this process, over the database opened here.
+    InProcess {
+        service: AdminService,
+        db: Arc<Database>,
+    },
+}
+
+/// A small runtime for driving one command's calls.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// The admin service of the node in `dir`, if that node is running.
+pub fn running(runtime: &tokio::runtime::Runtime, dir: &Path) -> Option<AdminClient<Channel>> {
+    let socket = admin_socket(dir);
+    if !socket.exists() {
+        return None;
+    }
+    let channel = runtime
+        .block_on(hashfed::service::client::unix_channel(&socket))
+        .ok()?;
+    Some(AdminClient::new(channel))
+}
+
+/// A gRPC status as a CLI error: the node's message is the useful part.
+pub fn status(e: tonic::Status) -> anyhow::Error {
+    anyhow!("{}", e.message())
+}
+
+impl NodeAdmin {
+    /// Reaches the node in `dir`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let runtime = runtime()?;
+        if let Some(client) = running(&runtime, dir) {
+            return Ok(NodeAdmin {
+                runtime,
+                via: Via::Socket(client),
+            });
+        }
+        let config = hashfed::identity::load_config(dir).ok();
+        let db = Arc::new(Database::open(
+            &super::store_dir(dir),
+            &StoreOptions::default(),
+        )?);
+        let (id, name) = config.map_or_else(Default::default, |c| (c.node_id, c.name));
+        Ok(NodeAdmin {
+            runtime,
+            via: Via::InProcess {
+                service: AdminService::new(db.clone(), id, name),
+                db,
+            },
+        })
+    }
+
+    /// Whether the commands go to a running node.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.via, Via::Socket(_))
+    }
+
+    /// Every set.
+    pub fn list_sets(&mut self) -> anyhow::Result<proto::ListSetsResponse> {
+        let request = proto::ListSetsRequest {};
+        let r = match &mut self.via {
+            Via::Socket(c) => self.runtime.block_on(c.list_sets(request)),
+            Via::InProcess { service, .. } => {
+                self.runtime.block_on(service.list_sets(Request::new(request)))
+            }
+        };
+        Ok(r.map_err(status)?.into_inner())
+    }
+
+    /// One entry.
+    pub fn get_entry(&mut self, id: String) -> anyhow::Result<proto::Entry> {
+        let request = proto::EntryRef { id };
+        let r = match &mut self.via {
+            Via::Socket(c) => self.runtime.block_on(c.get_entry(request)),
+            Via::InProcess { service, .. } => {
+                self.runtime.block_on(service.get_entry(Request::new(request)))
+            }
+        };
+        Ok(r.map_err(status)?.into_inner())
+    }
+
+    /// Retracts an entry.
+    pub fn retract(&mut self, id: String, reason: String) -> anyhow::Result<proto::Entry> {
+        let request = proto::RetractRequest { id, reason };
+        let r = match &mut self.via {
+            Via::Socket(c) => self.runtime.block_on(c.retract(request)),
+            Via::InProcess { service, .. } => {
+                self.runtime.block_on(service.retract(Request::new(request)))
+            }
+        };
+        Ok(r.map_err(status)?.into_inner())
+    }
+
+    /// Disables or enables an entry on this node.
+    pub fn set_disabled(&mut self, id: String, disabled: bool) -> anyhow::Result<proto::Entry> {
+        let request = proto::SetEntryDisabledRequest { id, disabled };
+        let r = match &mut self.via {
+            Via::Socket(c) => self.runtime.block_on(c.set_entry_disabled(request)),
+            Via::InProcess { service, .. } => self
+                .runtime
+                .block_on(service.set_entry_disabled(Request::new(request))),
+        };
+        Ok(r.map_err(status)?.into_inner())
+    }
+
+    /// Counts.
+    pub fn stats(&mut self) -> anyhow::Result<proto::StatsResponse> {
+        let request = proto::StatsRequest {};
+        let r = match &mut self.via {
+            Via::Socket(c) => self.runtime.block_on(c.stats(request)),
+            Via::InProcess { service, .. } => {
+                self.runtime.block_on(service.stats(Request::new(request)))
+            }
+        };
+        Ok(r.map_err(status)?.into_inner())
+    }
+
+    /// Ends the session; an in-process database is closed cleanly (which
+    /// leaves a current index snapshot for the next start).
+    pub fn close(self) -> anyhow::Result<()> {
+        let NodeAdmin { runtime, via } = self;
+        drop(runtime);
+        if let Via::InProcess { service, db } = via {
+            drop(service);
+            let db = Arc::try_unwrap(db)
+                .map_err(|_| anyhow!("the database is still in use at exit"))?;
+            db.close()?;
+        }
+        Ok(())
+    }
+}

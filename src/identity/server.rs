@@ -1,0 +1,284 @@
+//! TLS for the node's listeners, on rustls directly: TLS 1.3 only, a
+//! client certificate required on every connection, verified against the
+//! one CA that issues that listener's role.
+//!
+//! Why not tonic's own TLS settings: they cannot restrict the protocol
+//! version, and they hide the handshake, so a slow or silent client would
+//! hold an accept slot for ever. Here every handshake runs in its own task
+//! under a deadline, a bounded number at once, and a failed one is logged
+//! with its reason (never with anything the client sent).
+
+use std::fs;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::IdentityError;
+
+/// How long a client may take to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshakes in progress at once per listener; further connections wait
+/// in the kernel's accept queue.
+const MAX_HANDSHAKES: usize = 256;
+
+/// A listener whose callers authenticate with client certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// Peers: client certificates from the peers' own CAs (pinned from
+    /// their peer cards; none until peers are added).
+    Federation,
+    /// Local services: client certificates from the clients CA.
+    Match,
+    /// Operators: client certificates from the operators CA.
+    Admin,
+}
+
+impl Listener {
+    /// The listener's name, as in `hashfed.toml` and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listener::Federation => "federation",
+            Listener::Match => "match",
+            Listener::Admin => "admin",
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let pem = fs::read(path).map_err(io(path))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(IdentityError::Certificate(format!(
+            "{}: no certificate in the file",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
+    let pem = fs::read(path).map_err(io(path))?;
+    PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+}
+
+/// The CA files whose certificates a listener accepts.
+fn trusted_cas(dir: &Path, listener: Listener) -> Result<Vec<std::path::PathBuf>, IdentityError> {
+    let tls = dir.join("tls");
+    Ok(match listener {
+        Listener::Match => vec![tls.join("clients-ca.pem")],
+        Listener::Admin => vec![tls.join("operators-ca.pem")],
+        Listener::Federation => {
+            let peers = tls.join("peers");
+            let mut cas = Vec::new();
+            if peers.is_dir() {
+                for item in fs::read_dir(&peers).map_err(io(&peers))? {
+                    let path = item.map_err(io(&peers))?.path();
+                    if path.extension().is_some_and(|e| e == "pem") {
+                        cas.push(path);
+                    }
+                }
+            }
+            cas.sort();
+            cas
+        }
+    })
+}
+
+/// Accepts TLS connections for one listener of the node in `dir`.
+#[derive(Clone)]
+pub struct Acceptor {
+    inner: tokio_rustls::TlsAcceptor,
+    listener: Listener,
+}
+
+impl Acceptor {
+    /// TLS 1.3 with the node's server certificate for `listener`, client
+    /// certificates required and verified against that role's CA only
+    /// (validity period, chain, and the client-auth key usage).
+    ///
+    /// A federation listener with no peers yet refuses every client.
+    pub fn new(dir: &Path, listener: Listener) -> Result<Self, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        for ca in trusted_cas(dir, listener)? {
+            for cert in certificates(&ca)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| IdentityError::Certificate(format!("{}: {e}", ca.display())))?;
+            }
+        }
+        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = if roots.is_empty() {
+            Arc::new(refuse_all::RefuseAll::new(provider.clone()))
+        } else {
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| IdentityError::Certificate(e.to_string()))?
+        };
+        let tls = dir.join("tls");
+        let chain = certificates(&tls.join(format!("{}.pem", listener.name())))?;
+        let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Acceptor {
+            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            listener,
+        })
+    }
+
+    /// Accepts connections on `tcp` until the returned stream is dropped,
+    /// handshaking each in its own task under [`HANDSHAKE_TIMEOUT`]; only
+    /// completed handshakes come out of the stream.
+    pub fn incoming(
+        self,
+        tcp: TcpListener,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(self.accept_loop(tcp, tx));
+        ReceiverStream::new(rx)
+    }
+
+    fn accept_loop(
+        self,
+        tcp: TcpListener,
+        tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        async move {
+            let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+            loop {
+                let permit = tokio::select! {
+                    () = tx.closed() => return,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let (stream, remote) = tokio::select! {
+                    () = tx.closed() => return,
+                    accepted = tcp.accept() => match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // Out of file descriptors and the like: back
+                            // off instead of spinning.
+                            tracing::warn!(listener = self.listener.name(), error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let acceptor = self.inner.clone();
+                let listener = self.listener.name();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(tls)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::info!(listener, %remote, reason = %e, "TLS handshake refused");
+                        }
+                        Err(_) => {
+                            tracing::info!(listener, %remote, "TLS handshake timed out");
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A short, stable name for a client certificate: the first 16 bytes of
+/// its BLAKE3 digest, in hex. Match records and logs name callers by it.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    crate::signal::exact::to_hex(&blake3::hash(cert_der).as_bytes()[..16])
+}
+
+mod refuse_all {
+    //! The client verifier of a listener that trusts nobody yet.
+
+    use std::sync::Arc;
+
+    use rustls::client::danger::HandshakeSignatureValid;
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, UnixTime};
+    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+    use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+
+    /// Refuses every client certificate (no peer has been added).
+    #[derive(Debug)]
+    pub struct RefuseAll {
+        provider: Arc<CryptoProvider>,
+    }
+
+    impl RefuseAll {
+        pub fn new(provider: Arc<CryptoProvider>) -> Self {
+            RefuseAll { provider }
+        }
+    }
+
+    impl ClientCertVerifier for RefuseAll {
+        fn root_hint_subjects(&self) -> &[DistinguishedName] {
+            &[]
+        }
+
+        fn verify_client_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _now: UnixTime,
+        ) -> Result<ClientCertVerified, Error> {
+            Err(Error::General("no peers are trusted on this listener".into()))
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            Err(Error::General("no peers are trusted on this listener".into()))
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            _message: &[u8],
+            _cert: &CertificateDer<'_>,
+            _dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            Err(Error::General("no peers are trusted on this listener".into()))
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.provider
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The admin service: operators' view of a running node (sets, entries,
+//! imports, retractions, counts). `hashfed` subcommands call it over the
+//! node's Unix socket while the node runs, because the running node holds
+//! the database and its indexes: writing through it keeps the index in
+//! step, so a retraction stops matching the moment the call returns.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::proto::{self, admin_server::Admin};
+use super::wire;
+use crate::database::Database;
+use crate::import::load::{load, LoadError};
+use crate::import::{detect, parse, Format};
+use crate::model::{EntryId, SetId, SetInfo};
+use crate::store::{Change, Outcome, StoreError};
+
+/// Problems an import reports back in full; the rest are only counted.
+const MAX_PROBLEMS: usize = 100;
+
+/// Longest retraction reason kept.
+const MAX_REASON: usize = 200;
+
+/// The admin service over one database.
+pub struct AdminService {
+    db: Arc<Database>,
+    node_id: String,
+    node_name: String,
+    started: Instant,
+}
+
+impl AdminService {
+    /// Serves `db` for the node `node_id` (`node_name`).
+    pub fn new(db: Arc<Database>, node_id: String, node_name: String) -> Self {
+        AdminService {
+            db,
+            node_id,
+            node_name,
+            started: Instant::now(),
+        }
+    }
+}
+
+fn store_error(e: StoreError) -> Status {
+    match e {
+        StoreError::UnknownEntry(id) => Status::not_found(format!("no entry {id}")),
+        StoreError::UnknownSet(id) => Status::not_found(format!("no set {id}")),
+        StoreError::Name(e) => Status::invalid_argument(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "admin call failed");
+            Status::internal(format!("the node's database failed: {other}"))
+        }
+    }
+}
+
+fn entry_id(text: &str) -> Result<EntryId, Status> {
+    text.parse()
+        .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))
+}
+
+/// Runs store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+}
+
+impl AdminService {
+    fn entry(db: &Database, id: &EntryId, changed: bool) -> Result<proto::Entry, Status> {
+        let entry = db
+            .store()
+            .entry(id)
+            .map_err(store_error)?
+            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
+        Ok(wire::entry(&entry, changed))
+    }
+}
+
+/// Hands the bytes of an import stream to the (blocking) parser.
+struct ChunkReader {
+    rx: mpsc::Receiver<Result<Vec<u8>, Status>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Some(Err(status)) => {
+                    return Err(std::io::Error::other(format!(
+                        "the import stream failed: {}",
+                        status.message()
+                    )))
+                }
+            }
+        }
+        let n = out.len().min(self.chunk.len() - self.pos);
+        out[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The first message of an import.
+struct ImportHeader {
+    set: SetId,
+    format: Option<Format>,
+    file_name: String,
+    reason: String,
+}
+
+fn header(first: &proto::ImportChunk) -> Result<ImportHeader, Status> {
+    let set: SetId = first
+        .set
+        .parse()
+        .map_err(|e: crate::model::NameError| Status::invalid_argument(format!("set: {e}")))?;
+    let format = if first.format.is_empty() {
+        None
+    } else {
+        Some(
+            first
+                .format
+                .parse::<Format>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?,
+        )
+    };
+    let reason = if first.reason.is_empty() {
+        "withdrawn at source".to_owned()
+    } else if first.reason.len() > MAX_REASON {
+        return Err(Status::invalid_argument(format!(
+            "reason is over {MAX_REASON} bytes"
+        )));
+    } else {
+        first.reason.clone()
+    };
+    Ok(ImportHeader {
+        set,
+        format,
+        file_name: first.file_name.chars().take(200).collect(),
+        reason,
+    })
+}
+
+fn import_blocking(
+    db: &Database,
+    header: ImportHeader,
+    reader: ChunkReader,
+) -> Result<proto::ImportSummary, Status> {
+    let mut input = std::io::BufReader::with_capacity(256 << 10, reader);
+    let format = match header.format {
+        Some(f) => f,
+        None => {
+            let head = std::io::BufRead::fill_buf(&mut input)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let name = (!header.file_name.is_empty()).then_some(header.file_name.as_str());
+            detect(head, name).ok_or_else(|| {
+                Status::invalid_argument("cannot tell the format; name it in `format`")
+            })?
+        }
+    };
+    let set = match db.store().set(&header.set) {
+        Some(state) => state.info,
+        None => {
+            db.create_set(SetInfo::new(header.set.clone()))
+                .map_err(store_error)?
+                .info
+        }
+    };
+    let mut problems = Vec::new();
+    let mut summary = proto::ImportSummary {
+        format: format.name().to_owned(),
+        ..Default::default()
+    };
+    let result = load(
+        &set,
+        parse(format, input),
+        &header.reason,
+        |changes| db.apply(&set.id, changes),
+        |bad| {
+            if problems.len() < MAX_PROBLEMS {
+                problems.push(bad.to_string());
+            }
+        },
+    );
+    match result {
+        Ok(s) => {
+            summary.records = s.records;
+            summary.added = s.added;
+            summary.updated = s.updated;
+            summary.unchanged = s.unchanged;
+            summary.retracted = s.retracted;
+            summary.not_found = s.not_found;
+            summary.refused = s.malformed;
+        }
+        Err(LoadError::Input(e)) => summary.stopped = e.to_string(),
+        Err(LoadError::Store(e)) => return Err(store_error(e)),
+    }
+    db.store().flush().map_err(store_error)?;
+    summary.problems = problems;
+    summary.head_seq = db.store().set(&set.id).map_or(0, |s| s.head_seq);
+    tracing::info!(set = %set.id, records = summary.records, "import through the admin service");
+    Ok(summary)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn list_sets(
+        &self,
+        _request: Request<proto::ListSetsRequest>,
+    ) -> Result<Response<proto::ListSetsResponse>, Status> {
+        let sets = self
+            .db
+            .store()
+            .sets()
+            .into_iter()
+            .map(|s| proto::SetSummary {
+                id: s.id().to_string(),
+                head_seq: s.head_seq,
+                info_json: serde_json::to_string(&s.info).unwrap_or_default(),
+                head_digest: s.head_digest,
+                matchable: s.matchable,
+            })
+            .collect();
+        Ok(Response::new(proto::ListSetsResponse { sets }))
+    }
+
+    async fn get_entry(
+        &self,
+        request: Request<proto::EntryRef>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let id = entry_id(&request.into_inner().id)?;
+        let db = self.db.clone();
+        blocking(move || Self::entry(&db, &id, false))
+            .await
+            .map(Response::new)
+    }
+
+    async fn retract(
+        &self,
+        request: Request<proto::RetractRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let request = request.into_inner();
+        let id = entry_id(&request.id)?;
+        if request.reason.len() > MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason is over {MAX_REASON} bytes"
+            )));
+        }
+        let reason = if request.reason.is_empty() {
+            "retracted by operator".to_owned()
+        } else {
+            request.reason
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let entry = Self::entry(&db, &id, false)?;
+            let set: SetId = entry
+                .set
+                .parse()
+                .map_err(|e: crate::model::NameError| Status::internal(e.to_string()))?;
+            let applied = db
+                .apply(&set, &[Change::RetractEntry { entry: id, reason }])
+                .map_err(store_error)?;
+            let changed = matches!(applied.outcomes.first(), Some(Outcome::Retracted(_)));
+            if changed {
+                tracing::info!(entry = %id, set = %set, "entry retracted by operator");
+            }
+            Self::entry(&db, &id, changed)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn set_entry_disabled(
+        &self,
+        request: Request<proto::SetEntryDisabledRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let request = request.into_inner();
+        let id = entry_id(&request.id)?;
+        let db = self.db.clone();
+        blocking(move || {
+            let before = Self::entry(&db, &id, false)?;
+            db.set_disabled(&id, request.disabled)
+                .map_err(store_error)?;
+            tracing::info!(entry = %id, disabled = request.disabled, "entry switched by operator");
+            Self::entry(&db, &id, before.disabled != request.disabled)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn import(
+        &self,
+        request: Request<Streaming<proto::ImportChunk>>,
+    ) -> Result<Response<proto::ImportSummary>, Status> {
+        let mut stream = request.into_inner();
+        let first = match stream.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(status)) => return Err(wire::oversized_to_invalid(status)),
+            None => return Err(Status::invalid_argument("an import needs at least one message")),
+        };
+        let header = header(&first)?;
+        let (tx, rx) = mpsc::channel(8);
+        let db = self.db.clone();
+        let reader = ChunkReader {
+            rx,
+            chunk: first.data,
+            pos: 0,
+        };
+        let work = tokio::task::spawn_blocking(move || import_blocking(&db, header, reader));
+        // Feed the parser until the client closes its side; a parser that
+        // stops early drops the receiver, which ends this loop too.
+        while let Some(next) = stream.next().await {
+            let item = next
+                .map(|chunk| chunk.data)
+                .map_err(wire::oversized_to_invalid);
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                break;
+            }
+        }
+        drop(tx);
+        work.await
+            .map_err(|e| Status::internal(format!("import task failed: {e}")))?
+            .map(Response::new)
+    }
+
+    async fn stats(
+        &self,
+        _request: Request<proto::StatsRequest>,
+    ) -> Result<Response<proto::StatsResponse>, Status> {
+        let db = self.db.clone();
+        let (node_id, node_name) = (self.node_id.clone(), self.node_name.clone());
+        let uptime_seconds = self.started.elapsed().as_secs();
+        blocking(move || {
+            let store = db.store().stats().map_err(store_error)?;
+            let matches = db.store().match_counts().map_err(store_error)?;
+            Ok(proto::StatsResponse {
+                sets: store.sets,
+                entries: store.entries,
+                matchable: store.matchable,
+                log_records: store.records,
+                disk_bytes: store.disk_bytes,
+                matches: matches.matches,
+                feedback_confirmed: matches.confirmed,
+                feedback_false_positive: matches.false_positive,
+                node_id,
+                node_name,
+                uptime_seconds,
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+}

@@ -1,0 +1,135 @@
+//! Conversions between the generated protobuf types and the library's
+//! own, shared by the services. Everything that comes off the wire is
+//! checked here and refused with a message that names what is wrong.
+
+use tonic::{Request, Status};
+
+use super::proto;
+use crate::database::Match;
+use crate::model::{Signal, SignalType};
+use crate::signal::content::ImageHashes;
+use crate::store::StoredEntry;
+
+/// The wire signal to ours.
+pub fn signal_from(s: &proto::Signal) -> Result<Signal, String> {
+    use proto::SignalType as W;
+    let kind = match W::try_from(s.r#type) {
+        Ok(W::Pdq) => SignalType::Pdq,
+        Ok(W::Md5) => SignalType::Md5,
+        Ok(W::Sha1) => SignalType::Sha1,
+        Ok(W::Sha256) => SignalType::Sha256,
+        Ok(W::Blake3) => SignalType::Blake3,
+        Ok(W::Opaque) => SignalType::parse(&s.opaque_type).map_err(|e| e.to_string())?,
+        _ => return Err(format!("unknown signal type {}", s.r#type)),
+    };
+    Signal::from_bytes(kind, s.value.clone()).map_err(|e| e.to_string())
+}
+
+/// Our signal type to the wire's.
+pub fn signal_type(kind: &SignalType) -> i32 {
+    use proto::SignalType as W;
+    (match kind {
+        SignalType::Pdq => W::Pdq,
+        SignalType::Md5 => W::Md5,
+        SignalType::Sha1 => W::Sha1,
+        SignalType::Sha256 => W::Sha256,
+        SignalType::Blake3 => W::Blake3,
+        SignalType::Opaque(_) => W::Opaque,
+    }) as i32
+}
+
+/// Our signal to the wire's.
+pub fn signal(s: &Signal) -> proto::Signal {
+    proto::Signal {
+        r#type: signal_type(s.kind()),
+        value: s.value().to_vec(),
+        opaque_type: match s.kind() {
+            SignalType::Opaque(name) => name.clone(),
+            _ => String::new(),
+        },
+    }
+}
+
+/// A match as the match service answers it (its record id filled in later).
+pub fn hit(m: &Match) -> proto::Hit {
+    proto::Hit {
+        entry_id: m.entry.to_string(),
+        set: m.set.to_string(),
+        origin: m.origin.clone(),
+        r#type: signal_type(&m.signal_type),
+        labels: m.labels.clone(),
+        distance: m.distance,
+        variant: m.variant as u32,
+        match_id: String::new(),
+        external_id: m.external_id.clone().unwrap_or_default(),
+    }
+}
+
+/// An image's hashes as `hashfed hash` reports them.
+pub fn image_hashes(h: &ImageHashes) -> proto::ImageHashes {
+    proto::ImageHashes {
+        pdq: Some(proto::PdqHash {
+            value: h.pdq.hash.to_bytes().to_vec(),
+            quality: u32::from(h.pdq.quality),
+        }),
+        md5: h.exact.md5.to_vec(),
+        sha1: h.exact.sha1.to_vec(),
+        sha256: h.exact.sha256.to_vec(),
+        blake3: h.exact.blake3.to_vec(),
+        width: h.width as u32,
+        height: h.height as u32,
+        format: h.format.to_owned(),
+        dihedral: h.dihedral.map(|d| {
+            let v = |i: usize| d.hashes[i].to_bytes().to_vec();
+            proto::PdqDihedral {
+                orig: v(0),
+                rot90: v(1),
+                rot180: v(2),
+                rot270: v(3),
+                flipx: v(4),
+                flipy: v(5),
+                flipplus1: v(6),
+                flipminus1: v(7),
+            }
+        }),
+    }
+}
+
+/// An entry as the admin service shows it.
+pub fn entry(e: &StoredEntry, changed: bool) -> proto::Entry {
+    proto::Entry {
+        id: e.id.to_string(),
+        set: e.set.to_string(),
+        signal: Some(signal(&e.data.signal)),
+        labels: e.data.labels.clone(),
+        external_id: e.data.external_id.clone().unwrap_or_default(),
+        retracted: e.retracted,
+        disabled: e.disabled,
+        added_seq: e.added_seq,
+        last_seq: e.last_seq,
+        time_ms: e.time_ms,
+        changed,
+    }
+}
+
+/// Who is calling: the fingerprint of the client certificate, or
+/// `local-socket` for a caller on the node's Unix socket (trusted by the
+/// socket's file permissions).
+pub fn caller<T>(request: &Request<T>) -> String {
+    match request.peer_certs() {
+        Some(certs) => certs
+            .first()
+            .map_or_else(|| "unknown".to_owned(), |c| crate::identity::server::fingerprint(c)),
+        None => "local-socket".to_owned(),
+    }
+}
+
+/// tonic reports a message over the size limit as `OUT_OF_RANGE`; to a
+/// caller it is a bad argument like any other malformed request.
+pub fn oversized_to_invalid(status: Status) -> Status {
+    if status.code() == tonic::Code::OutOfRange {
+        Status::invalid_argument(status.message().to_owned())
+    } else {
+        status
+    }
+}
