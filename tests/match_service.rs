@@ -1,242 +1,527 @@
-//! The match service on loopback with real mutual TLS: a local service's
-//! certificate is served, an operator's certificate and no certificate are
-//! refused, malformed hashes are `INVALID_ARGUMENT`.
+//! The node's services on loopback with real mutual TLS, a real sled store
+//! and real certificates: who is let in on which listener, what malformed
+//! and oversized requests get, and what each match-service call does.
 
-use std::sync::Arc;
+mod nodes;
 
-use hashfed::database::Database;
-use hashfed::identity::roles::{issue_client, server_tls, ClientRole, Listener};
-use hashfed::model::{EntryData, SetId, SetInfo, Signal};
-use hashfed::service::proto::{self, match_client::MatchClient};
-use hashfed::store::{Change, StoreOptions};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
-
-struct Node {
-    _tmp: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
+use hashfed::identity::roles::{issue_client_between, ClientRole};
+use hashfed::identity::tls::CertKey;
+use hashfed::service::proto::{self, admin_client::AdminClient, match_client::MatchClient};
+use nodes::{add_pdq, channel, pdq_query, TestNode};
+use tonic::Code;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 const PDQ: [u8; 32] = [0x3c; 32];
 
-async fn start() -> Node {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("node");
-    hashfed::identity::init(&dir, "provider-a").unwrap();
-    let db = Database::open(&dir.join("store"), &StoreOptions::default()).unwrap();
-    let set = SetId::new("hotline-a", "csam").unwrap();
-    db.create_set(SetInfo::new(set.clone())).unwrap();
-    let signal = Signal::from_bytes(hashfed::model::SignalType::Pdq, PDQ.to_vec()).unwrap();
-    db.apply(
-        &set,
-        &[Change::Add(EntryData {
-            signal,
-            labels: vec!["A1".into()],
-            external_id: None,
-            vetting: vec![],
-        })],
+async fn seeded() -> TestNode {
+    TestNode::start("provider-a", |db| add_pdq(db, "hotline-a/csam", &[PDQ])).await
+}
+
+/// What a caller with `cert` gets from `addr`: `OK` if a health check is
+/// served, else the TLS alert the node refused the handshake with (with
+/// TLS 1.3 the client learns it on its first read, as a transport error).
+async fn health(node: &TestNode, addr: std::net::SocketAddr, cert: Option<&CertKey>) -> String {
+    let outcome = match channel(&node.dir, addr, cert).await {
+        Ok(channel) => HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|status| format!("{status:?}")),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    match outcome {
+        Ok(()) => "OK".to_owned(),
+        Err(text) => match text.split("received fatal alert: ").nth(1) {
+            Some(rest) => rest
+                .split(|c: char| !c.is_alphanumeric())
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            None => text,
+        },
+    }
+}
+
+#[tokio::test]
+async fn each_listener_serves_its_own_role_only() {
+    let mut node = seeded().await;
+    let a = node.node().addresses().clone();
+    let local = node.issue(ClientRole::Local);
+    let operator = node.issue(ClientRole::Operator);
+    // The right role is served.
+    assert_eq!(health(&node, a.match_, Some(&local)).await, "OK");
+    assert_eq!(health(&node, a.admin, Some(&operator)).await, "OK");
+    // A local service's certificate on the admin and federation listeners:
+    // their CAs did not issue it.
+    assert_eq!(health(&node, a.admin, Some(&local)).await, "UnknownCA");
+    assert_eq!(health(&node, a.federation, Some(&local)).await, "UnknownCA");
+    assert_eq!(
+        health(&node, a.federation, Some(&operator)).await,
+        "UnknownCA"
+    );
+    // An operator's certificate on the match listener.
+    assert_eq!(health(&node, a.match_, Some(&operator)).await, "UnknownCA");
+    // No certificate anywhere.
+    for addr in [a.match_, a.admin, a.federation] {
+        assert_eq!(
+            health(&node, addr, None).await,
+            "CertificateRequired",
+            "{addr}"
+        );
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_ca_and_expired_certificates_are_refused() {
+    let mut node = seeded().await;
+    let a = node.node().addresses().clone();
+    // Certificates from another node's CAs, with the right roles.
+    let other = TestNode::start("provider-x", |_| {}).await;
+    let foreign_local = other.issue(ClientRole::Local);
+    let foreign_operator = other.issue(ClientRole::Operator);
+    assert_eq!(
+        health(&node, a.match_, Some(&foreign_local)).await,
+        "UnknownCA"
+    );
+    assert_eq!(
+        health(&node, a.admin, Some(&foreign_operator)).await,
+        "UnknownCA"
+    );
+    // This node's CA, but expired yesterday.
+    let now = time::OffsetDateTime::now_utc();
+    let expired = issue_client_between(
+        &node.dir,
+        "expired",
+        ClientRole::Local,
+        now - time::Duration::days(30),
+        now - time::Duration::days(1),
     )
     .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let tls = server_tls(&dir, Listener::Match).unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(hashfed::service::serve_match(
-        Arc::new(db),
-        tls,
-        listener,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Node {
-        _tmp: tmp,
-        dir,
-        addr,
-        stop: Some(stop),
-    }
+    assert_eq!(
+        health(&node, a.match_, Some(&expired)).await,
+        "CertificateExpired"
+    );
+    // Not yet valid.
+    let future = issue_client_between(
+        &node.dir,
+        "future",
+        ClientRole::Local,
+        now + time::Duration::days(1),
+        now + time::Duration::days(30),
+    )
+    .unwrap();
+    assert_eq!(
+        health(&node, a.match_, Some(&future)).await,
+        "CertificateExpired"
+    );
+    node.stop().await;
 }
 
-async fn client(
-    node: &Node,
-    role: Option<ClientRole>,
-) -> Result<MatchClient<Channel>, tonic::transport::Error> {
-    let ca = std::fs::read_to_string(node.dir.join("tls/node-ca.pem")).unwrap();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    if let Some(role) = role {
-        let cert = issue_client(&node.dir, "uploader", role, 1).unwrap();
-        tls = tls.identity(Identity::from_pem(cert.cert, cert.key));
-    }
-    let channel = Channel::from_shared(format!("https://{}", node.addr))
-        .unwrap()
-        .tls_config(tls)?
-        .connect()
-        .await?;
-    Ok(MatchClient::new(channel))
+async fn match_client(node: &TestNode) -> MatchClient<tonic::transport::Channel> {
+    let cert = node.issue(ClientRole::Local);
+    let channel = channel(&node.dir, node.node().addresses().match_, Some(&cert))
+        .await
+        .unwrap();
+    MatchClient::new(channel).max_decoding_message_size(64 << 20)
 }
 
-fn pdq_query(value: Vec<u8>) -> proto::MatchRequest {
-    proto::MatchRequest {
-        queries: vec![proto::Query {
-            signal: Some(proto::Signal {
-                r#type: proto::SignalType::Pdq as i32,
-                value,
-                opaque_type: String::new(),
-            }),
-            pdq_variants: vec![],
-            quality: Some(90),
-            radius: None,
-        }],
-    }
+fn batch(queries: Vec<proto::Query>) -> proto::MatchRequest {
+    proto::MatchRequest { queries, tag: 0 }
 }
 
 #[tokio::test]
-async fn local_services_match_over_mtls_and_other_roles_are_refused() {
-    let mut node = start().await;
-    let mut ok = client(&node, Some(ClientRole::Local)).await.unwrap();
-    let mut near = PDQ.to_vec();
-    near[0] ^= 0x0f;
-    let response = ok.match_hashes(pdq_query(near)).await.unwrap().into_inner();
-    let hits = &response.results[0].hits;
-    assert_eq!(hits.len(), 1);
-    assert_eq!(
+async fn malformed_and_oversized_requests_are_invalid_argument() {
+    let mut node = seeded().await;
+    let mut c = match_client(&node).await;
+    let exact = |kind: proto::SignalType, value: Vec<u8>| proto::Query {
+        signal: Some(proto::Signal {
+            r#type: kind as i32,
+            value,
+            opaque_type: String::new(),
+        }),
+        pdq_variants: vec![],
+        quality: None,
+        radius: None,
+    };
+    let mut bad_variant = pdq_query(PDQ.to_vec());
+    bad_variant.pdq_variants = vec![vec![0; 31]];
+    let mut too_far = pdq_query(PDQ.to_vec());
+    too_far.radius = Some(129);
+    let mut variants_on_md5 = exact(proto::SignalType::Md5, vec![0; 16]);
+    variants_on_md5.pdq_variants = vec![vec![0; 32]];
+    let cases: Vec<(&str, proto::MatchRequest)> = vec![
+        ("short PDQ", batch(vec![pdq_query(vec![1, 2, 3])])),
+        ("long PDQ", batch(vec![pdq_query(vec![0; 33])])),
+        ("empty value", batch(vec![pdq_query(vec![])])),
         (
-            hits[0].distance,
-            hits[0].set.as_str(),
-            hits[0].labels.clone()
+            "short MD5",
+            batch(vec![exact(proto::SignalType::Md5, vec![0; 15])]),
         ),
-        (4, "hotline-a/csam", vec!["A1".to_string()])
-    );
-
-    let bad = ok.match_hashes(pdq_query(vec![1, 2, 3])).await.unwrap_err();
-    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
-    assert!(bad.message().contains("query 0"), "{}", bad.message());
-    let empty = ok
-        .match_hashes(proto::MatchRequest { queries: vec![] })
+        (
+            "unknown type",
+            batch(vec![exact(proto::SignalType::Unspecified, vec![0; 16])]),
+        ),
+        ("no signal", batch(vec![proto::Query::default()])),
+        ("bad variant", batch(vec![bad_variant])),
+        ("radius 129", batch(vec![too_far])),
+        ("variants on MD5", batch(vec![variants_on_md5])),
+        ("empty batch", batch(vec![])),
+        ("1025 queries", batch(vec![pdq_query(PDQ.to_vec()); 1025])),
+        (
+            "second query bad",
+            batch(vec![pdq_query(PDQ.to_vec()), pdq_query(vec![9])]),
+        ),
+    ];
+    for (what, request) in cases {
+        let status = c.match_hashes(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert!(!status.message().is_empty(), "{what}");
+    }
+    let status = c
+        .match_hashes(batch(vec![pdq_query(vec![1]), pdq_query(PDQ.to_vec())]))
         .await
         .unwrap_err();
-    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
-
-    // An operator's certificate (another CA) and no certificate at all fail
-    // the handshake, so no call gets through.
-    for role in [Some(ClientRole::Operator), None] {
-        let refused = match client(&node, role).await {
-            Err(_) => true,
-            Ok(mut c) => c.match_hashes(pdq_query(PDQ.to_vec())).await.is_err(),
-        };
-        assert!(refused, "{role:?} was served");
-    }
-    let _ = node.stop.take().map(|s| s.send(()));
-}
-
-/// The operator's path: init, import, issue a client certificate, serve,
-/// match from the issued files, stop with SIGTERM (clean close, snapshot).
-#[tokio::test]
-async fn serve_answers_issued_clients_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-    let bin = env!("CARGO_BIN_EXE_hashfed");
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("node");
-    let d = dir.to_str().unwrap();
-    assert!(Command::new(bin)
-        .args(["init", "--dir", d, "--name", "provider-b"])
-        .status()
-        .unwrap()
-        .success());
-    let config = dir.join("hashfed.toml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("127.0.0.1:7702", "127.0.0.1:0");
-    std::fs::write(&config, text).unwrap();
-    let list = tmp.path().join("list.txt");
-    let hex: String = PDQ.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(&list, format!("pdq {hex}\n")).unwrap();
-    assert!(Command::new(bin)
-        .args(["import", "--dir", d, "--set", "hotline-a/csam"])
-        .arg(&list)
-        .status()
-        .unwrap()
-        .success());
-    let certs = tmp.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    let issued = Command::new(bin)
-        .args([
-            "client",
-            "issue",
-            "--dir",
-            d,
-            "svc",
-            "--out",
-            certs.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
     assert!(
-        issued.status.success(),
+        status.message().starts_with("query 0:"),
         "{}",
-        String::from_utf8_lossy(&issued.stderr)
+        status.message()
     );
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(certs.join("svc.key"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
-    }
 
-    let mut server = Command::new(bin)
-        .args(["serve", "--dir", d])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(addr) = line.split("match listening on ").nth(1) {
-            break addr.trim().to_owned();
+    // Over the match service's 16 MiB limit: unary, and on the stream.
+    let huge = batch(vec![pdq_query(vec![0; 17 << 20])]);
+    let status = c.match_hashes(huge.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let stream = c.match_stream(tokio_stream::iter(vec![huge])).await;
+    let status = match stream {
+        Err(status) => status,
+        Ok(response) => {
+            let mut s = response.into_inner();
+            s.message().await.unwrap_err()
         }
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read_to_string(dir.join("tls/node-ca.pem")).unwrap(),
-        ))
-        .identity(Identity::from_pem(
-            std::fs::read_to_string(certs.join("svc.pem")).unwrap(),
-            std::fs::read_to_string(certs.join("svc.key")).unwrap(),
-        ))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // Images: garbage, truncated, over the size limit.
+    for (what, image) in [
+        ("garbage", b"not an image at all".to_vec()),
+        ("truncated PNG", b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
+        ("17 MiB", vec![0; 17 << 20]),
+    ] {
+        let status = c
+            .match_image(proto::MatchImageRequest {
+                image,
+                dihedral: false,
+                radius: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    }
+
+    // The node is still fine.
+    let ok = c
+        .match_hashes(batch(vec![pdq_query(PDQ.to_vec())]))
         .await
         .unwrap();
-    let hits = MatchClient::new(channel)
-        .match_hashes(pdq_query(PDQ.to_vec()))
+    assert_eq!(ok.into_inner().results[0].hits.len(), 1);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn batches_and_the_stream_answer_every_query() {
+    let mut far = PDQ;
+    far[..16].iter_mut().for_each(|b| *b = !*b); // 128 bits away
+    let mut node = seeded().await;
+    let mut c = match_client(&node).await;
+    let mut near = PDQ.to_vec();
+    near[0] ^= 0x0f;
+    let response = c
+        .match_hashes(proto::MatchRequest {
+            queries: vec![pdq_query(near.clone()), pdq_query(far.to_vec())],
+            tag: 7,
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(hits.results[0].hits.len(), 1);
-
-    assert!(Command::new("kill")
-        .arg(server.id().to_string())
-        .status()
-        .unwrap()
-        .success());
-    let status = server.wait().unwrap();
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(status.success(), "{rest:?}");
-    assert!(
-        rest.iter().any(|l| l.contains("stopped cleanly")),
-        "{rest:?}"
+    assert_eq!(response.tag, 7);
+    let hit = &response.results[0].hits[0];
+    assert_eq!(
+        (hit.distance, hit.set.as_str(), hit.labels.clone()),
+        (4, "hotline-a/csam", vec!["A1".to_owned()])
     );
-    assert!(dir.join("store/index.snapshot").is_file());
+    assert_eq!(hit.match_id.len(), 32);
+    assert!(response.results[1].hits.is_empty());
+
+    // Low quality is answered as skipped, not refused.
+    let mut low = pdq_query(PDQ.to_vec());
+    low.quality = Some(10);
+    let skipped = c.match_hashes(batch(vec![low])).await.unwrap().into_inner();
+    assert!(
+        skipped.results[0].skipped.contains("quality"),
+        "{skipped:?}"
+    );
+
+    // 200 requests on one stream, each answered once, by tag.
+    let requests: Vec<proto::MatchRequest> = (0..200u64)
+        .map(|tag| proto::MatchRequest {
+            queries: vec![
+                pdq_query(if tag % 2 == 0 {
+                    near.clone()
+                } else {
+                    far.to_vec()
+                });
+                8
+            ],
+            tag,
+        })
+        .collect();
+    let mut responses = c
+        .match_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(r) = responses.message().await.unwrap() {
+        assert_eq!(r.results.len(), 8);
+        let hits = r.results.iter().filter(|q| !q.hits.is_empty()).count();
+        assert_eq!(hits, if r.tag % 2 == 0 { 8 } else { 0 }, "tag {}", r.tag);
+        assert!(seen.insert(r.tag), "tag {} answered twice", r.tag);
+    }
+    assert_eq!(seen.len(), 200);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn images_are_hashed_by_the_node_and_feedback_is_recorded_once() {
+    use hashfed::signal::content::{hash_image, HashOptions};
+    use hashfed::signal::pdq::PdqHasher;
+    // A real PNG with structure (PDQ quality is high).
+    let img = image::RgbImage::from_fn(256, 192, |x, y| {
+        let v = ((x * 7 + y * 3) % 256) as u8;
+        image::Rgb([v, (x % 64 * 4) as u8, (y % 32 * 8) as u8])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let hashes = hash_image(&png, &HashOptions::default(), &mut PdqHasher::new()).unwrap();
+    let code = hashes.pdq.hash.to_bytes();
+    let mut node = TestNode::start("provider-a", |db| add_pdq(db, "hotline-a/csam", &[code])).await;
+    let mut c = match_client(&node).await;
+    let answer = c
+        .match_image(proto::MatchImageRequest {
+            image: png.clone(),
+            dihedral: true,
+            radius: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.hits.len(), 1, "{answer:?}");
+    assert_eq!(answer.hits[0].distance, 0);
+    let reported = answer.hashes.unwrap();
+    assert_eq!(reported.pdq.unwrap().value, code.to_vec());
+    assert_eq!(reported.sha256, hashes.exact.sha256.to_vec());
+    assert!(reported.dihedral.is_some());
+
+    let match_id = answer.hits[0].match_id.clone();
+    let feedback =
+        |verdict: proto::Verdict, reason: proto::FeedbackReason, id: &str| proto::FeedbackRequest {
+            match_id: id.to_owned(),
+            verdict: verdict as i32,
+            reason: reason as i32,
+        };
+    let fp = proto::Verdict::FalsePositive;
+    let collision = proto::FeedbackReason::BenignCollision;
+    let given = c
+        .feedback(feedback(fp, collision, &match_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(given.set, "hotline-a/csam");
+    let again = c
+        .feedback(feedback(fp, collision, &match_id))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let unknown = c
+        .feedback(feedback(fp, collision, &"0".repeat(32)))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    for bad in [
+        feedback(fp, collision, "xyz"),
+        feedback(proto::Verdict::Unspecified, collision, &match_id),
+        feedback(fp, proto::FeedbackReason::Unspecified, &match_id),
+    ] {
+        let status = c.feedback(bad).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+    }
+    let counts = node.db.store().match_counts().unwrap();
+    assert_eq!((counts.matches, counts.false_positive), (1, 1));
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn health_reflection_and_metrics_are_served() {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut node = seeded().await;
+    let a = node.node().addresses().clone();
+    let cert = node.issue(ClientRole::Local);
+    let ch = channel(&node.dir, a.match_, Some(&cert)).await.unwrap();
+    let serving = HealthClient::new(ch.clone())
+        .check(HealthCheckRequest {
+            service: "hashfed.v1.Match".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(serving.status, 1, "SERVING");
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = replies.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(names.contains(&"hashfed.v1.Match".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+
+    let mut c = MatchClient::new(ch);
+    for _ in 0..3 {
+        c.match_hashes(batch(vec![pdq_query(PDQ.to_vec())]))
+            .await
+            .unwrap();
+    }
+    let text = http_get(a.metrics, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("hashfed_match_queries_total{type=\"pdq\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("hashfed_match_hits_total{type=\"pdq\"} 3"),
+        "{text}"
+    );
+    assert!(text.contains("hashfed_match_latency_seconds_bucket{type=\"pdq\""));
+    node.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn admin_over_the_unix_socket_changes_what_matches_at_once() {
+    let mut node = seeded().await;
+    let a = node.node().addresses().clone();
+    let mut admin = AdminClient::new(
+        hashfed::service::client::unix_channel(&a.admin_socket)
+            .await
+            .unwrap(),
+    );
+    let mut c = match_client(&node).await;
+    let mut other = [0xa5u8; 32];
+    other[0] = 0;
+    let line = format!("pdq {}\n", nodes::hex(&other));
+    let summary = admin
+        .import(tokio_stream::iter(vec![proto::ImportChunk {
+            set: "hotline-b/list".into(),
+            format: "te-lines".into(),
+            data: line.into_bytes(),
+            ..Default::default()
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.added, summary.head_seq), (1, 1), "{summary:?}");
+    let found = c
+        .match_hashes(batch(vec![pdq_query(other.to_vec())]))
+        .await
+        .unwrap()
+        .into_inner();
+    let entry = found.results[0].hits[0].entry_id.clone();
+    let retracted = admin
+        .retract(proto::RetractRequest {
+            id: entry.clone(),
+            reason: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retracted.retracted && retracted.changed);
+    let gone = c
+        .match_hashes(batch(vec![pdq_query(other.to_vec())]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(gone.results[0].hits.is_empty());
+    let sets = admin
+        .list_sets(proto::ListSetsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sets.sets.len(), 2);
+    let stats = admin
+        .stats(proto::StatsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (stats.sets, stats.entries, stats.matchable, stats.matches),
+        (2, 2, 1, 1)
+    );
+    let bad = admin
+        .get_entry(proto::EntryRef { id: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let missing = admin
+        .get_entry(proto::EntryRef { id: "0".repeat(32) })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    // An import chunk over the admin service's 4 MiB limit.
+    let status = admin
+        .import(tokio_stream::iter(vec![proto::ImportChunk {
+            set: "hotline-b/list".into(),
+            data: vec![b'x'; 5 << 20],
+            ..Default::default()
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&a.admin_socket), 0o600);
+        assert_eq!(mode(a.admin_socket.parent().unwrap()), 0o700);
+    }
+    node.stop().await;
+    assert!(!a.admin_socket.exists());
 }

@@ -93,9 +93,9 @@ impl NodeAdmin {
         let request = proto::ListSetsRequest {};
         let r = match &mut self.via {
             Via::Socket(c) => self.runtime.block_on(c.list_sets(request)),
-            Via::InProcess { service, .. } => {
-                self.runtime.block_on(service.list_sets(Request::new(request)))
-            }
+            Via::InProcess { service, .. } => self
+                .runtime
+                .block_on(service.list_sets(Request::new(request))),
         };
         Ok(r.map_err(status)?.into_inner())
     }
@@ -105,9 +105,9 @@ impl NodeAdmin {
         let request = proto::EntryRef { id };
         let r = match &mut self.via {
             Via::Socket(c) => self.runtime.block_on(c.get_entry(request)),
-            Via::InProcess { service, .. } => {
-                self.runtime.block_on(service.get_entry(Request::new(request)))
-            }
+            Via::InProcess { service, .. } => self
+                .runtime
+                .block_on(service.get_entry(Request::new(request))),
         };
         Ok(r.map_err(status)?.into_inner())
     }
@@ -117,9 +117,9 @@ impl NodeAdmin {
         let request = proto::RetractRequest { id, reason };
         let r = match &mut self.via {
             Via::Socket(c) => self.runtime.block_on(c.retract(request)),
-            Via::InProcess { service, .. } => {
-                self.runtime.block_on(service.retract(Request::new(request)))
-            }
+            Via::InProcess { service, .. } => self
+                .runtime
+                .block_on(service.retract(Request::new(request))),
         };
         Ok(r.map_err(status)?.into_inner())
     }
@@ -155,8 +155,8 @@ impl NodeAdmin {
         drop(runtime);
         if let Via::InProcess { service, db } = via {
             drop(service);
-            let db = Arc::try_unwrap(db)
-                .map_err(|_| anyhow!("the database is still in use at exit"))?;
+            let db =
+                Arc::try_unwrap(db).map_err(|_| anyhow!("the database is still in use at exit"))?;
             db.close()?;
         }
         Ok(())

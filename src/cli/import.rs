@@ -198,7 +198,10 @@ fn run_remote(
             eprintln!("hashfed: {shown}: {problem}");
         }
         if !summary.stopped.is_empty() {
-            eprintln!("hashfed: {shown}: {}; records before it were imported", summary.stopped);
+            eprintln!(
+                "hashfed: {shown}: {}; records before it were imported",
+                summary.stopped
+            );
             failed = true;
         }
         eprintln!(

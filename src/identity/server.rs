@@ -9,7 +9,6 @@
 //! with its reason (never with anything the client sent).
 
 use std::fs;
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,53 +162,51 @@ impl Acceptor {
         ReceiverStream::new(rx)
     }
 
-    fn accept_loop(
+    async fn accept_loop(
         self,
         tcp: TcpListener,
         tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        async move {
-            let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-            loop {
-                let permit = tokio::select! {
-                    () = tx.closed() => return,
-                    permit = permits.clone().acquire_owned() => match permit {
-                        Ok(p) => p,
-                        Err(_) => return,
-                    },
-                };
-                let (stream, remote) = tokio::select! {
-                    () = tx.closed() => return,
-                    accepted = tcp.accept() => match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            // Out of file descriptors and the like: back
-                            // off instead of spinning.
-                            tracing::warn!(listener = self.listener.name(), error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = self.inner.clone();
-                let listener = self.listener.name();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(tls)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::info!(listener, %remote, reason = %e, "TLS handshake refused");
-                        }
-                        Err(_) => {
-                            tracing::info!(listener, %remote, "TLS handshake timed out");
-                        }
+    ) {
+        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        loop {
+            let permit = tokio::select! {
+                () = tx.closed() => return,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            let (stream, remote) = tokio::select! {
+                () = tx.closed() => return,
+                accepted = tcp.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back
+                        // off instead of spinning.
+                        tracing::warn!(listener = self.listener.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
                     }
-                });
-            }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let acceptor = self.inner.clone();
+            let listener = self.listener.name();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(tls)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(listener, %remote, reason = %e, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        tracing::info!(listener, %remote, "TLS handshake timed out");
+                    }
+                }
+            });
         }
     }
 }
@@ -229,7 +226,9 @@ mod refuse_all {
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::{CertificateDer, UnixTime};
     use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-    use rustls::{DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+    use rustls::{
+        CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
+    };
 
     /// Refuses every client certificate (no peer has been added).
     #[derive(Debug)]
@@ -254,7 +253,8 @@ mod refuse_all {
             _intermediates: &[CertificateDer<'_>],
             _now: UnixTime,
         ) -> Result<ClientCertVerified, Error> {
-            Err(Error::General("no peers are trusted on this listener".into()))
+            // No trusted issuer: the client is told `unknown_ca`.
+            Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
         }
 
         fn verify_tls12_signature(
@@ -263,7 +263,9 @@ mod refuse_all {
             _cert: &CertificateDer<'_>,
             _dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General("no peers are trusted on this listener".into()))
+            Err(Error::General(
+                "no peers are trusted on this listener".into(),
+            ))
         }
 
         fn verify_tls13_signature(
@@ -272,7 +274,9 @@ mod refuse_all {
             _cert: &CertificateDer<'_>,
             _dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General("no peers are trusted on this listener".into()))
+            Err(Error::General(
+                "no peers are trusted on this listener".into(),
+            ))
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -16,7 +16,6 @@
 //! the handshake on the others. The Unix sockets are protected by file
 //! permissions instead.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -69,6 +68,9 @@ pub enum ServerError {
     /// The metrics endpoint failed.
     #[error("metrics listener: {0}")]
     Metrics(std::io::Error),
+    /// A listener's task ended abnormally.
+    #[error("a listener task failed: {0}")]
+    Task(String),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(String),
@@ -189,7 +191,11 @@ fn reflection() -> Result<
 impl Node {
     /// Binds every listener named in `config` (port 0 picks a free port)
     /// and starts serving `db`.
-    pub async fn start(dir: &Path, config: &Config, db: Arc<Database>) -> Result<Node, ServerError> {
+    pub async fn start(
+        dir: &Path,
+        config: &Config,
+        db: Arc<Database>,
+    ) -> Result<Node, ServerError> {
         let metrics = Arc::new(Metrics::new(METHODS));
         let (stop, stopped) = watch::channel(false);
         let shutdown = move || {
@@ -199,12 +205,8 @@ impl Node {
             }
         };
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter
-            .set_serving::<MatchServer<MatchService>>()
-            .await;
-        reporter
-            .set_serving::<AdminServer<AdminService>>()
-            .await;
+        reporter.set_serving::<MatchServer<MatchService>>().await;
+        reporter.set_serving::<AdminServer<AdminService>>().await;
 
         let match_service = || {
             MatchServer::new(MatchService::new(db.clone(), metrics.clone()))
@@ -227,9 +229,8 @@ impl Node {
         };
 
         let mut tasks = JoinSet::new();
-        let transport = |listener: &'static str| {
-            move |source| ServerError::Transport { listener, source }
-        };
+        let transport =
+            |listener: &'static str| move |source| ServerError::Transport { listener, source };
 
         // Federation: peers only (the federation service itself comes with
         // peer sync); today it answers health checks.
@@ -355,13 +356,11 @@ impl Node {
 
     /// Completes when a listener stops on its own (an error: they run
     /// until [`Node::stop`]).
-    pub fn failed(&mut self) -> impl Future<Output = Result<(), ServerError>> + '_ {
-        async move {
-            match self.tasks.join_next().await {
-                Some(Ok(result)) => result,
-                Some(Err(e)) => Err(ServerError::Metrics(std::io::Error::other(e))),
-                None => std::future::pending().await,
-            }
+    pub async fn failed(&mut self) -> Result<(), ServerError> {
+        match self.tasks.join_next().await {
+            Some(Ok(result)) => result,
+            Some(Err(e)) => Err(ServerError::Task(e.to_string())),
+            None => std::future::pending().await,
         }
     }
 
@@ -382,9 +381,12 @@ impl Node {
             tracing::warn!("connections still open after the grace period; closed");
             self.tasks.shutdown().await;
         }
-        for path in [Some(&self.addresses.admin_socket), self.addresses.match_socket.as_ref()]
-            .into_iter()
-            .flatten()
+        for path in [
+            Some(&self.addresses.admin_socket),
+            self.addresses.match_socket.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             let _ = std::fs::remove_file(path);
         }

@@ -310,7 +310,11 @@ impl Admin for AdminService {
         let first = match stream.next().await {
             Some(Ok(first)) => first,
             Some(Err(status)) => return Err(wire::oversized_to_invalid(status)),
-            None => return Err(Status::invalid_argument("an import needs at least one message")),
+            None => {
+                return Err(Status::invalid_argument(
+                    "an import needs at least one message",
+                ))
+            }
         };
         let header = header(&first)?;
         let (tx, rx) = mpsc::channel(8);

@@ -24,7 +24,7 @@ use super::proto::{self, match_server::Match};
 use super::wire;
 use crate::database::{Database, Match as Hit, MatchError, PdqQuery};
 use crate::metrics::{ErrorReason, Kind, Metrics};
-use crate::model::{Signal, SignalType};
+use crate::model::Signal;
 use crate::signal::content::{hash_image, HashOptions};
 use crate::signal::decode::{DecodeLimits, DecodeOptions};
 use crate::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
@@ -65,18 +65,6 @@ impl MatchService {
     }
 }
 
-/// The metrics label of a signal type.
-fn kind(t: &SignalType) -> Kind {
-    match t {
-        SignalType::Pdq => Kind::Pdq,
-        SignalType::Md5 => Kind::Md5,
-        SignalType::Sha1 => Kind::Sha1,
-        SignalType::Sha256 => Kind::Sha256,
-        SignalType::Blake3 => Kind::Blake3,
-        SignalType::Opaque(_) => Kind::Opaque,
-    }
-}
-
 /// A query checked and ready to run.
 enum Parsed {
     Exact(Signal),
@@ -90,7 +78,7 @@ enum Parsed {
 impl Parsed {
     fn kind(&self) -> Kind {
         match self {
-            Parsed::Exact(s) => kind(s.kind()),
+            Parsed::Exact(s) => Kind::from(s.kind()),
             Parsed::Pdq { .. } => Kind::Pdq,
         }
     }
@@ -152,7 +140,7 @@ impl MatchService {
                         .signal
                         .as_ref()
                         .and_then(|s| wire::signal_from(s).ok())
-                        .map_or(Kind::Opaque, |s| kind(s.kind()));
+                        .map_or(Kind::Opaque, |s| Kind::from(s.kind()));
                     metrics.error(k, ErrorReason::InvalidArgument);
                     Status::invalid_argument(format!("query {i}: {m}"))
                 })
@@ -194,9 +182,17 @@ impl MatchService {
             }
         };
         let answered: Vec<(Vec<Hit>, String)> = if parsed.len() >= PARALLEL_BATCH {
-            parsed.par_iter().enumerate().map(run).collect::<Result<_, _>>()?
+            parsed
+                .par_iter()
+                .enumerate()
+                .map(run)
+                .collect::<Result<_, _>>()?
         } else {
-            parsed.iter().enumerate().map(run).collect::<Result<_, _>>()?
+            parsed
+                .iter()
+                .enumerate()
+                .map(run)
+                .collect::<Result<_, _>>()?
         };
         let hits: Vec<&Hit> = answered.iter().flat_map(|(h, _)| h).collect();
         let ids = Self::record(db, &hits, client)?;
@@ -248,15 +244,6 @@ impl MatchService {
             .await
             .map_err(internal)?
     }
-
-    /// Times a call and counts its outcome.
-    fn finish<T>(&self, method: &'static str, started: Instant, result: &Result<T, Status>) {
-        let code = match result {
-            Ok(_) => tonic::Code::Ok,
-            Err(s) => s.code(),
-        };
-        self.metrics.rpc(method, code, started.elapsed());
-    }
 }
 
 /// Reason codes as stored in match records: the enum's name without its
@@ -288,7 +275,7 @@ impl Match for MatchService {
                     tag: request.tag,
                 })
             });
-        self.finish("MatchHashes", started, &result);
+        self.metrics.rpc_result("MatchHashes", started, &result);
         result
     }
 
@@ -331,9 +318,14 @@ impl Match for MatchService {
                             tag: message.tag,
                         })
                         .map_err(|s| {
-                            Status::new(s.code(), format!("request {}: {}", message.tag, s.message()))
+                            Status::new(
+                                s.code(),
+                                format!("request {}: {}", message.tag, s.message()),
+                            )
                         });
-                    let code = answer.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+                    let code = answer
+                        .as_ref()
+                        .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
                     metrics.rpc("MatchStream", code, started.elapsed());
                     // The receiver is gone only when the call is.
                     let _ = tx.blocking_send(answer);
@@ -354,7 +346,7 @@ impl Match for MatchService {
         let client = wire::caller(&request);
         let request = request.into_inner();
         let result = self.image(request, client).await;
-        self.finish("MatchImage", started, &result);
+        self.metrics.rpc_result("MatchImage", started, &result);
         result.map(Response::new)
     }
 
@@ -365,7 +357,7 @@ impl Match for MatchService {
         let started = Instant::now();
         let request = request.into_inner();
         let result = self.feedback_blocking(request).await;
-        self.finish("Feedback", started, &result);
+        self.metrics.rpc_result("Feedback", started, &result);
         result.map(Response::new)
     }
 }
@@ -377,7 +369,8 @@ impl MatchService {
         client: String,
     ) -> Result<proto::MatchImageResponse, Status> {
         if request.image.len() > MAX_IMAGE_BYTES {
-            self.metrics.error(Kind::Image, ErrorReason::InvalidArgument);
+            self.metrics
+                .error(Kind::Image, ErrorReason::InvalidArgument);
             return Err(Status::invalid_argument(format!(
                 "image is {} bytes, over the limit of {MAX_IMAGE_BYTES}",
                 request.image.len()
@@ -398,8 +391,8 @@ impl MatchService {
                 dihedral: request.dihedral,
                 ..HashOptions::default()
             };
-            let hashes = hash_image(&request.image, &options, &mut PdqHasher::new())
-                .map_err(|e| {
+            let hashes =
+                hash_image(&request.image, &options, &mut PdqHasher::new()).map_err(|e| {
                     metrics.error(Kind::Image, ErrorReason::InvalidArgument);
                     Status::invalid_argument(format!("image: {e}"))
                 })?;
@@ -446,11 +439,17 @@ impl MatchService {
         let verdict = match proto::Verdict::try_from(request.verdict) {
             Ok(proto::Verdict::Confirmed) => Verdict::Confirmed,
             Ok(proto::Verdict::FalsePositive) => Verdict::FalsePositive,
-            _ => return Err(Status::invalid_argument("verdict must be CONFIRMED or FALSE_POSITIVE")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "verdict must be CONFIRMED or FALSE_POSITIVE",
+                ))
+            }
         };
         let reason = match proto::FeedbackReason::try_from(request.reason) {
             Ok(proto::FeedbackReason::Unspecified) | Err(_) => {
-                return Err(Status::invalid_argument("reason must be one of FeedbackReason's codes"))
+                return Err(Status::invalid_argument(
+                    "reason must be one of FeedbackReason's codes",
+                ))
             }
             Ok(r) => reason_code(r),
         };

@@ -117,9 +117,10 @@ pub fn entry(e: &StoredEntry, changed: bool) -> proto::Entry {
 /// socket's file permissions).
 pub fn caller<T>(request: &Request<T>) -> String {
     match request.peer_certs() {
-        Some(certs) => certs
-            .first()
-            .map_or_else(|| "unknown".to_owned(), |c| crate::identity::server::fingerprint(c)),
+        Some(certs) => certs.first().map_or_else(
+            || "unknown".to_owned(),
+            |c| crate::identity::server::fingerprint(c),
+        ),
         None => "local-socket".to_owned(),
     }
 }

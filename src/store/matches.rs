@@ -225,7 +225,7 @@ mod tests {
             client: "local-socket".into(),
             feedback: None,
         };
-        let ids = store.record_matches(&[record.clone()]).unwrap();
+        let ids = store.record_matches(std::slice::from_ref(&record)).unwrap();
         assert_eq!(store.match_record(&ids[0]).unwrap(), Some(record));
         let fb = Feedback {
             verdict: Verdict::FalsePositive,

@@ -1,0 +1,139 @@
+//! Real nodes for the service tests: a node directory made by `init` in a
+//! temp dir, every listener on 127.0.0.1 port 0, a real sled store, real
+//! certificates, served in-process or by the `hashfed` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hashfed::database::Database;
+use hashfed::identity::roles::{issue_client, ClientRole};
+use hashfed::identity::tls::CertKey;
+use hashfed::model::{EntryData, SetId, SetInfo, Signal, SignalType};
+use hashfed::server::Node;
+use hashfed::store::{Change, StoreOptions};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// Points every listener of the node in `dir` at an ephemeral loopback
+/// port, so tests can run side by side.
+pub fn ephemeral_ports(dir: &Path) {
+    let path = dir.join("hashfed.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for port in ["7701", "7702", "7703", "7709"] {
+        text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    }
+    std::fs::write(&path, text).unwrap();
+}
+
+/// A node directory (init'ed, ephemeral ports) in a fresh temp dir.
+pub fn node_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    hashfed::identity::init(&dir, name).unwrap();
+    ephemeral_ports(&dir);
+    (tmp, dir)
+}
+
+/// Adds PDQ entries to `set` (created if missing) with one label each.
+pub fn add_pdq(db: &Database, set: &str, codes: &[[u8; 32]]) {
+    let set: SetId = set.parse().unwrap();
+    if db.store().set(&set).is_none() {
+        db.create_set(SetInfo::new(set.clone())).unwrap();
+    }
+    let changes: Vec<Change> = codes
+        .iter()
+        .map(|code| {
+            Change::Add(EntryData {
+                signal: Signal::from_bytes(SignalType::Pdq, code.to_vec()).unwrap(),
+                labels: vec!["A1".into()],
+                external_id: None,
+                vetting: vec![],
+            })
+        })
+        .collect();
+    db.apply(&set, &changes).unwrap();
+}
+
+/// A node served in-process.
+pub struct TestNode {
+    pub tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub db: Arc<Database>,
+    pub node: Option<Node>,
+}
+
+impl TestNode {
+    /// Starts a node named `name`; `seed` fills its database first.
+    pub async fn start(name: &str, seed: impl FnOnce(&Database)) -> TestNode {
+        let (tmp, dir) = node_dir(name);
+        let db = Database::open(&dir.join("store"), &StoreOptions::default()).unwrap();
+        seed(&db);
+        let db = Arc::new(db);
+        let config = hashfed::identity::load_config(&dir).unwrap();
+        let node = Node::start(&dir, &config, db.clone()).await.unwrap();
+        TestNode {
+            tmp,
+            dir,
+            db,
+            node: Some(node),
+        }
+    }
+
+    pub fn node(&self) -> &Node {
+        self.node.as_ref().unwrap()
+    }
+
+    /// A client certificate of this node for `role`.
+    pub fn issue(&self, role: ClientRole) -> CertKey {
+        issue_client(&self.dir, "test-client", role, 1).unwrap()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.stop(Duration::from_secs(2)).await.unwrap();
+        }
+    }
+}
+
+/// An mTLS channel to `addr`, trusting the node CA in `dir`, presenting
+/// `cert` if given.
+pub async fn channel(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    cert: Option<&CertKey>,
+) -> Result<Channel, tonic::transport::Error> {
+    let ca = std::fs::read_to_string(dir.join("tls/node-ca.pem")).unwrap();
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost");
+    if let Some(cert) = cert {
+        tls = tls.identity(Identity::from_pem(&cert.cert, &cert.key));
+    }
+    Channel::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+}
+
+/// A PDQ query for `value` with quality 90.
+pub fn pdq_query(value: Vec<u8>) -> hashfed::service::proto::Query {
+    use hashfed::service::proto;
+    proto::Query {
+        signal: Some(proto::Signal {
+            r#type: proto::SignalType::Pdq as i32,
+            value,
+            opaque_type: String::new(),
+        }),
+        pdq_variants: vec![],
+        quality: Some(90),
+        radius: None,
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
