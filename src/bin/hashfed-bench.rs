@@ -12,12 +12,22 @@
 //! import does; skipped if DIR already holds them), then times opening it
 //! with its index rebuilt, the resident memory after, and radius-31 queries
 //! through the full match API (index, then store reads for the hits).
+//!
+//! `hashfed-bench grpc [--n N] [--secs S] [--concurrency C]` loads a node
+//! with N PDQ and N/10 SHA-256 entries, runs `hashfed serve` on it in a
+//! separate process and drives its match service over mutual TLS: calls
+//! and lookups per second and per-call latency percentiles for single,
+//! batched and streamed PDQ and exact lookups, plus the server's resident
+//! memory (see `hashfed_bench/grpc.rs`).
 
 use std::io::Write;
 use std::time::Instant;
 
 use hashfed::index::pdq::{PdqIndex, Strategy};
 use rayon::prelude::*;
+
+#[path = "hashfed_bench/grpc.rs"]
+mod grpc;
 
 struct Args {
     mode: String,
@@ -29,6 +39,10 @@ struct Args {
     data: String,
     seed: u64,
     write: Option<String>,
+    secs: u64,
+    concurrency: usize,
+    radius: u32,
+    server_bin: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -42,11 +56,15 @@ fn parse() -> Result<Args, String> {
         data: "uniform".into(),
         seed: 1,
         write: None,
+        secs: 10,
+        concurrency: 8,
+        radius: 31,
+        server_bin: None,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some(mode @ ("index" | "store")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]".into()),
+        Some(mode @ ("index" | "store" | "grpc")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +85,10 @@ fn parse() -> Result<Args, String> {
             "--write" => args.write = Some(value.clone()),
             "--dir" => args.dir = Some(value.clone()),
             "--cache-mb" => args.cache_mb = value.parse().map_err(|e| bad(&e))?,
+            "--secs" => args.secs = value.parse().map_err(|e| bad(&e))?,
+            "--concurrency" => args.concurrency = value.parse().map_err(|e| bad(&e))?,
+            "--radius" => args.radius = value.parse().map_err(|e| bad(&e))?,
+            "--server-bin" => args.server_bin = Some(value.clone()),
             _ => return Err(format!("unknown option {flag} {value}")),
         }
     }
@@ -159,6 +181,13 @@ fn main() {
         }
     };
     let (codes, queries) = generate(&args);
+    if args.mode == "grpc" {
+        if let Err(e) = grpc::run(&args, &codes) {
+            eprintln!("hashfed-bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.mode == "store" {
         if let Err(e) = store_bench(&args, &codes, &queries) {
             eprintln!("hashfed-bench: {e}");
