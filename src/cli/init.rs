@@ -14,10 +14,18 @@ pub struct InitArgs {
     /// The node's name (a-z 0-9 -), e.g. `hotline-a`.
     #[arg(long)]
     name: String,
+    /// Take the CAs and server certificates from a development set (e.g.
+    /// the repository's `certs/`) instead of making new ones. Their keys
+    /// are public: for demos and tests only.
+    #[arg(long, value_name = "CERTS")]
+    dev_certs: Option<PathBuf>,
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitCode> {
-    let made = hashfed::identity::init(&args.dir, &args.name)?;
+    let made = hashfed::identity::init_with(&args.dir, &args.name, args.dev_certs.as_deref())?;
+    if args.dev_certs.is_some() {
+        eprintln!("hashfed: warning: development certificates (public keys and all): never use this node in production");
+    }
     println!("node {} ({})", made.config.node_id, made.config.name);
     println!("directory {}", args.dir.display());
     println!(

@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod compare;
 mod demo;
+mod dev_certs;
 mod entry;
 mod export;
 mod hash;
@@ -35,6 +36,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Issue client certificates for local services and operators.
     Client(client::ClientArgs),
+    /// Write a fresh set of development certificates (what `certs/` holds).
+    DevCerts(dev_certs::DevCertsArgs),
     /// Hash images: PDQ (as Meta's reference) plus MD5, SHA-1, SHA-256, BLAKE3.
     Hash(hash::HashArgs),
     /// Print the Hamming distance between two PDQ hashes.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Init(args) => init::run(args),
         Command::Client(args) => client::run(args),
+        Command::DevCerts(args) => dev_certs::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Hash(args) => hash::run(args),
         Command::Compare(args) => compare::run(args),

@@ -18,6 +18,7 @@
 //! DIR/store/                  the hash database (created on first use)
 //! ```
 
+pub mod dev;
 pub mod keys;
 pub mod roles;
 pub mod server;
@@ -104,6 +105,21 @@ pub struct Config {
     /// Where the services listen.
     #[serde(default)]
     pub listen: Listen,
+    /// The TLS files came from the development set (`init --dev-certs`):
+    /// never for production; the CA names follow that set's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dev_certs: bool,
+}
+
+impl Config {
+    /// The id the node's CAs are named for.
+    pub fn ca_id(&self) -> &str {
+        if self.dev_certs {
+            dev::DEV_ID
+        } else {
+            &self.node_id
+        }
+    }
 }
 
 /// Days the node CA and the client CAs are valid.
@@ -156,6 +172,16 @@ pub struct Initialized {
 /// certificates and configuration. Refuses a directory that already holds
 /// a node.
 pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
+    init_with(dir, name, None)
+}
+
+/// As [`init`], but with the CAs and server certificates copied from a set
+/// of development certificates (see [`dev`]) when `dev_certs` is given.
+pub fn init_with(
+    dir: &Path,
+    name: &str,
+    dev_certs: Option<&Path>,
+) -> Result<Initialized, IdentityError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name
@@ -181,6 +207,16 @@ pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
     )?;
 
     let tls_dir = dir.join("tls");
+    if let Some(from) = dev_certs {
+        for (source, target) in dev::node_files() {
+            let path = from.join(&source);
+            let text = fs::read_to_string(&path).map_err(io(&path))?;
+            write_file(&tls_dir.join(target), &text, source.ends_with(".key"))?;
+        }
+        let node_ca = fs::read_to_string(tls_dir.join("node-ca.pem"))
+            .map_err(io(&tls_dir.join("node-ca.pem")))?;
+        return finish(dir, name, node_id, node_ca, true);
+    }
     let save = |stem: &str, ck: &tls::CertKey| -> Result<(), IdentityError> {
         write_file(&tls_dir.join(format!("{stem}.pem")), &ck.cert, false)?;
         write_file(&tls_dir.join(format!("{stem}.key")), &ck.key, true)
@@ -201,11 +237,23 @@ pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
         let (stem, ca_name) = roles::client_ca(role, node_id.as_str());
         save(stem, &tls::new_ca(&ca_name, CA_DAYS)?)?;
     }
+    finish(dir, name, node_id, node_ca.cert, false)
+}
 
+/// Writes the configuration, the last file of a node directory.
+fn finish(
+    dir: &Path,
+    name: &str,
+    node_id: NodeId,
+    node_ca: String,
+    dev_certs: bool,
+) -> Result<Initialized, IdentityError> {
+    let config_path = dir.join("hashfed.toml");
     let config = Config {
         name: name.to_owned(),
         node_id: node_id.to_string(),
         listen: Listen::default(),
+        dev_certs,
     };
     let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
         path: config_path.clone(),
@@ -213,10 +261,7 @@ pub fn init(dir: &Path, name: &str) -> Result<Initialized, IdentityError> {
     })?;
     write_file(&config_path, &text, false)?;
     tracing::info!(node = %node_id, "node directory initialised");
-    Ok(Initialized {
-        config,
-        node_ca: node_ca.cert,
-    })
+    Ok(Initialized { config, node_ca })
 }
 
 /// Reads `DIR/hashfed.toml` and checks the node id against the signing key.

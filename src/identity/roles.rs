@@ -53,7 +53,7 @@ pub fn issue_client_between(
     not_after: OffsetDateTime,
 ) -> Result<CertKey, IdentityError> {
     let config = load_config(dir)?;
-    let (stem, ca_name) = client_ca(role, &config.node_id);
+    let (stem, ca_name) = client_ca(role, config.ca_id());
     let tls_dir = dir.join("tls");
     let ca = CertKey {
         cert: read(&tls_dir.join(format!("{stem}.pem")))?,
