@@ -141,6 +141,41 @@ fn venv(python: &str) -> Result<PathBuf, String> {
     Ok(py)
 }
 
+/// Points every `host:port` listener in the config's `[listen]` table at
+/// port 0, so the test runs beside others (and beside a real node).
+fn ephemeral_ports(config: &Path) {
+    let text = std::fs::read_to_string(config).unwrap();
+    let mut section = String::new();
+    let mut rewritten = 0;
+    let mut out = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            section = trimmed.to_owned();
+        }
+        let mut line = line.to_owned();
+        if section == "[listen]" {
+            if let Some((key, value)) = line.split_once('=') {
+                let value = value.trim().trim_matches('"');
+                if let Some((host, port)) = value.rsplit_once(':') {
+                    if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {
+                        line = format!("{key}= \"{host}:0\"");
+                        rewritten += 1;
+                    }
+                }
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    assert!(
+        rewritten > 0,
+        "no [listen] addresses in {}:\n{text}",
+        config.display()
+    );
+    std::fs::write(config, out).unwrap();
+}
+
 /// Runs a `hashfed` subcommand and insists that it succeeds.
 fn hashfed(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_hashfed"))
@@ -281,10 +316,7 @@ fn python_example_client_matches_over_mtls() {
     let dir = tmp.path().join("node");
     let d = dir.to_str().unwrap();
     hashfed(&["init", "--dir", d, "--name", "provider-p"]);
-    let config = dir.join("hashfed.toml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("127.0.0.1:7702"), "{text}");
-    std::fs::write(&config, text.replace("127.0.0.1:7702", "127.0.0.1:0")).unwrap();
+    ephemeral_ports(&dir.join("hashfed.toml"));
     let import = |set: &str, records: &str| {
         let list = tmp.path().join("list.jsonl");
         std::fs::write(&list, records).unwrap();

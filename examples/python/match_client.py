@@ -29,6 +29,7 @@ Exit code: 0 if anything matched, 1 if nothing did, 2 on any error.
 import argparse
 import importlib
 import json
+import os
 import pathlib
 import sys
 import tempfile
@@ -197,6 +198,9 @@ def run(args, gen_dir):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    # gRPC core's own log lines (e.g. TLS alerts) would bury the one-line
+    # error below; GRPC_VERBOSITY=ERROR in the environment brings them back.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     try:
         import grpc  # noqa: F401
     except ImportError:
