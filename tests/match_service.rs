@@ -421,6 +421,12 @@ async fn health_reflection_and_metrics_are_served() {
         "{text}"
     );
     assert!(text.contains("hashfed_match_latency_seconds_bucket{type=\"pdq\""));
+    assert!(text.contains("hashfed_entries{type=\"pdq\"} 1"), "{text}");
+    assert!(text.contains("hashfed_sets 1"), "{text}");
+    assert!(
+        text.contains("hashfed_rpc_requests_total{method=\"MatchHashes\",code=\"OK\"} 3"),
+        "{text}"
+    );
     node.stop().await;
 }
 

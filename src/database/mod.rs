@@ -162,6 +162,22 @@ impl Database {
         self.indexes.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Matchable entries per signal type code ([`SignalType::code`]), from
+    /// the indexes (walks the exact index: for metrics, not hot paths).
+    ///
+    /// [`SignalType::code`]: crate::model::SignalType::code
+    pub fn matchable_by_type(&self) -> [u64; 8] {
+        let indexes = self.indexes();
+        let mut counts = [0; 8];
+        counts[usize::from(crate::model::SignalType::Pdq.code())] = indexes.pdq.len() as u64;
+        for (key, _) in indexes.exact.iter() {
+            if let Some(slot) = key.first().and_then(|&c| counts.get_mut(usize::from(c))) {
+                *slot += 1;
+            }
+        }
+        counts
+    }
+
     /// Creates a set (idempotent for an identical configuration).
     pub fn create_set(&self, info: SetInfo) -> Result<SetState, StoreError> {
         self.store.create_set(info, now_ms())

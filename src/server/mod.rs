@@ -31,7 +31,7 @@ use tonic::transport::Server;
 use crate::database::Database;
 use crate::identity::server::{Acceptor, Listener};
 use crate::identity::{Config, IdentityError};
-use crate::metrics::Metrics;
+use crate::metrics::{Kind, Metrics};
 use crate::service::admin::AdminService;
 use crate::service::matching::MatchService;
 use crate::service::proto::admin_server::AdminServer;
@@ -96,6 +96,23 @@ pub struct Addresses {
 /// Where the node's admin socket is: `DIR/run/admin.sock`.
 pub fn admin_socket(dir: &Path) -> PathBuf {
     dir.join("run").join("admin.sock")
+}
+
+/// How often the entry and set gauges are refreshed.
+const GAUGE_PERIOD: Duration = Duration::from_secs(15);
+
+/// The signal type code a metrics kind counts, if it counts one.
+fn kind_code(kind: Kind) -> Option<u8> {
+    use crate::model::SignalType as T;
+    Some(match kind {
+        Kind::Pdq => T::Pdq.code(),
+        Kind::Md5 => T::Md5.code(),
+        Kind::Sha1 => T::Sha1.code(),
+        Kind::Sha256 => T::Sha256.code(),
+        Kind::Blake3 => T::Blake3.code(),
+        Kind::Opaque => T::Opaque(String::new()).code(),
+        Kind::Image => return None,
+    })
 }
 
 /// gRPC methods named in the metrics.
@@ -326,6 +343,30 @@ impl Node {
             crate::metrics::serve_http(served, tcp, done)
                 .await
                 .map_err(ServerError::Metrics)
+        });
+
+        // Gauges: refreshed now and then, never on the query path.
+        let (gauges, gauge_db, mut done) = (metrics.clone(), db.clone(), Box::pin(shutdown()));
+        tasks.spawn(async move {
+            loop {
+                let db = gauge_db.clone();
+                if let Ok((sets, counts)) = tokio::task::spawn_blocking(move || {
+                    (db.store().sets().len() as u64, db.matchable_by_type())
+                })
+                .await
+                {
+                    gauges.set_sets(sets);
+                    for kind in Kind::ALL {
+                        if let Some(code) = kind_code(kind) {
+                            gauges.set_entries(kind, counts[usize::from(code)]);
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = &mut done => return Ok(()),
+                    () = tokio::time::sleep(GAUGE_PERIOD) => {}
+                }
+            }
         });
 
         tracing::info!(node = %config.node_id, "serving");
