@@ -531,3 +531,46 @@ async fn admin_over_the_unix_socket_changes_what_matches_at_once() {
     node.stop().await;
     assert!(!a.admin_socket.exists());
 }
+
+#[tokio::test]
+async fn same_host_services_can_match_over_a_unix_socket() {
+    use hashfed::database::Database;
+    use hashfed::server::Node;
+    use std::sync::Arc;
+    let (_tmp, dir) = nodes::node_dir("provider-u");
+    let config_path = dir.join("hashfed.toml");
+    let mut config = hashfed::identity::load_config(&dir).unwrap();
+    config.listen.match_socket = Some("run/match.sock".into());
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let db = Database::open(&dir.join("store"), &hashfed::store::StoreOptions::default()).unwrap();
+    add_pdq(&db, "hotline-a/csam", &[PDQ]);
+    let db = Arc::new(db);
+    let config = hashfed::identity::load_config(&dir).unwrap();
+    let node = Node::start(&dir, &config, db.clone()).await.unwrap();
+    let socket = node.addresses().match_socket.clone().unwrap();
+    assert_eq!(socket, dir.join("run/match.sock"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+    }
+    let mut c = MatchClient::new(
+        hashfed::service::client::unix_channel(&socket)
+            .await
+            .unwrap(),
+    );
+    let r = c
+        .match_hashes(batch(vec![pdq_query(PDQ.to_vec())]))
+        .await
+        .unwrap()
+        .into_inner();
+    let id: hashfed::store::matches::MatchId = r.results[0].hits[0].match_id.parse().unwrap();
+    let record = db.store().match_record(&id).unwrap().unwrap();
+    assert_eq!(record.client, "local-socket");
+    // A second node on the same directory is refused: the socket is live.
+    let second = Node::start(&dir, &config, db.clone()).await;
+    assert!(second.is_err());
+    node.stop(std::time::Duration::from_secs(2)).await.unwrap();
+    assert!(!socket.exists());
+}

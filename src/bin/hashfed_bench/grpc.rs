@@ -142,7 +142,7 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
         "p90 ms",
         "p99 ms",
         "max ms",
-        "hits"
+        "hit %"
     );
     let mut lines = Vec::new();
     for (i, &(name, kind, call, concurrency)) in phases.iter().enumerate() {
@@ -155,20 +155,20 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
             concurrency,
             warmup,
             measured,
-            args.seed.wrapping_add(i as u64 * 1000),
+            splitmix64(args.seed ^ 0x7175_6572_7900).wrapping_add(i as u64 * 1000),
         ))?;
         let lat = Latency::of(result.latencies);
         let secs = measured.as_secs_f64();
         let calls_s = result.calls as f64 / secs;
         let lookups_s = result.lookups as f64 / secs;
         println!(
-            "{name:<14} {concurrency:>5} {:>6} {calls_s:>10.0} {lookups_s:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7}",
+            "{name:<14} {concurrency:>5} {:>6} {calls_s:>10.0} {lookups_s:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>7.2}",
             call.batch(),
             lat.p50,
             lat.p90,
             lat.p99,
             lat.max,
-            result.hits
+            result.hits as f64 * 100.0 / result.lookups.max(1) as f64,
         );
         lines.push(json!({
             "impl": "hashfed",
@@ -188,7 +188,8 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
             "p90_ms": round3(lat.p90),
             "p99_ms": round3(lat.p99),
             "max_ms": round3(lat.max),
-            "hits": result.hits,
+            "lookups": result.lookups,
+            "hit_queries": result.hits,
         }));
     }
     drop(channels);
@@ -231,6 +232,14 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SplitMix64: decorrelated xorshift seeds from consecutive integers.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
@@ -263,7 +272,7 @@ impl Drop for RemoveDir {
 
 /// `count` seeded random SHA-256 values.
 fn sha_values(seed: u64, count: usize) -> Vec<[u8; 32]> {
-    let mut rng = Rng(seed.max(1).wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+    let mut rng = Rng(splitmix64(seed ^ 0x5348_4132_3536) | 1);
     (0..count).map(|_| words_bytes(rng.code())).collect()
 }
 
@@ -627,7 +636,9 @@ async fn phase(
     for t in 0..concurrency {
         let client = MatchClient::new(channels[t % channels.len()].clone());
         let workload = workload.clone();
-        let rng = Rng((seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
+        // Not the fill's generator: its sequence would replay the stored
+        // codes and make every query a hit.
+        let rng = Rng(splitmix64(seed.wrapping_add(t as u64)) | 1);
         tasks.spawn(async move {
             match call {
                 Call::Unary(batch) => unary(client, workload, kind, batch, window, rng).await,
