@@ -359,7 +359,7 @@ async fn images_are_hashed_by_the_node_and_feedback_is_recorded_once() {
         let status = c.feedback(bad).await.unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
     }
-    let counts = node.db.store().match_counts().unwrap();
+    let counts = node.db.match_counts().unwrap();
     assert_eq!((counts.matches, counts.false_positive), (1, 1));
     node.stop().await;
 }

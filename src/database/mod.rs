@@ -7,9 +7,10 @@
 //! that made it has landed.
 
 mod matching;
+mod records;
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VARIANTS};
@@ -17,6 +18,7 @@ pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VA
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
 use crate::model::{EntryId, SetId, SetInfo};
+use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
 use crate::store::{
     Applied, Change, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError, StoreOptions,
 };
@@ -55,7 +57,9 @@ impl Indexes {
 
 /// Store and indexes together.
 pub struct Database {
-    store: Store,
+    store: Arc<Store>,
+    /// Writes match records off the query path.
+    records: records::RecordWriter,
     indexes: RwLock<Indexes>,
     /// Held across a store write and its index update, so that deltas reach
     /// the index in the order the store applied them (a slot freed by one
@@ -114,11 +118,13 @@ impl Database {
             seconds = started.elapsed().as_secs_f64(),
             "database opened, indexes built"
         );
+        let store = Arc::new(store);
         Ok(Database {
             indexes: RwLock::new(indexes),
             writer: Mutex::new(()),
             source,
             opened_at: store.generation(),
+            records: records::RecordWriter::start(store.clone())?,
             store,
         })
     }
@@ -132,6 +138,7 @@ impl Database {
     /// snapshot that makes the next open fast (unless the one it opened
     /// from is still current).
     pub fn close(self) -> Result<(), StoreError> {
+        self.records.close();
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.store.flush()?;
         if self.source == IndexSource::Snapshot && self.store.generation() == self.opened_at {
@@ -176,6 +183,28 @@ impl Database {
             }
         }
         counts
+    }
+
+    /// Records answered matches (see [`crate::store::matches`]); the ids
+    /// are final at once, the records reach the store within milliseconds.
+    pub fn record_matches(&self, records: Vec<MatchRecord>) -> Result<Vec<MatchId>, StoreError> {
+        self.records.record(records)
+    }
+
+    /// Attaches feedback to a recorded match (once).
+    pub fn give_feedback(
+        &self,
+        id: &MatchId,
+        feedback: Feedback,
+    ) -> Result<MatchRecord, FeedbackError> {
+        self.records.flush();
+        self.store.give_feedback(id, feedback)
+    }
+
+    /// Counts of matches and feedback, including every match answered.
+    pub fn match_counts(&self) -> Result<MatchCounts, StoreError> {
+        self.records.flush();
+        self.store.match_counts()
     }
 
     /// Creates a set (idempotent for an identical configuration).

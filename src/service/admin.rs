@@ -351,7 +351,7 @@ impl Admin for AdminService {
         let uptime_seconds = self.started.elapsed().as_secs();
         blocking(move || {
             let store = db.store().stats().map_err(store_error)?;
-            let matches = db.store().match_counts().map_err(store_error)?;
+            let matches = db.match_counts().map_err(store_error)?;
             Ok(proto::StatsResponse {
                 sets: store.sets,
                 entries: store.entries,

@@ -230,7 +230,7 @@ impl MatchService {
                 feedback: None,
             })
             .collect();
-        db.store().record_matches(&records).map_err(internal)
+        db.record_matches(records).map_err(internal)
     }
 
     /// Runs `answer` on the blocking pool.
@@ -459,7 +459,7 @@ impl MatchService {
             time_ms: crate::database::now_ms(),
         };
         let db = self.db.clone();
-        let record = tokio::task::spawn_blocking(move || db.store().give_feedback(&id, feedback))
+        let record = tokio::task::spawn_blocking(move || db.give_feedback(&id, feedback))
             .await
             .map_err(internal)?;
         use crate::store::matches::FeedbackError as E;

@@ -131,17 +131,14 @@ pub enum FeedbackError {
 }
 
 impl Store {
-    /// Records matches, each under a fresh id (one batch).
-    pub fn record_matches(&self, records: &[MatchRecord]) -> Result<Vec<MatchId>, StoreError> {
+    /// Records matches under their ids (one batch).
+    pub fn record_matches(&self, records: &[(MatchId, MatchRecord)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        let mut ids = Vec::with_capacity(records.len());
-        for record in records {
-            let id = MatchId::random();
-            batch.insert(&key(&id)[..], encode(record)?);
-            ids.push(id);
+        for (id, record) in records {
+            batch.insert(&key(id)[..], encode(record)?);
         }
         self.tree.apply_batch(batch)?;
-        Ok(ids)
+        Ok(())
     }
 
     /// The record of a match.
@@ -225,7 +222,8 @@ mod tests {
             client: "local-socket".into(),
             feedback: None,
         };
-        let ids = store.record_matches(std::slice::from_ref(&record)).unwrap();
+        let ids = [MatchId::random()];
+        store.record_matches(&[(ids[0], record.clone())]).unwrap();
         assert_eq!(store.match_record(&ids[0]).unwrap(), Some(record));
         let fb = Feedback {
             verdict: Verdict::FalsePositive,
