@@ -43,6 +43,8 @@ struct Args {
     concurrency: usize,
     radius: u32,
     server_bin: Option<String>,
+    /// grpc: run only the phases whose names start with this.
+    only: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -60,11 +62,12 @@ fn parse() -> Result<Args, String> {
         concurrency: 8,
         radius: 31,
         server_bin: None,
+        only: None,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
         Some(mode @ ("index" | "store" | "grpc")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH]".into()),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -89,6 +92,7 @@ fn parse() -> Result<Args, String> {
             "--concurrency" => args.concurrency = value.parse().map_err(|e| bad(&e))?,
             "--radius" => args.radius = value.parse().map_err(|e| bad(&e))?,
             "--server-bin" => args.server_bin = Some(value.clone()),
+            "--only" => args.only = Some(value.clone()),
             _ => return Err(format!("unknown option {flag} {value}")),
         }
     }

@@ -94,8 +94,10 @@ impl RecordWriter {
     /// Queues records; their ids are final now. After [`Self::close`] the
     /// records are written directly.
     pub(super) fn record(&self, records: Vec<MatchRecord>) -> Result<Vec<MatchId>, StoreError> {
-        let with_ids: Vec<(MatchId, MatchRecord)> =
-            records.into_iter().map(|r| (MatchId::random(), r)).collect();
+        let with_ids: Vec<(MatchId, MatchRecord)> = records
+            .into_iter()
+            .map(|r| (MatchId::random(), r))
+            .collect();
         let ids = with_ids.iter().map(|(id, _)| *id).collect();
         let Some(tx) = self.sender() else {
             self.store.record_matches(&with_ids)?;

@@ -108,6 +108,21 @@ fn parse(q: &proto::Query) -> Result<Parsed, String> {
     })
 }
 
+/// Largest PDQ radius answered on the connection's own thread: up to
+/// here the multi-index search costs well under a millisecond even at
+/// 10M entries; beyond it a search may scan, and must not hold up the
+/// async worker that other connections share.
+const INLINE_RADIUS: u32 = 32;
+
+/// Whether a single query is cheap enough to answer inline.
+fn cheap(q: &proto::Query, default_radius: u32) -> bool {
+    let pdq = q
+        .signal
+        .as_ref()
+        .is_some_and(|s| s.r#type == proto::SignalType::Pdq as i32);
+    !pdq || q.radius.unwrap_or(default_radius) <= INLINE_RADIUS
+}
+
 /// Why a call failed.
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "match failed");
@@ -117,13 +132,18 @@ fn internal(e: impl std::fmt::Display) -> Status {
 impl MatchService {
     /// Answers one batch: every query is checked first (one bad query
     /// fails the call before any work), then matched, then the hits are
-    /// recorded in one write.
+    /// recorded. With `parallel`, a large batch is spread over all cores
+    /// (a lone caller's batch finishes sooner); stream requests are not,
+    /// because a stream keeps several requests in flight already, and
+    /// splitting each of them made the answers' order unfair (measured: a
+    /// p99 of 1.3-1.9 s against a p50 of 40 ms under saturation).
     fn answer(
         db: &Database,
         metrics: &Metrics,
         quality_floor: u32,
         queries: &[proto::Query],
         client: &str,
+        parallel: bool,
     ) -> Result<Vec<proto::QueryResult>, Status> {
         if queries.is_empty() || queries.len() > MAX_BATCH {
             return Err(Status::invalid_argument(format!(
@@ -181,7 +201,7 @@ impl MatchService {
                 }
             }
         };
-        let answered: Vec<(Vec<Hit>, String)> = if parsed.len() >= PARALLEL_BATCH {
+        let answered: Vec<(Vec<Hit>, String)> = if parallel && parsed.len() >= PARALLEL_BATCH {
             parsed
                 .par_iter()
                 .enumerate()
@@ -240,9 +260,17 @@ impl MatchService {
         client: String,
     ) -> Result<Vec<proto::QueryResult>, Status> {
         let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
-        tokio::task::spawn_blocking(move || Self::answer(&db, &metrics, floor, &queries, &client))
-            .await
-            .map_err(internal)?
+        // One cheap query is answered right here: handing it to another
+        // thread costs about as much as the lookup (measured: p50 0.38 vs
+        // 0.42 ms per call over loopback mTLS at 1M entries).
+        if queries.len() == 1 && cheap(&queries[0], db.store().max_pdq_threshold()) {
+            return Self::answer(&db, &metrics, floor, &queries, &client, false);
+        }
+        tokio::task::spawn_blocking(move || {
+            Self::answer(&db, &metrics, floor, &queries, &client, true)
+        })
+        .await
+        .map_err(internal)?
     }
 }
 
@@ -312,17 +340,18 @@ impl Match for MatchService {
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let started = Instant::now();
-                    let answer = Self::answer(&db, &metrics, floor, &message.queries, &client)
-                        .map(|results| proto::MatchResponse {
-                            results,
-                            tag: message.tag,
-                        })
-                        .map_err(|s| {
-                            Status::new(
-                                s.code(),
-                                format!("request {}: {}", message.tag, s.message()),
-                            )
-                        });
+                    let answer =
+                        Self::answer(&db, &metrics, floor, &message.queries, &client, false)
+                            .map(|results| proto::MatchResponse {
+                                results,
+                                tag: message.tag,
+                            })
+                            .map_err(|s| {
+                                Status::new(
+                                    s.code(),
+                                    format!("request {}: {}", message.tag, s.message()),
+                                )
+                            });
                     let code = answer
                         .as_ref()
                         .map_or_else(|s| s.code(), |_| tonic::Code::Ok);

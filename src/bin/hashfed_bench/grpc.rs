@@ -146,6 +146,13 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
     );
     let mut lines = Vec::new();
     for (i, &(name, kind, call, concurrency)) in phases.iter().enumerate() {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|p| !name.starts_with(p.as_str()))
+        {
+            continue;
+        }
         eprintln!("hashfed-bench: phase {name} at concurrency {concurrency}");
         let result = runtime.block_on(phase(
             &channels,
