@@ -337,10 +337,14 @@ impl Match for MatchService {
                 };
                 let (db, metrics, client, tx) =
                     (db.clone(), metrics.clone(), client.clone(), tx.clone());
-                tokio::task::spawn_blocking(move || {
+                let stream_metrics = metrics.clone();
+                tokio::spawn(async move {
+                    // The permit is held until the answer is handed to the
+                    // call, so a client that stops reading stalls only its
+                    // own stream, and never holds a blocking thread.
                     let _permit = permit;
                     let started = Instant::now();
-                    let answer =
+                    let answer = tokio::task::spawn_blocking(move || {
                         Self::answer(&db, &metrics, floor, &message.queries, &client, false)
                             .map(|results| proto::MatchResponse {
                                 results,
@@ -351,13 +355,16 @@ impl Match for MatchService {
                                     s.code(),
                                     format!("request {}: {}", message.tag, s.message()),
                                 )
-                            });
+                            })
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(internal(e)));
                     let code = answer
                         .as_ref()
                         .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
-                    metrics.rpc("MatchStream", code, started.elapsed());
+                    stream_metrics.rpc("MatchStream", code, started.elapsed());
                     // The receiver is gone only when the call is.
-                    let _ = tx.blocking_send(answer);
+                    let _ = tx.send(answer).await;
                 });
             }
         });
