@@ -245,94 +245,81 @@ impl Node {
                 ))
         };
 
+        let match_router = || -> Result<_, ServerError> {
+            Ok(builder()
+                .add_service(match_service())
+                .add_service(health.clone())
+                .add_service(reflection()?))
+        };
+        let admin_router = || -> Result<_, ServerError> {
+            Ok(builder()
+                .add_service(admin_service())
+                .add_service(health.clone())
+                .add_service(reflection()?))
+        };
         let mut tasks = JoinSet::new();
-        let transport =
-            |listener: &'static str| move |source| ServerError::Transport { listener, source };
+        /// Serves a router on a stream of connections until shutdown, as
+        /// one of the node's tasks.
+        macro_rules! serve {
+            ($name:literal, $router:expr, $incoming:expr) => {{
+                let (router, incoming, done) = ($router, $incoming, shutdown());
+                tasks.spawn(async move {
+                    router
+                        .serve_with_incoming_shutdown(incoming, done)
+                        .await
+                        .map_err(|source| ServerError::Transport {
+                            listener: $name,
+                            source,
+                        })
+                });
+            }};
+        }
 
         // Federation: peers only (the federation service itself comes with
         // peer sync); today it answers health checks.
-        let federation = bind("federation", &config.listen.federation).await?;
-        let federation_addr = local_addr("federation", &federation)?;
-        let incoming = Acceptor::new(dir, Listener::Federation)?.incoming(federation);
-        let router = builder().add_service(health.clone());
-        let done = shutdown();
-        tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, done)
-                .await
-                .map_err(transport("federation"))
-        });
+        let tcp = bind("federation", &config.listen.federation).await?;
+        let federation_addr = local_addr("federation", &tcp)?;
+        let incoming = Acceptor::new(dir, Listener::Federation)?.incoming(tcp);
+        serve!(
+            "federation",
+            builder().add_service(health.clone()),
+            incoming
+        );
 
-        // Match over mTLS.
+        // Match over mTLS, and over a Unix socket if configured.
         let tcp = bind("match", &config.listen.match_).await?;
         let match_addr = local_addr("match", &tcp)?;
         let incoming = Acceptor::new(dir, Listener::Match)?.incoming(tcp);
-        let router = builder()
-            .add_service(match_service())
-            .add_service(health.clone())
-            .add_service(reflection()?);
-        let done = shutdown();
-        tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, done)
-                .await
-                .map_err(transport("match"))
-        });
-
-        // Match over a Unix socket, if configured.
+        serve!("match", match_router()?, incoming);
         let match_socket = match &config.listen.match_socket {
             Some(path) => {
                 let path = dir.join(path);
                 let socket = bind_unix("match socket", &path, 0o660).await?;
-                let router = builder()
-                    .add_service(match_service())
-                    .add_service(health.clone())
-                    .add_service(reflection()?);
-                let done = shutdown();
-                tasks.spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(UnixListenerStream::new(socket), done)
-                        .await
-                        .map_err(transport("match socket"))
-                });
+                serve!(
+                    "match socket",
+                    match_router()?,
+                    UnixListenerStream::new(socket)
+                );
                 Some(path)
             }
             None => None,
         };
 
-        // Admin over mTLS.
+        // Admin over mTLS, and over the owner's Unix socket.
         let tcp = bind("admin", &config.listen.admin).await?;
         let admin_addr = local_addr("admin", &tcp)?;
         let incoming = Acceptor::new(dir, Listener::Admin)?.incoming(tcp);
-        let router = builder()
-            .add_service(admin_service())
-            .add_service(health.clone())
-            .add_service(reflection()?);
-        let done = shutdown();
-        tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(incoming, done)
-                .await
-                .map_err(transport("admin"))
-        });
-
-        // Admin over the owner's Unix socket.
+        serve!("admin", admin_router()?, incoming);
         let socket_path = admin_socket(dir);
         if let Some(run) = socket_path.parent() {
             make_private_dir(run)?;
         }
         let socket = bind_unix("admin socket", &socket_path, 0o600).await?;
-        let router = builder()
-            .add_service(admin_service())
-            .add_service(health.clone())
-            .add_service(reflection()?);
-        let done = shutdown();
-        tasks.spawn(async move {
-            router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(socket), done)
-                .await
-                .map_err(transport("admin socket"))
-        });
+        serve!(
+            "admin socket",
+            admin_router()?,
+            UnixListenerStream::new(socket)
+        );
 
         // Metrics.
         let tcp = bind("metrics", &config.listen.metrics).await?;
