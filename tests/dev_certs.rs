@@ -12,34 +12,12 @@ use hashfed::database::Database;
 use hashfed::identity::tls::CertKey;
 use hashfed::server::Node;
 use hashfed::store::StoreOptions;
-use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 fn cert(certs: &Path, stem: &str) -> CertKey {
     let read = |ext: &str| std::fs::read_to_string(certs.join(format!("{stem}.{ext}"))).unwrap();
     CertKey {
         cert: read("pem"),
         key: read("key"),
-    }
-}
-
-/// "OK" or the TLS alert the node answered with.
-async fn outcome(dir: &Path, addr: std::net::SocketAddr, cert: &CertKey) -> String {
-    let result = match nodes::channel(dir, addr, Some(cert)).await {
-        Ok(ch) => HealthClient::new(ch)
-            .check(HealthCheckRequest::default())
-            .await
-            .map(|_| ())
-            .map_err(|s| format!("{s:?}")),
-        Err(e) => Err(format!("{e:?}")),
-    };
-    match result {
-        Ok(()) => "OK".into(),
-        Err(text) => text
-            .split("received fatal alert: ")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_alphanumeric()).next())
-            .unwrap_or(&text)
-            .to_owned(),
     }
 }
 
@@ -55,16 +33,28 @@ async fn check(certs: &Path) {
     let a = node.addresses().clone();
     let local = cert(certs, "local-client");
     let operator = cert(certs, "operator");
-    assert_eq!(outcome(&dir, a.match_, &local).await, "OK");
-    assert_eq!(outcome(&dir, a.admin, &operator).await, "OK");
-    assert_eq!(outcome(&dir, a.admin, &local).await, "UnknownCA");
-    assert_eq!(outcome(&dir, a.match_, &operator).await, "UnknownCA");
     assert_eq!(
-        outcome(&dir, a.match_, &cert(certs, "expired-client")).await,
+        nodes::handshake_outcome(&dir, a.match_, Some(&local)).await,
+        "OK"
+    );
+    assert_eq!(
+        nodes::handshake_outcome(&dir, a.admin, Some(&operator)).await,
+        "OK"
+    );
+    assert_eq!(
+        nodes::handshake_outcome(&dir, a.admin, Some(&local)).await,
+        "UnknownCA"
+    );
+    assert_eq!(
+        nodes::handshake_outcome(&dir, a.match_, Some(&operator)).await,
+        "UnknownCA"
+    );
+    assert_eq!(
+        nodes::handshake_outcome(&dir, a.match_, Some(&cert(certs, "expired-client"))).await,
         "CertificateExpired"
     );
     assert_eq!(
-        outcome(&dir, a.match_, &cert(certs, "unknown-ca-client")).await,
+        nodes::handshake_outcome(&dir, a.match_, Some(&cert(certs, "unknown-ca-client"))).await,
         "UnknownCA"
     );
     // Certificates issued by a node built on the set chain to its CAs.
@@ -75,7 +65,10 @@ async fn check(certs: &Path) {
         1,
     )
     .unwrap();
-    assert_eq!(outcome(&dir, a.match_, &issued).await, "OK");
+    assert_eq!(
+        nodes::handshake_outcome(&dir, a.match_, Some(&issued)).await,
+        "OK"
+    );
     // Keys copied into the node are owner-only.
     #[cfg(unix)]
     {

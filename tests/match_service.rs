@@ -17,31 +17,8 @@ async fn seeded() -> TestNode {
     TestNode::start("provider-a", |db| add_pdq(db, "hotline-a/csam", &[PDQ])).await
 }
 
-/// What a caller with `cert` gets from `addr`: `OK` if a health check is
-/// served, else the TLS alert the node refused the handshake with (with
-/// TLS 1.3 the client learns it on its first read, as a transport error).
 async fn health(node: &TestNode, addr: std::net::SocketAddr, cert: Option<&CertKey>) -> String {
-    let outcome = match channel(&node.dir, addr, cert).await {
-        Ok(channel) => HealthClient::new(channel)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .map(|_| ())
-            .map_err(|status| format!("{status:?}")),
-        Err(e) => Err(format!("{e:?}")),
-    };
-    match outcome {
-        Ok(()) => "OK".to_owned(),
-        Err(text) => match text.split("received fatal alert: ").nth(1) {
-            Some(rest) => rest
-                .split(|c: char| !c.is_alphanumeric())
-                .next()
-                .unwrap_or("")
-                .to_owned(),
-            None => text,
-        },
-    }
+    nodes::handshake_outcome(&node.dir, addr, cert).await
 }
 
 #[tokio::test]

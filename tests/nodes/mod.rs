@@ -137,3 +137,32 @@ pub fn pdq_query(value: Vec<u8>) -> hashfed::service::proto::Query {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// What a caller with `cert` gets from the listener at `addr` of the node
+/// in `dir`: `OK` if a health check is served, else the TLS alert the node
+/// refused the handshake with (with TLS 1.3 the client learns it on its
+/// first read, as a transport error), else the error as text.
+pub async fn handshake_outcome(
+    dir: &Path,
+    addr: std::net::SocketAddr,
+    cert: Option<&CertKey>,
+) -> String {
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let result = match channel(dir, addr, cert).await {
+        Ok(ch) => HealthClient::new(ch)
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{s:?}")),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    match result {
+        Ok(()) => "OK".into(),
+        Err(text) => text
+            .split("received fatal alert: ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_alphanumeric()).next())
+            .unwrap_or(&text)
+            .to_owned(),
+    }
+}
