@@ -543,7 +543,7 @@ async fn same_host_services_can_match_over_a_unix_socket() {
         .unwrap()
         .into_inner();
     let id: hashfed::store::matches::MatchId = r.results[0].hits[0].match_id.parse().unwrap();
-    let record = db.store().match_record(&id).unwrap().unwrap();
+    let record = db.match_record(&id).unwrap().unwrap();
     assert_eq!(record.client, "local-socket");
     // A second node on the same directory is refused: the socket is live.
     let second = Node::start(&dir, &config, db.clone()).await;

@@ -201,6 +201,12 @@ impl Database {
         self.store.give_feedback(id, feedback)
     }
 
+    /// The record of a match, including one answered a moment ago.
+    pub fn match_record(&self, id: &MatchId) -> Result<Option<MatchRecord>, StoreError> {
+        self.records.flush();
+        self.store.match_record(id)
+    }
+
     /// Counts of matches and feedback, including every match answered.
     pub fn match_counts(&self) -> Result<MatchCounts, StoreError> {
         self.records.flush();
