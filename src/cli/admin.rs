@@ -58,6 +58,21 @@ pub fn status(e: tonic::Status) -> anyhow::Error {
     anyhow!("{}", e.message())
 }
 
+/// Makes one admin call, over the socket or in-process: the same request
+/// type and answer either way.
+macro_rules! call {
+    ($self:ident, $method:ident, $request:expr) => {{
+        let request = $request;
+        let answer = match &mut $self.via {
+            Via::Socket(client) => $self.runtime.block_on(client.$method(request)),
+            Via::InProcess { service, .. } => $self
+                .runtime
+                .block_on(service.$method(Request::new(request))),
+        };
+        Ok(answer.map_err(status)?.into_inner())
+    }};
+}
+
 impl NodeAdmin {
     /// Reaches the node in `dir`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
@@ -90,62 +105,31 @@ impl NodeAdmin {
 
     /// Every set.
     pub fn list_sets(&mut self) -> anyhow::Result<proto::ListSetsResponse> {
-        let request = proto::ListSetsRequest {};
-        let r = match &mut self.via {
-            Via::Socket(c) => self.runtime.block_on(c.list_sets(request)),
-            Via::InProcess { service, .. } => self
-                .runtime
-                .block_on(service.list_sets(Request::new(request))),
-        };
-        Ok(r.map_err(status)?.into_inner())
+        call!(self, list_sets, proto::ListSetsRequest {})
     }
 
     /// One entry.
     pub fn get_entry(&mut self, id: String) -> anyhow::Result<proto::Entry> {
-        let request = proto::EntryRef { id };
-        let r = match &mut self.via {
-            Via::Socket(c) => self.runtime.block_on(c.get_entry(request)),
-            Via::InProcess { service, .. } => self
-                .runtime
-                .block_on(service.get_entry(Request::new(request))),
-        };
-        Ok(r.map_err(status)?.into_inner())
+        call!(self, get_entry, proto::EntryRef { id })
     }
 
     /// Retracts an entry.
     pub fn retract(&mut self, id: String, reason: String) -> anyhow::Result<proto::Entry> {
-        let request = proto::RetractRequest { id, reason };
-        let r = match &mut self.via {
-            Via::Socket(c) => self.runtime.block_on(c.retract(request)),
-            Via::InProcess { service, .. } => self
-                .runtime
-                .block_on(service.retract(Request::new(request))),
-        };
-        Ok(r.map_err(status)?.into_inner())
+        call!(self, retract, proto::RetractRequest { id, reason })
     }
 
     /// Disables or enables an entry on this node.
     pub fn set_disabled(&mut self, id: String, disabled: bool) -> anyhow::Result<proto::Entry> {
-        let request = proto::SetEntryDisabledRequest { id, disabled };
-        let r = match &mut self.via {
-            Via::Socket(c) => self.runtime.block_on(c.set_entry_disabled(request)),
-            Via::InProcess { service, .. } => self
-                .runtime
-                .block_on(service.set_entry_disabled(Request::new(request))),
-        };
-        Ok(r.map_err(status)?.into_inner())
+        call!(
+            self,
+            set_entry_disabled,
+            proto::SetEntryDisabledRequest { id, disabled }
+        )
     }
 
     /// Counts.
     pub fn stats(&mut self) -> anyhow::Result<proto::StatsResponse> {
-        let request = proto::StatsRequest {};
-        let r = match &mut self.via {
-            Via::Socket(c) => self.runtime.block_on(c.stats(request)),
-            Via::InProcess { service, .. } => {
-                self.runtime.block_on(service.stats(Request::new(request)))
-            }
-        };
-        Ok(r.map_err(status)?.into_inner())
+        call!(self, stats, proto::StatsRequest {})
     }
 
     /// Ends the session; an in-process database is closed cleanly (which
