@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/hashfed/v1/signal.proto",
         "proto/hashfed/v1/match.proto",
         "proto/hashfed/v1/admin.proto",
+        "proto/hashfed/v1/federation.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

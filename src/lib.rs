@@ -4,11 +4,13 @@
 //! integration tests and benchmarks use the same library.
 
 pub mod database;
+pub mod federation;
 pub mod identity;
 pub mod import;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod peers;
 pub mod server;
 pub mod service;
 pub mod signal;

@@ -88,13 +88,16 @@ impl NodeAdmin {
             &super::store_dir(dir),
             &StoreOptions::default(),
         )?);
-        let (id, name) = config.map_or_else(Default::default, |c| (c.node_id, c.name));
+        let service = match config {
+            Some(config) => {
+                let fed = hashfed::federation::Federation::for_node(dir, &config, db.clone())?;
+                AdminService::new(db.clone(), config.node_id, config.name).with_federation(fed)
+            }
+            None => AdminService::new(db.clone(), String::new(), String::new()),
+        };
         Ok(NodeAdmin {
             runtime,
-            via: Via::InProcess {
-                service: AdminService::new(db.clone(), id, name),
-                db,
-            },
+            via: Via::InProcess { service, db },
         })
     }
 
@@ -130,6 +133,58 @@ impl NodeAdmin {
     /// Counts.
     pub fn stats(&mut self) -> anyhow::Result<proto::StatsResponse> {
         call!(self, stats, proto::StatsRequest {})
+    }
+
+    /// Every peer.
+    pub fn list_peers(&mut self) -> anyhow::Result<proto::ListPeersResponse> {
+        call!(self, list_peers, proto::ListPeersRequest {})
+    }
+
+    /// Adds a peer from its card.
+    pub fn add_peer(&mut self, request: proto::AddPeerRequest) -> anyhow::Result<proto::Peer> {
+        call!(self, add_peer, request)
+    }
+
+    /// Replaces a peer's grants.
+    pub fn set_peer_grants(
+        &mut self,
+        request: proto::SetPeerGrantsRequest,
+    ) -> anyhow::Result<proto::Peer> {
+        call!(self, set_peer_grants, request)
+    }
+
+    /// Suspends, resumes or revokes a peer.
+    pub fn set_peer_status(&mut self, name: String, status: &str) -> anyhow::Result<proto::Peer> {
+        call!(
+            self,
+            set_peer_status,
+            proto::SetPeerStatusRequest {
+                name,
+                status: status.to_owned()
+            }
+        )
+    }
+
+    /// Changes an own set's policy.
+    pub fn set_policy(
+        &mut self,
+        request: proto::SetPolicyRequest,
+    ) -> anyhow::Result<proto::SetSummary> {
+        call!(self, set_policy, request)
+    }
+
+    /// Compares sets with peers.
+    pub fn verify_sets(&mut self) -> anyhow::Result<proto::VerifySetsResponse> {
+        call!(self, verify_sets, proto::VerifySetsRequest {})
+    }
+
+    /// Feedback received from peers.
+    pub fn received_feedback(&mut self) -> anyhow::Result<proto::ListReceivedFeedbackResponse> {
+        call!(
+            self,
+            list_received_feedback,
+            proto::ListReceivedFeedbackRequest {}
+        )
     }
 
     /// Ends the session; an in-process database is closed cleanly (which

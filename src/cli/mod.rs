@@ -12,6 +12,7 @@ mod hash;
 mod import;
 mod init;
 mod matching;
+mod peer;
 mod serve;
 mod verify;
 
@@ -59,6 +60,10 @@ enum Command {
     Sets(verify::DirArgs),
     /// Counts: sets, entries, log records, matches, feedback.
     Stats(verify::DirArgs),
+    /// Peers: invite (write our card), add, grant, list, suspend, resume, revoke.
+    Peer(peer::PeerArgs),
+    /// Sets and peers: share (signed policy), verify (compare with peers), feedback received.
+    Set(peer::SetArgs),
 }
 
 /// Where a node directory keeps its database.
@@ -83,5 +88,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::verify(args),
         Command::Sets(args) => verify::sets(args),
         Command::Stats(args) => verify::stats(args),
+        Command::Peer(args) => peer::run(args),
+        Command::Set(args) => peer::run_set(args),
     }
 }

@@ -17,7 +17,8 @@ pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VA
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
-use crate::model::{EntryId, SetId, SetInfo};
+use crate::model::signed::{Checkpoint, SignedInfo, Signer};
+use crate::model::{EntryId, SetId, SetInfo, SetPolicy};
 use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
 use crate::store::{
     Applied, Change, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError, StoreOptions,
@@ -69,6 +70,10 @@ pub struct Database {
     source: IndexSource,
     /// The store generation at open.
     opened_at: u64,
+    /// Bumped after every write that changed a set (records, policy, a
+    /// new set): the federation's subscriptions wait on it to push new
+    /// heads at once.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where [`Database::open`] built the indexes from.
@@ -126,6 +131,7 @@ impl Database {
             opened_at: store.generation(),
             records: records::RecordWriter::start(store.clone())?,
             store,
+            changes: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -198,7 +204,10 @@ impl Database {
         feedback: Feedback,
     ) -> Result<MatchRecord, FeedbackError> {
         self.records.flush();
-        self.store.give_feedback(id, feedback)
+        let record = self.store.give_feedback(id, feedback)?;
+        // Wakes the federation's outbox, which may have a note to send.
+        self.changed();
+        Ok(record)
     }
 
     /// The record of a match, including one answered a moment ago.
@@ -215,7 +224,9 @@ impl Database {
 
     /// Creates a set (idempotent for an identical configuration).
     pub fn create_set(&self, info: SetInfo) -> Result<SetState, StoreError> {
-        self.store.create_set(info, now_ms())
+        let state = self.store.create_set(info, now_ms())?;
+        self.changed();
+        Ok(state)
     }
 
     /// Applies `changes` to `set` atomically and updates the indexes.
@@ -223,7 +234,67 @@ impl Database {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let applied = self.store.append(set, changes, now_ms())?;
         self.update(&applied.deltas);
+        if applied.appended > 0 {
+            self.changed();
+        }
         Ok(applied)
+    }
+
+    /// Applies records of a received set up to a verified checkpoint (see
+    /// [`Store::apply_remote`]) and updates the indexes: the entries match
+    /// (or stop matching) as soon as this returns.
+    pub fn apply_remote(
+        &self,
+        set: &SetId,
+        records: &[Vec<u8>],
+        checkpoint: &Checkpoint,
+        peer: &str,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.store.apply_remote(set, records, checkpoint, peer)?;
+        self.update(&applied.deltas);
+        self.changed();
+        Ok(applied)
+    }
+
+    /// Makes this node the signer of its own sets and signs what they lack
+    /// (see [`Store::sign_missing`]).
+    pub fn set_signer(&self, signer: Arc<Signer>) -> Result<Vec<SetId>, StoreError> {
+        self.store.set_signer(signer);
+        let changed = self.store.sign_missing()?;
+        if !changed.is_empty() {
+            self.changed();
+        }
+        Ok(changed)
+    }
+
+    /// Changes who may receive one of this node's sets (signed anew).
+    pub fn set_policy(&self, set: &SetId, policy: SetPolicy) -> Result<SetState, StoreError> {
+        let state = self.store.set_policy(set, policy)?;
+        self.changed();
+        Ok(state)
+    }
+
+    /// Records a set offered by a peer (see [`Store::receive_set`]).
+    pub fn receive_set(
+        &self,
+        info: SetInfo,
+        signed: SignedInfo,
+        peer: &str,
+    ) -> Result<SetState, StoreError> {
+        let state = self.store.receive_set(info, signed, peer, now_ms())?;
+        self.changed();
+        Ok(state)
+    }
+
+    /// A receiver that sees a new value after every write that changed a
+    /// set.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Stops (or resumes) matching an entry on this node only.

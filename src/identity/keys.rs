@@ -78,6 +78,16 @@ pub fn from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))
 }
 
+/// The signing key of the node in `dir` (`DIR/keys/signing.pem`).
+pub fn read(dir: &std::path::Path) -> Result<SigningKey, IdentityError> {
+    let path = dir.join("keys/signing.pem");
+    let pem = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    from_pem(&pem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,10 @@
 //! * [`keys`]: the Ed25519 signing key and the node id derived from it;
 //! * [`tls`]: the node CA, server certificates and the client CAs (rcgen);
 //! * [`roles`]: client roles and their certificates;
-//! * [`server`]: TLS 1.3 for the listeners (rustls), one trusted CA per role.
+//! * [`server`]: TLS 1.3 for the listeners (rustls), one trusted CA per role;
+//! * [`peers`]: the federation listener's peer trust, changed while the
+//!   node runs, and each peer's open connections (closed on revocation);
+//! * [`client`]: dialling a peer's federation listener with mTLS.
 //!
 //! `hashfed init` lays a node directory out like this (keys owner-only):
 //!
@@ -15,13 +18,19 @@
 //! DIR/tls/{federation,match,admin}.{pem,key}   one server certificate per listener
 //! DIR/tls/clients-ca.{pem,key}    issues local services' client certificates
 //! DIR/tls/operators-ca.{pem,key}  issues operators' client certificates
+//! DIR/tls/peer-client.{pem,key}   this node's client certificate towards peers
+//!                                 (from the node CA; not on dev-cert nodes)
 //! DIR/store/                  the hash database (created on first use)
 //! ```
 
+pub mod client;
 pub mod dev;
 pub mod keys;
+pub mod peers;
 pub mod roles;
 pub mod server;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 
 use std::fs::{self, OpenOptions};
@@ -60,6 +69,21 @@ pub enum IdentityError {
     Config {
         /// The file.
         path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The node was built on the development certificates, whose node CA
+    /// every such node shares: a peer trusting it would trust them all.
+    #[error(
+        "development certificates cannot federate: every dev-cert node shares one node CA, \
+         so a peer could not tell them apart; make the node with `hashfed init` (no --dev-certs)"
+    )]
+    DevCertsCannotFederate,
+    /// A peer's address is not `host:port`.
+    #[error("peer endpoint {endpoint:?}: {message}")]
+    Endpoint {
+        /// The address given.
+        endpoint: String,
         /// What is wrong.
         message: String,
     },
@@ -237,6 +261,9 @@ pub fn init_with(
         let (stem, ca_name) = roles::client_ca(role, node_id.as_str());
         save(stem, &tls::new_ca(&ca_name, CA_DAYS)?)?;
     }
+    // Before the configuration, which marks the directory complete (an
+    // older node gets it from `client::ensure_peer_client_cert`).
+    client::issue_peer_client(&tls_dir, &ca_name, &node_ca, node_id.as_str())?;
     finish(dir, name, node_id, node_ca.cert, false)
 }
 

@@ -9,12 +9,14 @@
 //! with its reason (never with anything the client sent).
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::peers::{PeerStream, PeerTrust};
 use super::IdentityError;
 
 /// How long a client may take to complete the TLS handshake.
@@ -104,6 +107,28 @@ fn trusted_cas(dir: &Path, listener: Listener) -> Result<Vec<std::path::PathBuf>
     })
 }
 
+/// The listener's TLS settings: TLS 1.3 only, the node's server
+/// certificate for `listener`, client certificates checked by `verifier`,
+/// HTTP/2.
+fn server_config(
+    dir: &Path,
+    listener: Listener,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: Arc<dyn ClientCertVerifier>,
+) -> Result<tokio_rustls::TlsAcceptor, IdentityError> {
+    let tls = dir.join("tls");
+    let chain = certificates(&tls.join(format!("{}.pem", listener.name())))?;
+    let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
 /// Accepts TLS connections for one listener of the node in `dir`.
 #[derive(Clone)]
 pub struct Acceptor {
@@ -116,7 +141,10 @@ impl Acceptor {
     /// certificates required and verified against that role's CA only
     /// (validity period, chain, and the client-auth key usage).
     ///
-    /// A federation listener with no peers yet refuses every client.
+    /// For [`Listener::Federation`] this trusts the CAs found in
+    /// `DIR/tls/peers/*.pem` when it is called, all alike, and does not
+    /// tell peers apart; a federation listener with no peers refuses every
+    /// client. [`Acceptor::federation`] is the dynamic, per-peer version.
     pub fn new(dir: &Path, listener: Listener) -> Result<Self, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
@@ -127,27 +155,29 @@ impl Acceptor {
                     .map_err(|e| IdentityError::Certificate(format!("{}: {e}", ca.display())))?;
             }
         }
-        let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> = if roots.is_empty() {
-            Arc::new(refuse_all::RefuseAll::new(provider.clone()))
+        let verifier = if roots.is_empty() {
+            // Nobody to trust: an empty peer set refuses everyone.
+            PeerTrust::new().verifier()
         } else {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| IdentityError::Certificate(e.to_string()))?
         };
-        let tls = dir.join("tls");
-        let chain = certificates(&tls.join(format!("{}.pem", listener.name())))?;
-        let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| IdentityError::Certificate(e.to_string()))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)
-            .map_err(|e| IdentityError::Certificate(e.to_string()))?;
-        config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Acceptor {
-            inner: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            inner: server_config(dir, listener, provider, verifier)?,
             listener,
         })
+    }
+
+    /// The federation listener of the node in `dir`, admitting the peers
+    /// `trust` holds at each handshake (it follows
+    /// [`PeerTrust::replace`]), and yielding each connection as a
+    /// [`PeerStream`] that knows its peer and is closed when the peer is
+    /// revoked.
+    pub fn federation(dir: &Path, trust: PeerTrust) -> Result<FederationAcceptor, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner = server_config(dir, Listener::Federation, provider, trust.verifier())?;
+        Ok(FederationAcceptor { inner, trust })
     }
 
     /// Accepts connections on `tcp` until the returned stream is dropped,
@@ -158,56 +188,125 @@ impl Acceptor {
         tcp: TcpListener,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(self.accept_loop(tcp, tx));
+        tokio::spawn(accept_loop(
+            self.inner,
+            self.listener.name(),
+            tcp,
+            tx,
+            |tls, _| Some(tls),
+        ));
         ReceiverStream::new(rx)
     }
+}
 
-    async fn accept_loop(
-        self,
-        tcp: TcpListener,
-        tx: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
-    ) {
-        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-        loop {
-            let permit = tokio::select! {
-                () = tx.closed() => return,
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
-            };
-            let (stream, remote) = tokio::select! {
-                () = tx.closed() => return,
-                accepted = tcp.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back
-                        // off instead of spinning.
-                        tracing::warn!(listener = self.listener.name(), error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = stream.set_nodelay(true);
-            let acceptor = self.inner.clone();
-            let listener = self.listener.name();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(listener, %remote, reason = %e, "TLS handshake refused");
-                    }
-                    Err(_) => {
-                        tracing::info!(listener, %remote, "TLS handshake timed out");
+/// The federation listener's acceptor (see [`Acceptor::federation`]).
+#[derive(Clone)]
+pub struct FederationAcceptor {
+    inner: tokio_rustls::TlsAcceptor,
+    trust: PeerTrust,
+}
+
+impl FederationAcceptor {
+    /// The trust this listener admits by; updating it (or any clone of
+    /// it) takes effect at the next handshake and closes revoked peers'
+    /// connections.
+    pub fn trust(&self) -> &PeerTrust {
+        &self.trust
+    }
+
+    /// As [`Acceptor::incoming`], yielding [`PeerStream`]s: each completed
+    /// handshake is identified as one active peer's and registered under
+    /// it; one whose peer was revoked during the handshake is dropped.
+    /// Serve it with `Server::builder().serve_with_incoming(...)`; services
+    /// then find [`PeerConnectInfo`](super::peers::PeerConnectInfo) in
+    /// their requests' extensions.
+    pub fn incoming(self, tcp: TcpListener) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
+        let (tx, rx) = mpsc::channel(64);
+        let trust = self.trust;
+        let listener = Listener::Federation.name();
+        tokio::spawn(accept_loop(
+            self.inner,
+            listener,
+            tcp,
+            tx,
+            move |tls, remote| match trust.admit(tls, remote) {
+                Ok(stream) => {
+                    let peer = stream.peer();
+                    tracing::info!(
+                        listener,
+                        %remote,
+                        peer = %peer.name,
+                        node = %peer.node_id,
+                        certificate = %stream.info().fingerprint,
+                        "peer connected"
+                    );
+                    Some(stream)
+                }
+                Err(reason) => {
+                    tracing::info!(listener, %remote, reason, "peer connection dropped after the handshake");
+                    None
+                }
+            },
+        ));
+        ReceiverStream::new(rx)
+    }
+}
+
+/// Accepts on `tcp` until `tx` closes, handshaking each connection in its
+/// own task (at most [`MAX_HANDSHAKES`] at once, each under
+/// [`HANDSHAKE_TIMEOUT`]) and sending what `admit` makes of it.
+async fn accept_loop<T, F>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    listener: &'static str,
+    tcp: TcpListener,
+    tx: mpsc::Sender<Result<T, std::io::Error>>,
+    admit: F,
+) where
+    T: Send + 'static,
+    F: Fn(TlsStream<TcpStream>, SocketAddr) -> Option<T> + Clone + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let permit = tokio::select! {
+            () = tx.closed() => return,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, remote) = tokio::select! {
+            () = tx.closed() => return,
+            accepted = tcp.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back
+                    // off instead of spinning.
+                    tracing::warn!(listener, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let admit = admit.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => {
+                    if let Some(connection) = admit(tls, remote) {
+                        let _ = tx.send(Ok(connection)).await;
                     }
                 }
-            });
-        }
+                Ok(Err(e)) => {
+                    tracing::info!(listener, %remote, reason = %e, "TLS handshake refused");
+                }
+                Err(_) => {
+                    tracing::info!(listener, %remote, "TLS handshake timed out");
+                }
+            }
+        });
     }
 }
 
@@ -215,74 +314,4 @@ impl Acceptor {
 /// its BLAKE3 digest, in hex. Match records and logs name callers by it.
 pub fn fingerprint(cert_der: &[u8]) -> String {
     crate::signal::exact::to_hex(&blake3::hash(cert_der).as_bytes()[..16])
-}
-
-mod refuse_all {
-    //! The client verifier of a listener that trusts nobody yet.
-
-    use std::sync::Arc;
-
-    use rustls::client::danger::HandshakeSignatureValid;
-    use rustls::crypto::CryptoProvider;
-    use rustls::pki_types::{CertificateDer, UnixTime};
-    use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-    use rustls::{
-        CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme,
-    };
-
-    /// Refuses every client certificate (no peer has been added).
-    #[derive(Debug)]
-    pub struct RefuseAll {
-        provider: Arc<CryptoProvider>,
-    }
-
-    impl RefuseAll {
-        pub fn new(provider: Arc<CryptoProvider>) -> Self {
-            RefuseAll { provider }
-        }
-    }
-
-    impl ClientCertVerifier for RefuseAll {
-        fn root_hint_subjects(&self) -> &[DistinguishedName] {
-            &[]
-        }
-
-        fn verify_client_cert(
-            &self,
-            _end_entity: &CertificateDer<'_>,
-            _intermediates: &[CertificateDer<'_>],
-            _now: UnixTime,
-        ) -> Result<ClientCertVerified, Error> {
-            // No trusted issuer: the client is told `unknown_ca`.
-            Err(Error::InvalidCertificate(CertificateError::UnknownIssuer))
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General(
-                "no peers are trusted on this listener".into(),
-            ))
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            _message: &[u8],
-            _cert: &CertificateDer<'_>,
-            _dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, Error> {
-            Err(Error::General(
-                "no peers are trusted on this listener".into(),
-            ))
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.provider
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
 }

@@ -7,10 +7,13 @@
 //!
 //! * [`signal`]: signal types and validated values;
 //! * [`set`]: set ids, policies, entry ids, labels;
-//! * [`record`]: log records and their canonical bytes, chain digests.
+//! * [`record`]: log records and their canonical bytes, chain digests;
+//! * [`signed`]: what an origin signs (checkpoints over the chain, set
+//!   configurations) and how receivers check it.
 
 pub mod record;
 pub mod set;
+pub mod signed;
 pub mod signal;
 
 pub use record::{Attestation, EntryData, Record, RecordBody};

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  listener     transport                      callers (client cert issued by)   services
-//!  federation   TCP, TLS 1.3 + client cert     peers (their pinned CAs)          health
+//!  federation   TCP, TLS 1.3 + client cert     active peers (their pinned CAs)   Federation, health
 //!  match        TCP, TLS 1.3 + client cert     local services (clients CA)       Match, health, reflection
 //!  match socket Unix socket (optional, 0660)   same-host services                Match, health, reflection
 //!  admin        TCP, TLS 1.3 + client cert     operators (operators CA)          Admin, health, reflection
@@ -29,6 +29,9 @@ use tonic::codegen::http;
 use tonic::transport::Server;
 
 use crate::database::Database;
+use crate::federation::service::FederationService;
+use crate::federation::Federation;
+use crate::service::proto::federation_server::FederationServer;
 use crate::identity::server::{Acceptor, Listener};
 use crate::identity::{Config, IdentityError};
 use crate::metrics::{Kind, Metrics};
@@ -74,6 +77,9 @@ pub enum ServerError {
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The federation (peers, signer) could not be set up.
+    #[error("federation: {0}")]
+    Federation(#[from] crate::federation::FederationError),
 }
 
 /// Where the running node listens.
@@ -124,6 +130,7 @@ pub struct Node {
     stop: watch::Sender<bool>,
     tasks: JoinSet<Result<(), ServerError>>,
     metrics: Arc<Metrics>,
+    federation: Arc<Federation>,
 }
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`, before
@@ -224,17 +231,25 @@ impl Node {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_serving::<MatchServer<MatchService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
+        reporter
+            .set_serving::<FederationServer<FederationService>>()
+            .await;
+        let federation = {
+            let (dir, config, db) = (dir.to_owned(), config.clone(), db.clone());
+            tokio::task::spawn_blocking(move || Federation::for_node(&dir, &config, db))
+                .await
+                .map_err(|e| ServerError::Task(e.to_string()))??
+        };
 
         let match_service = || {
             MatchServer::new(MatchService::new(db.clone(), metrics.clone()))
                 .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES)
         };
         let admin_service = || {
-            AdminServer::new(AdminService::new(
-                db.clone(),
-                config.node_id.clone(),
-                config.name.clone(),
-            ))
+            AdminServer::new(
+                AdminService::new(db.clone(), config.node_id.clone(), config.name.clone())
+                    .with_federation(federation.clone()),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
         };
         let builder = || {
@@ -275,16 +290,24 @@ impl Node {
             }};
         }
 
-        // Federation: peers only (the federation service itself comes with
-        // peer sync); today it answers health checks.
+        // Federation: active peers only, each call checked against the set
+        // policies; a peer's connections close when it is suspended or
+        // revoked.
         let tcp = bind("federation", &config.listen.federation).await?;
         let federation_addr = local_addr("federation", &tcp)?;
-        let incoming = Acceptor::new(dir, Listener::Federation)?.incoming(tcp);
+        let incoming = Acceptor::federation(dir, federation.trust().clone())?.incoming(tcp);
         serve!(
             "federation",
-            builder().add_service(health.clone()),
+            builder()
+                .add_service(
+                    FederationServer::new(FederationService::new(federation.clone()))
+                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                )
+                .add_service(health.clone()),
             incoming
         );
+        tokio::spawn(federation.clone().run());
 
         // Match over mTLS, and over a Unix socket if configured.
         let tcp = bind("match", &config.listen.match_).await?;
@@ -369,7 +392,13 @@ impl Node {
             stop,
             tasks,
             metrics,
+            federation,
         })
+    }
+
+    /// The node's federation (peers, sync).
+    pub fn federation(&self) -> &Arc<Federation> {
+        &self.federation
     }
 
     /// Where the node listens.
@@ -395,6 +424,7 @@ impl Node {
     /// Stops accepting, lets calls in flight finish for up to `grace`, then
     /// closes what is left. Removes the Unix sockets.
     pub async fn stop(mut self, grace: Duration) -> Result<(), ServerError> {
+        self.federation.shutdown();
         let _ = self.stop.send(true);
         let mut first_error = None;
         let drained = tokio::time::timeout(grace, async {

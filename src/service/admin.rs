@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::proto::{self, admin_server::Admin};
 use super::wire;
 use crate::database::Database;
+use crate::federation::Federation;
 use crate::import::load::{load, LoadError};
 use crate::import::{detect, parse, Format};
 use crate::model::{EntryId, SetId, SetInfo};
@@ -32,6 +33,9 @@ pub struct AdminService {
     node_id: String,
     node_name: String,
     started: Instant,
+    /// Peers and set policies; without it (a bare database) those calls
+    /// are FAILED_PRECONDITION.
+    fed: Option<Arc<Federation>>,
 }
 
 impl AdminService {
@@ -42,7 +46,20 @@ impl AdminService {
             node_id,
             node_name,
             started: Instant::now(),
+            fed: None,
         }
+    }
+
+    /// Also serves the peer and policy calls, through `fed`.
+    pub fn with_federation(mut self, fed: Arc<Federation>) -> Self {
+        self.fed = Some(fed);
+        self
+    }
+
+    fn fed(&self) -> Result<Arc<Federation>, Status> {
+        self.fed.clone().ok_or_else(|| {
+            Status::failed_precondition("this node directory has no identity (hashfed.toml)")
+        })
     }
 }
 
@@ -368,5 +385,74 @@ impl Admin for AdminService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn list_peers(
+        &self,
+        _request: Request<proto::ListPeersRequest>,
+    ) -> Result<Response<proto::ListPeersResponse>, Status> {
+        Ok(Response::new(self.fed()?.list_peers()))
+    }
+
+    async fn add_peer(
+        &self,
+        request: Request<proto::AddPeerRequest>,
+    ) -> Result<Response<proto::Peer>, Status> {
+        let fed = self.fed()?;
+        blocking(move || fed.add_peer(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_peer_grants(
+        &self,
+        request: Request<proto::SetPeerGrantsRequest>,
+    ) -> Result<Response<proto::Peer>, Status> {
+        let fed = self.fed()?;
+        blocking(move || fed.set_peer_grants(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_peer_status(
+        &self,
+        request: Request<proto::SetPeerStatusRequest>,
+    ) -> Result<Response<proto::Peer>, Status> {
+        let fed = self.fed()?;
+        blocking(move || fed.set_peer_status(request.into_inner()))
+            .await
+            .map(Response::new)
+    }
+
+    async fn set_policy(
+        &self,
+        request: Request<proto::SetPolicyRequest>,
+    ) -> Result<Response<proto::SetSummary>, Status> {
+        let fed = self.fed()?;
+        let s = blocking(move || fed.set_policy(request.into_inner())).await?;
+        Ok(Response::new(proto::SetSummary {
+            id: s.id().to_string(),
+            head_seq: s.head_seq,
+            info_json: serde_json::to_string(&s.info).unwrap_or_default(),
+            head_digest: s.head_digest,
+            matchable: s.matchable,
+        }))
+    }
+
+    async fn verify_sets(
+        &self,
+        _request: Request<proto::VerifySetsRequest>,
+    ) -> Result<Response<proto::VerifySetsResponse>, Status> {
+        Ok(Response::new(self.fed()?.verify_sets().await))
+    }
+
+    async fn list_received_feedback(
+        &self,
+        _request: Request<proto::ListReceivedFeedbackRequest>,
+    ) -> Result<Response<proto::ListReceivedFeedbackResponse>, Status> {
+        let fed = self.fed()?;
+        blocking(move || fed.received_feedback())
+            .await
+            .map(Response::new)
     }
 }

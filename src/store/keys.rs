@@ -11,6 +11,7 @@
 //! |--------|---------------------------------------|--------------------------------|
 //! | `s`    | set id (UTF-8)                        | set state (JSON)               |
 //! | `l`    | set number u32, seq u64               | record bytes                   |
+//! | `c`    | set number u32, seq u64               | checkpoint: digest (32), signature (64) |
 //! | `e`    | entry id (16)                         | entry state                    |
 //! | `v`    | signal key, entry id (16)             | empty (matchable exact entries)|
 //! | `p`    | PDQ slot chunk u32                    | slot chunk (see [`super::slots`]) |
@@ -18,11 +19,19 @@
 //! | `x`    | set number u32, external id, entry id | empty                          |
 //! | `m`    | counter name                          | u64                            |
 //! | `r`    | match id (16)                         | match record (JSON)            |
+//! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
+//! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
 
 /// Set states.
 pub const SET: u8 = b's';
 /// Log records.
 pub const LOG: u8 = b'l';
+/// Origin-signed checkpoints of set logs (see [`crate::model::signed`]).
+pub const CHECKPOINT: u8 = b'c';
+/// Feedback waiting to be forwarded toward a set's origin.
+pub const OUTBOX: u8 = b'o';
+/// Feedback received from peers about this node's own entries.
+pub const INBOX: u8 = b'i';
 /// Entry states.
 pub const ENTRY: u8 = b'e';
 /// Matchable entries of exact types by value (PDQ entries are found by
@@ -43,6 +52,8 @@ pub const MATCH: u8 = b'r';
 pub const NEXT_SLOT: &[u8] = b"mnext_slot";
 /// Counter: the next set number.
 pub const NEXT_SET: &[u8] = b"mnext_set";
+/// Counter: the next outbox number.
+pub const NEXT_OUTBOX: &[u8] = b"mnext_outbox";
 /// Counter: write batches applied (see [`super::snapshot`]).
 pub const GENERATION: &[u8] = b"mgeneration";
 
@@ -66,6 +77,13 @@ pub fn log(set_no: u32, seq: u64) -> [u8; 13] {
     let mut k = [0; 13];
     k[..5].copy_from_slice(&log_prefix(set_no));
     k[5..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `c` + set number + seq.
+pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
+    let mut k = log(set_no, seq);
+    k[0] = CHECKPOINT;
     k
 }
 

@@ -150,31 +150,36 @@ impl Store {
     }
 
     /// Attaches feedback to a match; refused if some was given already.
+    ///
+    /// If the entry's set was received from a peer, the feedback is also
+    /// queued (signed by this node) to travel back toward the set's origin,
+    /// in the same transaction: it is either given and queued, or neither.
     pub fn give_feedback(
         &self,
         id: &MatchId,
         feedback: Feedback,
     ) -> Result<MatchRecord, FeedbackError> {
+        use sled::transaction::{ConflictableTransactionError as Tx, TransactionError};
         let k = key(id);
-        // Compare-and-swap: two callers racing on one match cannot both win.
-        let old = self
-            .tree
-            .get(k)
-            .map_err(StoreError::from)?
-            .ok_or(FeedbackError::UnknownMatch(*id))?;
-        let mut record = decode(&old)?;
-        if record.feedback.is_some() {
-            return Err(FeedbackError::AlreadyGiven(*id));
-        }
-        record.feedback = Some(feedback);
-        let new = encode(&record)?;
-        match self
-            .tree
-            .compare_and_swap(k, Some(old), Some(new))
-            .map_err(StoreError::from)?
-        {
-            Ok(()) => Ok(record),
-            Err(_) => Err(FeedbackError::AlreadyGiven(*id)),
+        let result = self.tree.transaction(|tx| {
+            let old = tx.get(k)?.ok_or(Tx::Abort(FeedbackError::UnknownMatch(*id)))?;
+            let mut record = decode(&old).map_err(|e| Tx::Abort(e.into()))?;
+            if record.feedback.is_some() {
+                return Err(Tx::Abort(FeedbackError::AlreadyGiven(*id)));
+            }
+            record.feedback = Some(feedback.clone());
+            tx.insert(&k[..], encode(&record).map_err(|e| Tx::Abort(e.into()))?)?;
+            if let Some(note) = self.note_for_origin(&record) {
+                let (key, value) = super::federation::outbox_item(&note, &id.0)
+                    .map_err(|e| Tx::Abort(e.into()))?;
+                tx.insert(key, value)?;
+            }
+            Ok(record)
+        });
+        match result {
+            Ok(record) => Ok(record),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(StoreError::from(e).into()),
         }
     }
 

@@ -15,6 +15,7 @@
 //! returns the [`IndexDelta`]s that bring an index built from the old state
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
+mod federation;
 pub mod keys;
 pub mod matches;
 mod slots;
@@ -26,14 +27,16 @@ mod write;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
+pub use federation::ReceivedFeedback;
 pub use snapshot::SnapshotLoad;
 pub use state::{SetState, StoredEntry};
 pub use verify::VerifyReport;
 pub use write::{Applied, Change, IndexDelta, Outcome};
 
 use crate::model::record::CodecError;
+use crate::model::signed::Signer;
 use crate::model::{EntryId, NameError, SetId, SetInfo, Signal};
 use state::{EntryState, NO_SLOT};
 
@@ -64,6 +67,18 @@ pub enum StoreError {
     /// A name or label was refused.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// A received set is changed only by records from its origin.
+    #[error("set {set} is received from peer {peer}; only its origin can change it")]
+    Received {
+        /// The set.
+        set: SetId,
+        /// Where it comes from.
+        peer: String,
+    },
+    /// Records from a peer that do not continue the log as the origin
+    /// signed it; nothing was written.
+    #[error("records refused: {0}")]
+    Rejected(String),
 }
 
 impl From<CodecError> for StoreError {
@@ -107,6 +122,8 @@ pub struct Store {
     /// Bumped by every write batch (persisted in the same batch); an index
     /// snapshot is valid only for the generation it was taken at.
     generation: AtomicU64,
+    /// Signs this node's own sets (see [`federation`]).
+    signer: RwLock<Option<Arc<Signer>>>,
 }
 
 /// Counts of what the store holds.
@@ -171,6 +188,7 @@ impl Store {
             writer: Mutex::new(()),
             sets: RwLock::new(SetCache::default()),
             generation: AtomicU64::new(0),
+            signer: RwLock::new(None),
         };
         store
             .generation
@@ -222,7 +240,13 @@ impl Store {
             head_seq: 0,
             matchable: 0,
             created_ms: now_ms,
+            signed_info: None,
+            upstream: None,
         };
+        let mut state = state;
+        if let Some(signer) = self.signer_for(&state) {
+            self.sign_info(&signer, &mut state)?;
+        }
         let mut batch = sled::Batch::default();
         batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
         batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::record::{decode_entry, encode_entry, CodecError, Reader};
+use crate::model::signed::SignedInfo;
 use crate::model::{EntryData, EntryId, SetId, SetInfo};
 
 /// No PDQ slot.
@@ -28,6 +29,15 @@ pub struct SetState {
     pub matchable: u64,
     /// When this node created or first received the set, ms since the epoch.
     pub created_ms: u64,
+    /// The configuration as its origin signed it: for this node's own sets
+    /// signed here (once the node has its signer), for received sets as
+    /// received. Peers are only ever shown signed configurations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_info: Option<SignedInfo>,
+    /// The peer a received set is pulled from; `None` for sets written on
+    /// this node. Received sets take records from their origin's log only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
 }
 
 impl SetState {

@@ -1,12 +1,15 @@
 //! The write path: turning changes to a set into one atomic sled batch.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::keys;
 use super::slots::{self, Chunk};
 use super::state::{EntryState, SetState, NO_SLOT};
 use super::{set_bytes, valid_slot, Store, StoreError};
 use crate::model::record::chain_digest;
+use crate::model::signed::{Checkpoint, Signer, CHECKPOINT_EVERY};
+use super::federation::encode_checkpoint;
 use crate::model::{EntryData, EntryId, Record, RecordBody, SetId, Signal, SignalType};
 use crate::signal::exact::to_hex;
 
@@ -97,7 +100,7 @@ pub struct Applied {
 
 /// A write under construction: the batch plus what it has changed so far,
 /// so later changes in the same batch see earlier ones.
-struct Pending<'a> {
+pub(super) struct Pending<'a> {
     store: &'a Store,
     batch: sled::Batch,
     set: SetState,
@@ -111,6 +114,11 @@ struct Pending<'a> {
     chunks: HashMap<u32, Chunk>,
     applied: Applied,
     now_ms: u64,
+    /// Signs checkpoints when this node is the set's origin.
+    signer: Option<Arc<Signer>>,
+    /// Seq of the last checkpoint (the head when the write began: every
+    /// head has one).
+    last_checkpoint: u64,
 }
 
 impl Store {
@@ -127,6 +135,12 @@ impl Store {
         let state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        if let Some(peer) = &state.upstream {
+            return Err(StoreError::Received {
+                set: set.clone(),
+                peer: peer.clone(),
+            });
+        }
         let mut p = Pending::new(self, state, now_ms)?;
         for change in changes {
             let outcome = match change {
@@ -178,7 +192,9 @@ impl Store {
 
 impl<'a> Pending<'a> {
     /// An empty write to `set` (the caller holds the writer lock).
-    fn new(store: &'a Store, set: SetState, now_ms: u64) -> Result<Self, StoreError> {
+    pub(super) fn new(store: &'a Store, set: SetState, now_ms: u64) -> Result<Self, StoreError> {
+        let signer = store.signer_for(&set);
+        let last_checkpoint = set.head_seq;
         Ok(Pending {
             store,
             batch: sled::Batch::default(),
@@ -191,7 +207,47 @@ impl<'a> Pending<'a> {
             chunks: HashMap::new(),
             applied: Applied::default(),
             now_ms,
+            signer,
+            last_checkpoint,
         })
+    }
+
+    /// Applies one record exactly as its origin wrote it (a received set):
+    /// the bytes are appended verbatim, so the chain digest here equals the
+    /// origin's, and the entry changes as the record says.
+    pub(super) fn apply_verbatim(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let record = Record::decode(bytes).map_err(|e| StoreError::Rejected(e.to_string()))?;
+        let seq = self.set.head_seq + 1;
+        if record.seq != seq {
+            return Err(StoreError::Rejected(format!(
+                "record {} where {seq} was next (a gap or a reordering)",
+                record.seq
+            )));
+        }
+        self.digest = chain_digest(&self.digest, bytes);
+        self.batch.insert(&keys::log(self.set.no, seq)[..], bytes);
+        self.set.head_seq = seq;
+        self.applied.appended += 1;
+        self.now_ms = record.time_ms;
+        let outcome = match record.body {
+            RecordBody::Add(data) => {
+                let id = EntryId::derive(self.set.id(), &data.signal);
+                let existing = self.get(&id)?;
+                self.add_effect(id, existing, data, seq)?
+            }
+            RecordBody::Retract { entry, .. } => match self.get(&entry)? {
+                Some(old) if old.set_no == self.set.no && !old.retracted => {
+                    self.retract_effect(entry, old, seq)?;
+                    Outcome::Retracted(vec![entry])
+                }
+                // A retraction of something this log never added, or
+                // twice: the origin wrote it, so it stays in the log, and
+                // changes nothing.
+                _ => Outcome::NotFound,
+            },
+        };
+        self.applied.outcomes.push(outcome);
+        Ok(())
     }
 
     fn get(&self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
@@ -213,6 +269,17 @@ impl<'a> Pending<'a> {
             }
         }
         let seq = self.append_record(RecordBody::Add(data.clone()))?;
+        self.add_effect(id, existing, data.clone(), seq)
+    }
+
+    /// What an add record at `seq` does to entry `id`.
+    fn add_effect(
+        &mut self,
+        id: EntryId,
+        existing: Option<EntryState>,
+        data: EntryData,
+        seq: u64,
+    ) -> Result<Outcome, StoreError> {
         if let Some(ext) = &data.external_id {
             self.batch
                 .insert(keys::external(self.set.no, ext, &id.0), &[][..]);
@@ -225,7 +292,7 @@ impl<'a> Pending<'a> {
             added_seq: existing.as_ref().map_or(seq, |o| o.added_seq),
             last_seq: seq,
             time_ms: self.now_ms,
-            data: data.clone(),
+            data,
         };
         match existing {
             Some(old) => {
@@ -254,13 +321,7 @@ impl<'a> Pending<'a> {
                 entry: *id,
                 reason: reason.to_owned(),
             })?;
-            let next = EntryState {
-                retracted: true,
-                last_seq: seq,
-                time_ms: self.now_ms,
-                ..old.clone()
-            };
-            self.transition(*id, &old, next)?;
+            self.retract_effect(*id, old, seq)?;
             done.push(*id);
         }
         Ok(if done.is_empty() {
@@ -268,6 +329,17 @@ impl<'a> Pending<'a> {
         } else {
             Outcome::Retracted(done)
         })
+    }
+
+    /// What a retract record at `seq` does to entry `id`.
+    fn retract_effect(&mut self, id: EntryId, old: EntryState, seq: u64) -> Result<(), StoreError> {
+        let next = EntryState {
+            retracted: true,
+            last_seq: seq,
+            time_ms: self.now_ms,
+            ..old.clone()
+        };
+        self.transition(id, &old, next)
     }
 
     fn external_ids(&self, external_id: &str) -> Result<Vec<EntryId>, StoreError> {
@@ -313,7 +385,29 @@ impl<'a> Pending<'a> {
         self.batch.insert(&keys::log(self.set.no, seq)[..], bytes);
         self.set.head_seq = seq;
         self.applied.appended += 1;
+        if seq - self.last_checkpoint >= CHECKPOINT_EVERY {
+            self.sign_head();
+        }
         Ok(seq)
+    }
+
+    /// The chain digest after the records so far.
+    pub(super) fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// Signs a checkpoint at the current head, if this node is the origin.
+    fn sign_head(&mut self) {
+        if let Some(signer) = &self.signer {
+            let cp = signer.checkpoint(self.set.id(), self.set.head_seq, self.digest);
+            self.put_checkpoint(&cp);
+        }
+    }
+
+    pub(super) fn put_checkpoint(&mut self, cp: &Checkpoint) {
+        self.batch
+            .insert(&keys::checkpoint(self.set.no, cp.seq)[..], encode_checkpoint(cp));
+        self.last_checkpoint = cp.seq;
     }
 
     /// Writes `next` as the entry's state and moves its index keys (by-value
@@ -419,7 +513,10 @@ impl<'a> Pending<'a> {
         Ok(slot)
     }
 
-    fn commit(mut self) -> Result<Applied, StoreError> {
+    pub(super) fn commit(mut self) -> Result<Applied, StoreError> {
+        if self.set.head_seq != self.last_checkpoint {
+            self.sign_head();
+        }
         self.set.head_digest = to_hex(&self.digest);
         self.batch
             .insert(keys::set(self.set.id().as_str()), set_bytes(&self.set)?);

@@ -166,3 +166,45 @@ pub async fn handshake_outcome(
             .to_owned(),
     }
 }
+
+impl TestNode {
+    /// This node's peer card, with its federation listener's real address.
+    pub fn card(&self) -> String {
+        let endpoint = self.node().addresses().federation.to_string();
+        hashfed::peers::PeerCard::of_node(&self.dir, &endpoint)
+            .unwrap()
+            .to_toml()
+            .unwrap()
+    }
+
+    /// Adds `other` as a peer of this node with these grants.
+    pub fn add_peer(&self, other: &TestNode, send: &[&str], accept: &[&str]) {
+        self.add_card(other.card(), send, accept);
+    }
+
+    /// Adds the peer with `card`.
+    pub fn add_card(&self, card: String, send: &[&str], accept: &[&str]) {
+        use hashfed::service::proto;
+        self.node()
+            .federation()
+            .add_peer(proto::AddPeerRequest {
+                card,
+                send: send.iter().map(|s| s.to_string()).collect(),
+                accept: accept.iter().map(|s| s.to_string()).collect(),
+            })
+            .unwrap();
+    }
+}
+
+/// Polls `check` every 10 ms until it holds or `limit` passes; returns how
+/// long it took.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check().then(|| started.elapsed())
+}

@@ -1,0 +1,219 @@
+//! `hashfed peer` and `hashfed set`: whom this node federates with, and
+//! who may receive its sets (through the admin service: see
+//! [`super::admin`]).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use hashfed::peers::PeerCard;
+use hashfed::service::proto;
+
+use super::admin::NodeAdmin;
+
+/// Arguments of `hashfed peer`.
+#[derive(Args, Debug)]
+pub struct PeerArgs {
+    /// The node directory.
+    #[arg(long, value_name = "DIR", global = true, required = false)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    action: PeerAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum PeerAction {
+    /// Write this node's peer card (public: hand it to the other node's operators).
+    Invite {
+        /// host:port where peers reach this node's federation listener
+        /// (default: listen.federation from hashfed.toml).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Write the card here instead of standard output.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+    /// Add a peer from its card, with what we send it and what we take from it.
+    Add {
+        /// The peer's card file.
+        card: PathBuf,
+        /// Set patterns we send it: `<origin>/<name>`, `<origin>/*` or `*` (repeatable).
+        #[arg(long)]
+        send: Vec<String>,
+        /// Set patterns we take from it (repeatable).
+        #[arg(long)]
+        accept: Vec<String>,
+    },
+    /// Replace what we send a peer and take from it.
+    Grant {
+        /// The peer's name.
+        name: String,
+        /// Set patterns we send it (repeatable; none: nothing).
+        #[arg(long)]
+        send: Vec<String>,
+        /// Set patterns we take from it (repeatable; none: nothing).
+        #[arg(long)]
+        accept: Vec<String>,
+    },
+    /// List peers, their grants, connections and sync state.
+    List,
+    /// Cut a peer off until resumed (closes its connections at once).
+    Suspend {
+        /// The peer's name.
+        name: String,
+    },
+    /// Let a suspended peer back in.
+    Resume {
+        /// The peer's name.
+        name: String,
+    },
+    /// Cut a peer off for good (closes its connections at once).
+    Revoke {
+        /// The peer's name.
+        name: String,
+    },
+}
+
+fn dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    dir.context("--dir DIR is required (the node directory)")
+}
+
+fn print_peer(p: &proto::Peer) {
+    println!(
+        "{}  {}  {}  {}  send=[{}] accept=[{}] connections={} sync={}",
+        p.name,
+        p.node_id,
+        p.endpoint,
+        p.status,
+        p.send.join(","),
+        p.accept.join(","),
+        p.open_connections,
+        p.sync
+    );
+}
+
+/// Runs `hashfed peer`.
+pub fn run(args: PeerArgs) -> anyhow::Result<ExitCode> {
+    let dir = dir(args.dir)?;
+    if let PeerAction::Invite { endpoint, out } = &args.action {
+        let endpoint = match endpoint {
+            Some(e) => e.clone(),
+            None => hashfed::identity::load_config(&dir)?.listen.federation,
+        };
+        let card = PeerCard::of_node(&dir, &endpoint)?.to_toml()?;
+        match out {
+            Some(path) => {
+                std::fs::write(path, card).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("peer card written to {}", path.display());
+            }
+            None => print!("{card}"),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut admin = NodeAdmin::open(&dir)?;
+    match args.action {
+        PeerAction::Invite { .. } => {}
+        PeerAction::Add { card, send, accept } => {
+            let card = std::fs::read_to_string(&card)
+                .with_context(|| format!("reading the peer card {}", card.display()))?;
+            let peer = admin.add_peer(proto::AddPeerRequest { card, send, accept })?;
+            print_peer(&peer);
+        }
+        PeerAction::Grant { name, send, accept } => {
+            let peer = admin.set_peer_grants(proto::SetPeerGrantsRequest { name, send, accept })?;
+            print_peer(&peer);
+        }
+        PeerAction::List => {
+            for p in admin.list_peers()?.peers {
+                print_peer(&p);
+            }
+        }
+        PeerAction::Suspend { name } => print_peer(&admin.set_peer_status(name, "suspended")?),
+        PeerAction::Resume { name } => print_peer(&admin.set_peer_status(name, "active")?),
+        PeerAction::Revoke { name } => print_peer(&admin.set_peer_status(name, "revoked")?),
+    }
+    admin.close()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `hashfed set`.
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// The node directory.
+    #[arg(long, value_name = "DIR", global = true, required = false)]
+    dir: Option<PathBuf>,
+    #[command(subcommand)]
+    action: SetAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum SetAction {
+    /// Change who may receive one of this node's own sets (signed anew).
+    Share {
+        /// The set, `<this node's name>/<name>`.
+        set: String,
+        /// Node ids that may ever receive it, or `*` (repeatable; none: any peer it is granted to).
+        #[arg(long = "with")]
+        share_with: Vec<String>,
+        /// Let receivers pass the set on to their own peers.
+        #[arg(long)]
+        reshare: bool,
+    },
+    /// Compare every shared set's head and digest with the peers that have it;
+    /// exit 1 if any differs.
+    Verify,
+    /// Feedback peers sent about this node's own entries.
+    Feedback,
+}
+
+/// Runs `hashfed set`.
+pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
+    let mut admin = NodeAdmin::open(&dir(args.dir)?)?;
+    let mut code = ExitCode::SUCCESS;
+    match args.action {
+        SetAction::Share {
+            set,
+            share_with,
+            reshare,
+        } => {
+            let s = admin.set_policy(proto::SetPolicyRequest {
+                set,
+                share_with,
+                reshare,
+            })?;
+            println!("{}  seq {}  {}", s.id, s.head_seq, s.info_json);
+        }
+        SetAction::Verify => {
+            let report = admin.verify_sets()?;
+            if report.comparisons.is_empty() {
+                println!("no set is shared with or taken from an active peer");
+            }
+            for c in report.comparisons {
+                println!(
+                    "{}  peer {}  local seq {}  peer seq {}  {}",
+                    c.set, c.peer, c.local_seq, c.peer_seq, c.verdict
+                );
+                if c.verdict != "equal" {
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+        SetAction::Feedback => {
+            for f in admin.received_feedback()?.items {
+                println!(
+                    "{}  {}  {}  {}  reporter {}  via {}  {}",
+                    f.set,
+                    f.entry_id,
+                    f.verdict,
+                    f.reason,
+                    f.reporter_node_id,
+                    f.via,
+                    if f.verified { "signature verified" } else { "reporter key unknown" }
+                );
+            }
+        }
+    }
+    admin.close()?;
+    Ok(code)
+}

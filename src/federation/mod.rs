@@ -1,0 +1,237 @@
+//! Federation: sets flowing between nodes over mutually authenticated
+//! gRPC, as their origins signed them.
+//!
+//! ```text
+//!  origin A                      relay B                         provider C
+//!  append ─▶ log + checkpoint    sync.rs: Subscribe(A) ─ new head ─▶ Pull(A, after cursor)
+//!  (store/federation.rs)           verify chain + A's signature, apply records and cursor
+//!          ▲                       in one batch ─▶ index          (same, from B)
+//!          │                     service.rs: Manifest / Pull / Subscribe for C, if A's
+//!          │                       signed policy allows re-sharing and B granted C
+//!          └──── outbox.rs: feedback notes, signed by C, passed hop by hop back to A
+//! ```
+//!
+//! * [`service`]: what peers call (policy checked on every call);
+//! * [`sync`]: one task per peer we accept sets from;
+//! * [`outbox`]: feedback travelling back toward origins.
+//!
+//! Trust: a set `<origin>/<name>` is checked against the signing key on
+//! `<origin>`'s peer card, whoever relays it, so a relay can delay records
+//! but not forge, alter, reorder or drop-and-replace them.
+
+pub mod manage;
+pub mod outbox;
+pub mod service;
+pub mod sync;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::database::Database;
+use crate::identity::peers::PeerTrust;
+use crate::identity::Config;
+use crate::model::signed::Signer;
+use crate::peers::{Peer, PeerRegistry};
+use crate::store::SetState;
+
+/// Why the federation could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// The peer registry.
+    #[error(transparent)]
+    Peers(#[from] crate::peers::PeerError),
+    /// Keys or certificates.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Signing what the node's own sets lack.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// What the federation's parts share.
+pub struct Federation {
+    dir: PathBuf,
+    config: Config,
+    db: Arc<Database>,
+    peers: Arc<PeerRegistry>,
+    trust: PeerTrust,
+    signer: Arc<Signer>,
+    /// Per peer: what our sync with it is doing (for `hashfed peer list`).
+    sync_status: Mutex<HashMap<String, String>>,
+    /// Cancelled when the node stops: background tasks and open
+    /// subscriptions end.
+    shutdown: CancellationToken,
+}
+
+impl Federation {
+    /// The federation of the node in `dir`.
+    pub fn new(
+        dir: &Path,
+        config: &Config,
+        db: Arc<Database>,
+        peers: Arc<PeerRegistry>,
+        trust: PeerTrust,
+        signer: Arc<Signer>,
+    ) -> Arc<Self> {
+        Arc::new(Federation {
+            dir: dir.to_owned(),
+            config: config.clone(),
+            db,
+            peers,
+            trust,
+            signer,
+            sync_status: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The federation of the node in `dir`: its peer registry, its signer
+    /// (set on `db`, which signs what its own sets lack), the TLS trust
+    /// for its peers, and the client certificate it dials peers with.
+    /// Starts nothing; see [`Federation::run`].
+    pub fn for_node(
+        dir: &Path,
+        config: &Config,
+        db: Arc<Database>,
+    ) -> Result<Arc<Self>, FederationError> {
+        let peers = Arc::new(PeerRegistry::open(dir, config)?);
+        let key = crate::identity::keys::read(dir)?;
+        let signer = Arc::new(Signer::new(&config.name, &config.node_id, key));
+        let signed = db.set_signer(signer.clone())?;
+        if !signed.is_empty() {
+            tracing::info!(sets = signed.len(), "signed the configuration and log checkpoints of own sets");
+        }
+        let trust = PeerTrust::new();
+        trust.replace(peers.trusted())?;
+        if !config.dev_certs {
+            crate::identity::client::ensure_peer_client_cert(dir)?;
+        }
+        Ok(Federation::new(dir, config, db, peers, trust, signer))
+    }
+
+    /// The peer registry.
+    pub fn peers(&self) -> &Arc<PeerRegistry> {
+        &self.peers
+    }
+
+    /// The TLS trust the federation listener uses.
+    pub fn trust(&self) -> &PeerTrust {
+        &self.trust
+    }
+
+    /// Whether `peer` may receive `set` from this node.
+    ///
+    /// Own sets: the peer is granted the set (its `send` patterns). Sets
+    /// from another origin: the same, and the origin's signed policy allows
+    /// re-sharing. Either way, if the origin's signed `share_with` lists
+    /// node ids, the peer's must be among them. Local-only sets (no signed
+    /// configuration: not named after this node, nor received) never leave.
+    pub fn may_see(&self, peer: &Peer, set: &SetState) -> bool {
+        if !peer.sends(set.id()) || set.signed_info.is_none() {
+            return false;
+        }
+        let own = set.upstream.is_none();
+        if !own && !set.info.policy.reshare {
+            return false;
+        }
+        if own && !self.signer.owns(set.id()) {
+            return false;
+        }
+        let share_with = &set.info.policy.share_with;
+        share_with.is_empty()
+            || share_with
+                .iter()
+                .any(|n| n == "*" || *n == peer.card.node_id)
+    }
+
+    /// The sets `peer` may receive.
+    pub fn visible(&self, peer: &Peer) -> Vec<SetState> {
+        self.db
+            .store()
+            .sets()
+            .into_iter()
+            .filter(|s| self.may_see(peer, s))
+            .collect()
+    }
+
+    /// Our sync with `peer`, in a word (or the last error).
+    pub fn sync_status(&self, peer: &str) -> String {
+        self.sync_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .cloned()
+            .unwrap_or_else(|| "idle".into())
+    }
+
+    fn set_sync_status(&self, peer: &str, status: String) {
+        self.sync_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer.to_owned(), status);
+    }
+
+    /// Ends the background work and every open subscription.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Runs the federation's background work until [`Federation::shutdown`]:
+    /// keeps the TLS trust equal to the registry, one sync task per peer
+    /// we accept sets from, and the feedback outbox.
+    pub async fn run(self: Arc<Self>) {
+        let stop = self.shutdown.clone();
+        let mut changes = self.peers.changes();
+        let mut tasks: HashMap<String, (Peer, CancellationToken)> = HashMap::new();
+        tokio::spawn(outbox::run(self.clone(), stop.clone()));
+        loop {
+            if let Err(e) = self.trust.replace(self.peers.trusted()) {
+                tracing::warn!(error = %e, "peer certificates could not be loaded");
+            }
+            let wanted: HashMap<String, Peer> = self
+                .peers
+                .list()
+                .into_iter()
+                .filter(|p| p.active() && !p.accept.is_empty())
+                .map(|p| (p.name().to_owned(), p))
+                .collect();
+            tasks.retain(|name, (peer, token)| {
+                let keep = wanted.get(name) == Some(peer);
+                if !keep {
+                    token.cancel();
+                    self.set_sync_status(name, "idle".into());
+                }
+                keep
+            });
+            for (name, peer) in wanted {
+                if !tasks.contains_key(&name) {
+                    let token = stop.child_token();
+                    tokio::spawn(sync::run(self.clone(), peer.clone(), token.clone()));
+                    tasks.insert(name, (peer, token));
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                changed = changes.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// The node directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<Database> {
+        &self.db
+    }
+
+    /// This node's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}

@@ -1,0 +1,82 @@
+//! Feedback on its way back to a set's origin, one hop at a time.
+//!
+//! Feedback given on this node about a received set (or passed to us by a
+//! downstream peer) waits in the store's outbox until the peer we pull that
+//! set from has acknowledged it; it survives restarts, and a peer that is
+//! down gets it when it comes back. The next hop either keeps it (it is the
+//! origin) or queues it the same way.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::service::feedback_item;
+use super::sync::connect;
+use super::Federation;
+use crate::service::proto;
+
+/// How often the outbox is looked at when nothing wakes it.
+const PERIOD: Duration = Duration::from_secs(2);
+
+/// Notes sent per call.
+const BATCH: usize = 256;
+
+/// Forwards the outbox until `stop` is cancelled.
+pub async fn run(fed: Arc<Federation>, stop: CancellationToken) {
+    let mut changes = fed.db.changes();
+    loop {
+        if let Err(e) = drain(&fed).await {
+            tracing::info!(error = %e, "feedback not forwarded yet; will retry");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = changes.changed() => {}
+            () = tokio::time::sleep(PERIOD) => {}
+        }
+    }
+}
+
+/// Sends what the outbox holds to each set's upstream peer.
+async fn drain(fed: &Federation) -> Result<(), String> {
+    let store = fed.db.store();
+    let items = store.outbox(BATCH).map_err(|e| e.to_string())?;
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut by_peer: HashMap<String, Vec<(Vec<u8>, proto::FeedbackItem)>> = HashMap::new();
+    let mut dropped = Vec::new();
+    for (key, note) in items {
+        match store.set(&note.set).and_then(|s| s.upstream) {
+            Some(peer) => by_peer
+                .entry(peer)
+                .or_default()
+                .push((key, feedback_item(&note))),
+            // The set is gone or became local: nobody to tell.
+            None => dropped.push(key),
+        }
+    }
+    store
+        .remove_from_outbox(&dropped)
+        .map_err(|e| e.to_string())?;
+    for (name, items) in by_peer {
+        let Some(peer) = fed.peers.get(&name).filter(|p| p.active()) else {
+            continue;
+        };
+        let mut client = connect(fed, &peer).await.map_err(|e| e.to_string())?;
+        let (keys, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let ack = client
+            .send_feedback(proto::FeedbackBatch { items })
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        for why in &ack.refused {
+            tracing::warn!(peer = %name, reason = %why, "peer refused forwarded feedback");
+        }
+        // Accepted or refused for good: either way it has been answered.
+        store.remove_from_outbox(&keys).map_err(|e| e.to_string())?;
+        tracing::info!(peer = %name, accepted = ack.accepted, "feedback forwarded toward origin");
+    }
+    Ok(())
+}

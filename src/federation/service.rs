@@ -1,0 +1,396 @@
+//! The federation service: what peers call. Every call starts by naming
+//! the caller (the active peer whose CA verified its certificate during the
+//! TLS handshake) and checks the set policy for every set it touches.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::Federation;
+use crate::identity::peers::PeerConnectInfo;
+use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
+use crate::model::{EntryId, SetId};
+use crate::peers::Peer;
+use crate::service::proto;
+use crate::service::proto::federation_server::Federation as FederationRpc;
+use crate::store::{ReceivedFeedback, SetState};
+
+/// Records per pull chunk (a chunk of PDQ records is about 100 KiB).
+const CHUNK_RECORDS: usize = 1024;
+
+/// How often an idle subscription re-checks that its peer is still active
+/// (revocation also closes the connection at once; this is the backstop).
+const SUBSCRIBE_RECHECK: Duration = Duration::from_secs(5);
+
+/// Most feedback items in one call.
+const MAX_FEEDBACK_ITEMS: usize = 1024;
+
+/// The federation service.
+pub struct FederationService {
+    fed: Arc<Federation>,
+}
+
+impl FederationService {
+    /// The service over `fed`.
+    pub fn new(fed: Arc<Federation>) -> Self {
+        FederationService { fed }
+    }
+
+    /// The calling peer, if it is known and active.
+    fn caller<T>(&self, request: &Request<T>) -> Result<Peer, Status> {
+        let info = request
+            .extensions()
+            .get::<PeerConnectInfo>()
+            .ok_or_else(|| Status::unauthenticated("no peer certificate on this connection"))?;
+        match self.fed.peers.get(&info.peer.name) {
+            Some(peer) if peer.active() && peer.card.node_id == info.peer.node_id => Ok(peer),
+            _ => {
+                tracing::info!(peer = %info.peer.name, "call from a peer that is not active refused");
+                Err(Status::permission_denied(format!(
+                    "peer {} is not an active peer of this node",
+                    info.peer.name
+                )))
+            }
+        }
+    }
+
+    /// A set the caller may see, or NOT_FOUND (never saying whether it
+    /// exists: a set it was not granted is none of its business).
+    fn visible_set(&self, peer: &Peer, set: &str) -> Result<SetState, Status> {
+        let id: SetId = set
+            .parse()
+            .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))?;
+        match self.fed.db.store().set(&id) {
+            Some(state) if self.fed.may_see(peer, &state) => Ok(state),
+            _ => {
+                tracing::info!(peer = %peer.name(), set = %id, "set not granted to peer");
+                Err(Status::not_found(format!("no set {id} for this peer")))
+            }
+        }
+    }
+
+    fn manifest(&self, peer: &Peer) -> proto::ManifestResponse {
+        proto::ManifestResponse {
+            sets: self.fed.visible(peer).iter().map(head).collect(),
+            node_id: self.fed.config.node_id.clone(),
+        }
+    }
+}
+
+/// A set's head as the manifest shows it.
+pub fn head(s: &SetState) -> proto::SetHead {
+    proto::SetHead {
+        set: s.id().to_string(),
+        head_seq: s.head_seq,
+        head_digest: s.digest().to_vec(),
+        info: s.signed_info.as_ref().map(signed_info),
+    }
+}
+
+/// Our signed configuration to the wire's.
+pub fn signed_info(s: &SignedInfo) -> proto::SignedInfo {
+    proto::SignedInfo {
+        json: s.json.clone(),
+        version: s.version,
+        signature: s.signature.clone(),
+    }
+}
+
+/// Our checkpoint to the wire's.
+pub fn checkpoint(c: &Checkpoint) -> proto::Checkpoint {
+    proto::Checkpoint {
+        seq: c.seq,
+        digest: c.digest.to_vec(),
+        signature: c.signature.to_vec(),
+    }
+}
+
+/// The wire's checkpoint to ours.
+pub fn checkpoint_from(c: &proto::Checkpoint) -> Result<Checkpoint, String> {
+    Ok(Checkpoint {
+        seq: c.seq,
+        digest: c
+            .digest
+            .as_slice()
+            .try_into()
+            .map_err(|_| "checkpoint digest is not 32 bytes".to_owned())?,
+        signature: c
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| "checkpoint signature is not 64 bytes".to_owned())?,
+    })
+}
+
+/// A feedback note to the wire's.
+pub fn feedback_item(n: &FeedbackNote) -> proto::FeedbackItem {
+    proto::FeedbackItem {
+        set: n.set.to_string(),
+        entry_id: n.entry.to_string(),
+        verdict: n.verdict.clone(),
+        reason: n.reason.clone(),
+        time_ms: n.time_ms,
+        reporter_node_id: n.reporter.clone(),
+        signature: n.signature.clone(),
+    }
+}
+
+fn feedback_note(i: &proto::FeedbackItem) -> Result<FeedbackNote, String> {
+    if !matches!(i.verdict.as_str(), "confirmed" | "false_positive") {
+        return Err("verdict must be confirmed or false_positive".into());
+    }
+    if i.reason.len() > 64 || i.reporter_node_id.len() > 64 || i.signature.len() > 128 {
+        return Err("a field is too long".into());
+    }
+    Ok(FeedbackNote {
+        set: i.set.parse().map_err(|e: crate::model::NameError| e.to_string())?,
+        entry: i
+            .entry_id
+            .parse()
+            .map_err(|e: crate::model::NameError| e.to_string())?,
+        verdict: i.verdict.clone(),
+        reason: i.reason.clone(),
+        time_ms: i.time_ms,
+        reporter: i.reporter_node_id.clone(),
+        signature: i.signature.clone(),
+    })
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FederationRpc for FederationService {
+    async fn manifest(
+        &self,
+        request: Request<proto::ManifestRequest>,
+    ) -> Result<Response<proto::ManifestResponse>, Status> {
+        let peer = self.caller(&request)?;
+        Ok(Response::new(self.manifest(&peer)))
+    }
+
+    type PullStream = BoxStream<proto::PullChunk>;
+
+    async fn pull(
+        &self,
+        request: Request<proto::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let peer = self.caller(&request)?;
+        let req = request.into_inner();
+        let state = self.visible_set(&peer, &req.set)?;
+        if req.after_seq > state.head_seq {
+            return Err(Status::failed_precondition(format!(
+                "you are at seq {} of {}; this node has only {}",
+                req.after_seq,
+                state.id(),
+                state.head_seq
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let fed = self.fed.clone();
+        let name = peer.name().to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Err(status) = send_log(&fed, &state, req.after_seq, &tx) {
+                tracing::info!(peer = %name, set = %state.id(), error = %status.message(), "pull ended early");
+                let _ = tx.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type SubscribeStream = BoxStream<proto::ManifestResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::ManifestRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let peer = self.caller(&request)?;
+        let info = request.extensions().get::<PeerConnectInfo>().cloned();
+        let (tx, rx) = mpsc::channel(4);
+        let fed = self.fed.clone();
+        let service = FederationService { fed: fed.clone() };
+        tokio::spawn(async move {
+            let mut sets = fed.db.changes();
+            let mut peers = fed.peers.changes();
+            let mut last = None;
+            let name = peer.name().to_owned();
+            loop {
+                let current = match fed.peers.get(&name) {
+                    Some(p) if p.active() && Some(&p.card.node_id) == info.as_ref().map(|i| &i.peer.node_id) => p,
+                    _ => {
+                        let _ = tx
+                            .send(Err(Status::permission_denied(format!(
+                                "peer {name} is no longer an active peer of this node"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                let manifest = service.manifest(&current);
+                if last.as_ref() != Some(&manifest) {
+                    if tx.send(Ok(manifest.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(manifest);
+                }
+                tokio::select! {
+                    () = fed.shutdown.cancelled() => return,
+                    () = tx.closed() => return,
+                    changed = sets.changed() => if changed.is_err() { return },
+                    changed = peers.changed() => if changed.is_err() { return },
+                    () = tokio::time::sleep(SUBSCRIBE_RECHECK) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        request: Request<proto::CheckpointRequest>,
+    ) -> Result<Response<proto::Checkpoint>, Status> {
+        let peer = self.caller(&request)?;
+        let req = request.into_inner();
+        let state = self.visible_set(&peer, &req.set)?;
+        match self.fed.db.store().checkpoint_at(state.id(), req.seq) {
+            Ok(Some(cp)) => Ok(Response::new(checkpoint(&cp))),
+            Ok(None) => Err(Status::not_found(format!(
+                "no checkpoint of {} at seq {}",
+                state.id(),
+                req.seq
+            ))),
+            Err(e) => Err(Status::internal(e.to_string())),
+        }
+    }
+
+    async fn send_feedback(
+        &self,
+        request: Request<proto::FeedbackBatch>,
+    ) -> Result<Response<proto::FeedbackAck>, Status> {
+        let peer = self.caller(&request)?;
+        let items = request.into_inner().items;
+        if items.len() > MAX_FEEDBACK_ITEMS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_FEEDBACK_ITEMS} feedback items per call, got {}",
+                items.len()
+            )));
+        }
+        let fed = self.fed.clone();
+        let ack = tokio::task::spawn_blocking(move || take_feedback(&fed, &peer, &items))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(ack))
+    }
+}
+
+/// Streams `state`'s log after `after_seq` up to its head, in chunks that
+/// end at the checkpoints.
+fn send_log(
+    fed: &Federation,
+    state: &SetState,
+    after_seq: u64,
+    tx: &mpsc::Sender<Result<proto::PullChunk, Status>>,
+) -> Result<(), Status> {
+    let store = fed.db.store();
+    let internal = |e: crate::store::StoreError| Status::internal(e.to_string());
+    let mut log = store.log(state.id(), after_seq).map_err(internal)?;
+    let mut next = after_seq + 1;
+    for cp in store.checkpoints(state.id(), after_seq).map_err(internal)? {
+        let cp = cp.map_err(internal)?;
+        if cp.seq > state.head_seq {
+            break;
+        }
+        while next <= cp.seq {
+            let first_seq = next;
+            let mut records = Vec::with_capacity(CHUNK_RECORDS);
+            while next <= cp.seq && records.len() < CHUNK_RECORDS {
+                let (seq, bytes) = log
+                    .next()
+                    .ok_or_else(|| Status::internal(format!("log of {} ends before seq {next}", state.id())))?
+                    .map_err(internal)?;
+                if seq != next {
+                    return Err(Status::internal(format!(
+                        "log of {} has a gap before seq {seq}",
+                        state.id()
+                    )));
+                }
+                records.push(bytes);
+                next += 1;
+            }
+            let chunk = proto::PullChunk {
+                first_seq,
+                records,
+                checkpoint: (next > cp.seq).then(|| checkpoint(&cp)),
+            };
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keeps or passes on feedback from `peer`.
+fn take_feedback(
+    fed: &Federation,
+    peer: &Peer,
+    items: &[proto::FeedbackItem],
+) -> Result<proto::FeedbackAck, Status> {
+    let store = fed.db.store();
+    let mut ack = proto::FeedbackAck::default();
+    for item in items {
+        let note = match feedback_note(item) {
+            Ok(n) => n,
+            Err(why) => {
+                ack.refused.push(why);
+                continue;
+            }
+        };
+        // Only about sets we sent this peer.
+        let Some(state) = store.set(&note.set).filter(|s| fed.may_see(peer, s)) else {
+            ack.refused.push(format!("set {} was not sent to you", note.set));
+            continue;
+        };
+        let reporter_key = fed.peers.by_node_id(&note.reporter).and_then(|p| p.card.key().ok());
+        let verified = match reporter_key {
+            Some(key) => match note.verify(&key) {
+                Ok(()) => true,
+                Err(_) => {
+                    tracing::warn!(peer = %peer.name(), "feedback with a bad reporter signature refused");
+                    ack.refused.push(format!(
+                        "feedback on {} does not carry a valid signature of its reporter",
+                        note.entry
+                    ));
+                    continue;
+                }
+            },
+            None => false,
+        };
+        let result = if state.upstream.is_none() {
+            if !entry_in(store, &note.entry, &note.set) {
+                ack.refused.push(format!("no entry {} in {}", note.entry, note.set));
+                continue;
+            }
+            store.receive_feedback(&ReceivedFeedback {
+                note,
+                via: peer.name().to_owned(),
+                verified,
+                received_ms: crate::database::now_ms(),
+            })
+        } else {
+            store.queue_feedback(&note)
+        };
+        result.map_err(|e| Status::internal(e.to_string()))?;
+        ack.accepted += 1;
+    }
+    tracing::info!(peer = %peer.name(), accepted = ack.accepted, refused = ack.refused.len(), "feedback received");
+    Ok(ack)
+}
+
+fn entry_in(store: &crate::store::Store, entry: &EntryId, set: &SetId) -> bool {
+    matches!(store.entry(entry), Ok(Some(e)) if &e.set == set)
+}

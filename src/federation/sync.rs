@@ -1,0 +1,252 @@
+//! Pulling sets from one peer: subscribe to its manifest, and whenever a
+//! set we accept has a head beyond ours, pull the records after our head,
+//! verify them against the origin's signed checkpoints and apply them.
+//!
+//! The set's head in our store is the cursor: records and head land in one
+//! batch, so a restart (even after SIGKILL) asks for exactly the records it
+//! lacks. Nothing is applied before the checkpoint that covers it has been
+//! verified with the origin's key; a chunk that fails is logged, nothing of
+//! it is kept, and the session starts over after a pause.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::VerifyingKey;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+use super::service::checkpoint_from;
+use super::Federation;
+use crate::model::signed::{verify_checkpoint, SignedInfo, CHECKPOINT_EVERY};
+use crate::model::SetId;
+use crate::peers::Peer;
+use crate::service::proto;
+use crate::service::proto::federation_client::FederationClient;
+use crate::service::MAX_MESSAGE_BYTES;
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Most records held unverified (a relay cannot make us buffer without
+/// bound by never sending a checkpoint).
+const MAX_UNVERIFIED: usize = 2 * CHECKPOINT_EVERY as usize;
+
+/// Why a sync session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Could not reach the peer.
+    #[error("connecting: {0}")]
+    Connect(String),
+    /// A call failed.
+    #[error("{0}")]
+    Rpc(#[from] tonic::Status),
+    /// What the peer sent does not hold up.
+    #[error("refused from {set}: {reason}")]
+    Refused {
+        /// The set.
+        set: String,
+        /// Why.
+        reason: String,
+    },
+    /// Our own store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// A client for `peer`'s federation service.
+pub async fn connect(fed: &Federation, peer: &Peer) -> Result<FederationClient<Channel>, SyncError> {
+    let endpoint = crate::identity::client::peer_endpoint(
+        &fed.dir,
+        &peer.card.endpoint,
+        &peer.card.node_id,
+        &peer.card.ca,
+    )
+    .map_err(|e| SyncError::Connect(e.to_string()))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| SyncError::Connect(format!("{e}: {}", source_chain(&e))))?;
+    Ok(FederationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut next = e.source();
+    while let Some(s) = next {
+        out.push_str(&s.to_string());
+        out.push_str("; ");
+        next = s.source();
+    }
+    out
+}
+
+/// Syncs from `peer` until `stop` is cancelled, reconnecting with backoff.
+pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
+    let name = peer.name().to_owned();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        let outcome = tokio::select! {
+            () = stop.cancelled() => return,
+            outcome = session(&fed, &peer) => outcome,
+        };
+        match outcome {
+            Ok(()) => {
+                fed.set_sync_status(&name, "disconnected".into());
+                tracing::info!(peer = %name, "subscription ended; reconnecting");
+            }
+            Err(e) => {
+                fed.set_sync_status(&name, e.to_string());
+                tracing::warn!(peer = %name, error = %e, "sync with peer failed");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// One connection: subscribe, then follow the manifest.
+async fn session(fed: &Federation, peer: &Peer) -> Result<(), SyncError> {
+    let mut client = connect(fed, peer).await?;
+    let mut manifests = client
+        .subscribe(proto::ManifestRequest {})
+        .await?
+        .into_inner();
+    fed.set_sync_status(peer.name(), "connected".into());
+    tracing::info!(peer = %peer.name(), "subscribed");
+    while let Some(manifest) = manifests.message().await? {
+        for head in manifest.sets {
+            sync_set(fed, peer, &mut client, head).await?;
+        }
+        fed.set_sync_status(peer.name(), "connected".into());
+    }
+    Ok(())
+}
+
+/// Brings one set up to the head the peer announced, if we take it.
+async fn sync_set(
+    fed: &Federation,
+    peer: &Peer,
+    client: &mut FederationClient<Channel>,
+    head: proto::SetHead,
+) -> Result<(), SyncError> {
+    let Ok(set) = head.set.parse::<SetId>() else {
+        tracing::warn!(peer = %peer.name(), "manifest names a malformed set id; ignored");
+        return Ok(());
+    };
+    if !peer.accepts(&set) || set.origin() == fed.config.name {
+        return Ok(());
+    }
+    let refused = |reason: String| SyncError::Refused {
+        set: set.to_string(),
+        reason,
+    };
+    let Some(key) = fed.peers.origin_key(set.origin()) else {
+        tracing::debug!(peer = %peer.name(), set = %set, "origin unknown here (no active card); set ignored");
+        return Ok(());
+    };
+    let wire = head
+        .info
+        .ok_or_else(|| refused("no signed configuration".into()))?;
+    let signed = SignedInfo {
+        json: wire.json,
+        version: wire.version,
+        signature: wire.signature,
+    };
+    let info = signed.verify(&key).map_err(|e| {
+        tracing::warn!(peer = %peer.name(), set = %set, error = %e, "set configuration refused");
+        refused(format!("configuration: {e}"))
+    })?;
+    if info.id != set {
+        return Err(refused("configuration is for another set".into()));
+    }
+    let store = fed.db.store();
+    let local = match store.set(&set) {
+        Some(local) if local.upstream.is_none() => {
+            tracing::warn!(peer = %peer.name(), set = %set, "a set of the same id was written here; not syncing it");
+            return Ok(());
+        }
+        Some(local)
+            if local
+                .signed_info
+                .as_ref()
+                .is_some_and(|s| s.version >= signed.version) =>
+        {
+            local
+        }
+        _ => {
+            let (db, name) = (fed.db.clone(), peer.name().to_owned());
+            tokio::task::spawn_blocking(move || db.receive_set(info, signed, &name))
+                .await
+                .map_err(|e| SyncError::Store(e.to_string()))?
+                .map_err(|e| SyncError::Store(e.to_string()))?
+        }
+    };
+    if head.head_seq > local.head_seq {
+        pull(fed, peer, client, &set, &key, local.head_seq).await?;
+    } else if head.head_seq == local.head_seq && head.head_digest != local.digest() {
+        tracing::warn!(peer = %peer.name(), set = %set, seq = local.head_seq, "peer's log differs from ours at the same head");
+    }
+    Ok(())
+}
+
+/// Pulls `set` after `after_seq` and applies it checkpoint by checkpoint.
+async fn pull(
+    fed: &Federation,
+    peer: &Peer,
+    client: &mut FederationClient<Channel>,
+    set: &SetId,
+    key: &VerifyingKey,
+    after_seq: u64,
+) -> Result<(), SyncError> {
+    let mut stream = client
+        .pull(proto::PullRequest {
+            set: set.to_string(),
+            after_seq,
+        })
+        .await?
+        .into_inner();
+    let refused = |reason: String| {
+        tracing::warn!(peer = %peer.name(), set = %set, reason = %reason, "records refused");
+        SyncError::Refused {
+            set: set.to_string(),
+            reason,
+        }
+    };
+    let mut expected = after_seq + 1;
+    let mut buffer: Vec<Vec<u8>> = Vec::new();
+    while let Some(chunk) = stream.message().await? {
+        if chunk.first_seq != expected {
+            return Err(refused(format!(
+                "chunk starts at seq {} where {expected} was next",
+                chunk.first_seq
+            )));
+        }
+        expected += chunk.records.len() as u64;
+        buffer.extend(chunk.records);
+        if buffer.len() > MAX_UNVERIFIED {
+            return Err(refused(format!(
+                "more than {MAX_UNVERIFIED} records without a checkpoint"
+            )));
+        }
+        let Some(cp) = chunk.checkpoint else { continue };
+        let cp = checkpoint_from(&cp).map_err(refused)?;
+        verify_checkpoint(key, set, &cp).map_err(|e| {
+            refused(format!("checkpoint at seq {}: {e}", cp.seq))
+        })?;
+        let records = std::mem::take(&mut buffer);
+        let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
+        tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &cp, &name))
+            .await
+            .map_err(|e| SyncError::Store(e.to_string()))?
+            .map_err(|e| match e {
+                crate::store::StoreError::Rejected(reason) => refused(reason),
+                other => SyncError::Store(other.to_string()),
+            })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Peers: the other nodes this node knows, and what it shares with each.
+//!
+//! Operators decide whom to trust. A peer is added from its card
+//! ([`card`]) with two lists of set patterns: what we **send** it and what
+//! we **accept** from it. Both sides add each other; a connection needs
+//! both, since each side's TLS pins the other's CA. A peer is `active`,
+//! `suspended` (its connections are closed and refused until resumed) or
+//! `revoked` (final).
+//!
+//! A peer's card also makes it a known **origin**: records of sets named
+//! `<its name>/...` are checked against its signing key, whichever node
+//! relays them. A node can therefore hold the card of an origin it never
+//! connects to (no grants), just to trust that origin's sets arriving
+//! through a relay.
+//!
+//! The registry lives in `DIR/peers.toml`, rewritten atomically (temporary
+//! file, fsync, rename) on every change; the running node owns it, and the
+//! CLI changes it through the node's admin socket.
+
+pub mod card;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+use serde::{Deserialize, Serialize};
+
+pub use card::PeerCard;
+
+use crate::identity::peers::TrustedPeer;
+use crate::identity::{Config, IdentityError};
+use crate::model::SetId;
+
+/// Why a peer operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// Reading or writing the registry failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What happened.
+        source: std::io::Error,
+    },
+    /// A card, pattern or status that does not parse or is not allowed.
+    #[error("{0}")]
+    Invalid(String),
+    /// No peer of that name.
+    #[error("no peer named {0:?}")]
+    Unknown(String),
+    /// The peer was revoked; that is final.
+    #[error("peer {0:?} was revoked; revocation is final (a new node key means a new card)")]
+    Revoked(String),
+    /// Another peer already has this name or node id.
+    #[error("{0}")]
+    Conflict(String),
+    /// The node's own identity files.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+}
+
+/// Where a peer stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerStatus {
+    /// Connects, sends and receives as granted.
+    Active,
+    /// Temporarily cut off: connections closed and refused, nothing synced.
+    Suspended,
+    /// Cut off for good.
+    Revoked,
+}
+
+impl PeerStatus {
+    /// The status as the CLI and the admin service name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerStatus::Active => "active",
+            PeerStatus::Suspended => "suspended",
+            PeerStatus::Revoked => "revoked",
+        }
+    }
+
+    /// Parses `active`, `suspended` or `revoked`.
+    pub fn parse(s: &str) -> Result<Self, PeerError> {
+        match s {
+            "active" => Ok(PeerStatus::Active),
+            "suspended" => Ok(PeerStatus::Suspended),
+            "revoked" => Ok(PeerStatus::Revoked),
+            other => Err(PeerError::Invalid(format!(
+                "peer status {:?} must be active, suspended or revoked",
+                other.chars().take(40).collect::<String>()
+            ))),
+        }
+    }
+}
+
+/// A known peer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its card.
+    pub card: PeerCard,
+    /// Where it stands.
+    pub status: PeerStatus,
+    /// Set patterns we send it.
+    #[serde(default)]
+    pub send: Vec<String>,
+    /// Set patterns we take from it.
+    #[serde(default)]
+    pub accept: Vec<String>,
+    /// When it was added, ms since the epoch.
+    pub added_ms: u64,
+}
+
+impl Peer {
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.card.name
+    }
+
+    /// Whether it is active.
+    pub fn active(&self) -> bool {
+        self.status == PeerStatus::Active
+    }
+
+    /// Whether our grants let it receive `set` (the set policy is checked
+    /// separately).
+    pub fn sends(&self, set: &SetId) -> bool {
+        self.active() && self.send.iter().any(|p| pattern_matches(p, set))
+    }
+
+    /// Whether we take `set` from it.
+    pub fn accepts(&self, set: &SetId) -> bool {
+        self.active() && self.accept.iter().any(|p| pattern_matches(p, set))
+    }
+}
+
+/// `*`, `<origin>/*` or an exact set id.
+pub fn pattern_matches(pattern: &str, set: &SetId) -> bool {
+    match pattern.strip_suffix("/*") {
+        _ if pattern == "*" => true,
+        Some(origin) => set.origin() == origin,
+        None => pattern == set.as_str(),
+    }
+}
+
+/// Refuses patterns that could never match anything.
+pub fn check_patterns(patterns: &[String]) -> Result<(), PeerError> {
+    for p in patterns {
+        let ok = p == "*"
+            || match p.strip_suffix("/*") {
+                Some(origin) => SetId::new(origin, "x").is_ok(),
+                None => p.parse::<SetId>().is_ok(),
+            };
+        if !ok {
+            return Err(PeerError::Invalid(format!(
+                "set pattern {:?} must be `*`, `<origin>/*` or `<origin>/<name>`",
+                p.chars().take(140).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct File {
+    #[serde(default)]
+    peer: Vec<Peer>,
+}
+
+/// The node's peers, persisted in `DIR/peers.toml`.
+pub struct PeerRegistry {
+    path: PathBuf,
+    own_name: String,
+    own_node_id: String,
+    peers: RwLock<BTreeMap<String, Peer>>,
+    /// Bumped on every change; the federation follows it (connections,
+    /// sync tasks, subscriptions).
+    version: tokio::sync::watch::Sender<u64>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeerError + '_ {
+    move |source| PeerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl PeerRegistry {
+    /// Loads the registry of the node in `dir` (empty if none yet).
+    pub fn open(dir: &Path, config: &Config) -> Result<Self, PeerError> {
+        let path = dir.join("peers.toml");
+        let file: File = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| PeerError::Invalid(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => File::default(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        let mut peers = BTreeMap::new();
+        for peer in file.peer {
+            peers.insert(peer.card.name.clone(), peer);
+        }
+        Ok(PeerRegistry {
+            path,
+            own_name: config.name.clone(),
+            own_node_id: config.node_id.clone(),
+            peers: RwLock::new(peers),
+            version: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Every peer, by name.
+    pub fn list(&self) -> Vec<Peer> {
+        self.read().values().cloned().collect()
+    }
+
+    /// One peer.
+    pub fn get(&self, name: &str) -> Option<Peer> {
+        self.read().get(name).cloned()
+    }
+
+    /// The active peer with this node id.
+    pub fn by_node_id(&self, node_id: &str) -> Option<Peer> {
+        self.read()
+            .values()
+            .find(|p| p.card.node_id == node_id)
+            .cloned()
+    }
+
+    /// The signing key of the origin named `origin`, if it is a known,
+    /// active peer.
+    pub fn origin_key(&self, origin: &str) -> Option<ed25519_dalek::VerifyingKey> {
+        self.read()
+            .get(origin)
+            .filter(|p| p.active())
+            .and_then(|p| p.card.key().ok())
+    }
+
+    /// What the federation listener's TLS trusts: every peer, active or not
+    /// (inactive ones are refused and their connections closed).
+    pub fn trusted(&self) -> Vec<TrustedPeer> {
+        self.read()
+            .values()
+            .map(|p| TrustedPeer {
+                name: p.card.name.clone(),
+                node_id: p.card.node_id.clone(),
+                ca_pem: p.card.ca.clone(),
+                active: p.active(),
+            })
+            .collect()
+    }
+
+    /// A receiver that sees a new value after every change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Adds a peer from its card. Adding the same card again replaces its
+    /// grants; another card under a known name or node id is refused, and
+    /// so is a revoked node.
+    pub fn add(
+        &self,
+        card: PeerCard,
+        send: Vec<String>,
+        accept: Vec<String>,
+        now_ms: u64,
+    ) -> Result<Peer, PeerError> {
+        check_patterns(&send)?;
+        check_patterns(&accept)?;
+        if card.node_id == self.own_node_id || card.name == self.own_name {
+            return Err(PeerError::Conflict(format!(
+                "the card of {} is this node's own",
+                card.name
+            )));
+        }
+        self.change(|peers| {
+            if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
+                if same.status == PeerStatus::Revoked {
+                    return Err(PeerError::Revoked(same.card.name.clone()));
+                }
+                if same.card != card {
+                    return Err(PeerError::Conflict(format!(
+                        "node {} is already a peer as {:?} with another card; revoke it first",
+                        card.node_id, same.card.name
+                    )));
+                }
+            } else if peers.contains_key(&card.name) {
+                return Err(PeerError::Conflict(format!(
+                    "another node is already a peer under the name {:?}",
+                    card.name
+                )));
+            }
+            let peer = Peer {
+                status: peers
+                    .get(&card.name)
+                    .map_or(PeerStatus::Active, |p| p.status),
+                added_ms: peers.get(&card.name).map_or(now_ms, |p| p.added_ms),
+                card,
+                send,
+                accept,
+            };
+            peers.insert(peer.card.name.clone(), peer.clone());
+            Ok(peer)
+        })
+    }
+
+    /// Replaces what we send a peer and take from it.
+    pub fn set_grants(
+        &self,
+        name: &str,
+        send: Vec<String>,
+        accept: Vec<String>,
+    ) -> Result<Peer, PeerError> {
+        check_patterns(&send)?;
+        check_patterns(&accept)?;
+        self.change(|peers| {
+            let peer = peers
+                .get_mut(name)
+                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+            peer.send = send;
+            peer.accept = accept;
+            Ok(peer.clone())
+        })
+    }
+
+    /// Suspends, resumes or revokes a peer.
+    pub fn set_status(&self, name: &str, status: PeerStatus) -> Result<Peer, PeerError> {
+        self.change(|peers| {
+            let peer = peers
+                .get_mut(name)
+                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+            if peer.status == PeerStatus::Revoked && status != PeerStatus::Revoked {
+                return Err(PeerError::Revoked(name.to_owned()));
+            }
+            peer.status = status;
+            if status == PeerStatus::Revoked {
+                peer.send.clear();
+                peer.accept.clear();
+            }
+            Ok(peer.clone())
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to a copy, saves it, then makes it current: a failed
+    /// save leaves both the file and the registry as they were.
+    fn change<T>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<String, Peer>) -> Result<T, PeerError>,
+    ) -> Result<T, PeerError> {
+        let mut guard = self.peers.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = guard.clone();
+        let out = f(&mut next)?;
+        self.save(&next)?;
+        *guard = next;
+        drop(guard);
+        self.version.send_modify(|v| *v += 1);
+        Ok(out)
+    }
+
+    fn save(&self, peers: &BTreeMap<String, Peer>) -> Result<(), PeerError> {
+        let file = File {
+            peer: peers.values().cloned().collect(),
+        };
+        let text = toml::to_string(&file).map_err(|e| PeerError::Invalid(e.to_string()))?;
+        let tmp = self.path.with_extension("toml.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(b"# hashfed peers: managed by `hashfed peer ...`\n")
+                .and_then(|()| f.write_all(text.as_bytes()))
+                .and_then(|()| f.sync_all())
+                .map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        if let Some(parent) = self.path.parent() {
+            if let Ok(d) = std::fs::File::open(parent) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(tmp: &Path, name: &str) -> (PathBuf, Config, PeerCard) {
+        let dir = tmp.join(name);
+        let init = crate::identity::init(&dir, name).unwrap();
+        let card = PeerCard::of_node(&dir, "127.0.0.1:1").unwrap();
+        (dir, init.config, card)
+    }
+
+    #[test]
+    fn add_grant_suspend_revoke_persist() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, config, own) = node(tmp.path(), "a");
+        let (_, _, b) = node(tmp.path(), "b");
+        let reg = PeerRegistry::open(&dir, &config).unwrap();
+        let mut changes = reg.changes();
+        assert!(reg.add(own, vec![], vec![], 1).is_err());
+        reg.add(b.clone(), vec!["a/*".into()], vec!["*".into()], 1)
+            .unwrap();
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        let set: SetId = "a/list".parse().unwrap();
+        assert!(reg.get("b").unwrap().sends(&set));
+        assert!(!reg.get("b").unwrap().sends(&"c/list".parse().unwrap()));
+        assert!(reg.origin_key("b").is_some());
+        assert!(reg
+            .add(b.clone(), vec!["../x".into()], vec![], 1)
+            .is_err());
+
+        reg.set_status("b", PeerStatus::Suspended).unwrap();
+        assert!(!reg.get("b").unwrap().sends(&set));
+        assert!(reg.origin_key("b").is_none());
+        assert!(!reg.trusted()[0].active);
+
+        let again = PeerRegistry::open(&dir, &config).unwrap();
+        assert_eq!(again.get("b").unwrap().status, PeerStatus::Suspended);
+        again.set_status("b", PeerStatus::Revoked).unwrap();
+        assert!(matches!(
+            again.set_status("b", PeerStatus::Active),
+            Err(PeerError::Revoked(_))
+        ));
+        assert!(matches!(
+            again.add(b, vec![], vec![], 2),
+            Err(PeerError::Revoked(_))
+        ));
+        assert!(matches!(
+            again.set_status("nobody", PeerStatus::Active),
+            Err(PeerError::Unknown(_))
+        ));
+    }
+
+    #[test]
+    fn patterns() {
+        let set: SetId = "o/n".parse().unwrap();
+        assert!(pattern_matches("*", &set));
+        assert!(pattern_matches("o/*", &set));
+        assert!(pattern_matches("o/n", &set));
+        assert!(!pattern_matches("o/m", &set));
+        assert!(!pattern_matches("p/*", &set));
+        assert!(check_patterns(&["*".into(), "o/*".into(), "o/n".into()]).is_ok());
+        for bad in ["", "o", "o/", "/*", "a/b/c", "*/*"] {
+            assert!(check_patterns(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}

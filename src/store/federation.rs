@@ -1,0 +1,417 @@
+//! The store's side of federation: origin-signed checkpoints, signed set
+//! configurations, and received sets, whose records are applied verbatim.
+//!
+//! **Own sets** (origin = this node's name, written here) get a checkpoint
+//! signed in the same batch as the records it covers: at the end of every
+//! write and at least every [`CHECKPOINT_EVERY`] records, so every head has
+//! one. **Received sets** take records only through
+//! [`Store::apply_remote`], which recomputes the chain over the records and
+//! refuses the whole batch unless the digest at the end equals the
+//! origin's checkpoint (whose signature the caller has checked). Records,
+//! entry states, index keys, the set's head (the sync cursor) and the
+//! checkpoint land in one sled batch: after a crash the set is at the old
+//! checkpoint or the new one, never in between, so a restart resumes from
+//! the head and fetches nothing twice.
+
+use std::sync::Arc;
+
+use super::keys;
+use super::state::SetState;
+use super::write::{Applied, Pending};
+use super::{set_bytes, Store, StoreError};
+use crate::model::record::{chain_digest, genesis_digest};
+use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer, CHECKPOINT_EVERY};
+use crate::model::{SetId, SetInfo, SetPolicy};
+
+/// Checkpoint bytes as stored: digest then signature.
+pub(super) fn encode_checkpoint(cp: &Checkpoint) -> Vec<u8> {
+    let mut v = Vec::with_capacity(96);
+    v.extend_from_slice(&cp.digest);
+    v.extend_from_slice(&cp.signature);
+    v
+}
+
+fn decode_checkpoint(seq: u64, bytes: &[u8]) -> Result<Checkpoint, StoreError> {
+    if bytes.len() != 96 {
+        return Err(StoreError::Corrupt(format!(
+            "checkpoint at seq {seq} is {} bytes",
+            bytes.len()
+        )));
+    }
+    let mut digest = [0; 32];
+    let mut signature = [0; 64];
+    digest.copy_from_slice(&bytes[..32]);
+    signature.copy_from_slice(&bytes[32..]);
+    Ok(Checkpoint {
+        seq,
+        digest,
+        signature,
+    })
+}
+
+impl Store {
+    /// Makes this node the origin of sets named after `signer`: their
+    /// writes get signed checkpoints from now on. Call
+    /// [`Store::sign_missing`] next for what was written before.
+    pub fn set_signer(&self, signer: Arc<Signer>) {
+        *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
+    }
+
+    /// The signer, if this node is the origin of `set`.
+    pub(super) fn signer_for(&self, set: &SetState) -> Option<Arc<Signer>> {
+        if set.upstream.is_some() {
+            return None;
+        }
+        let signer = self.signer.read().unwrap_or_else(|p| p.into_inner());
+        signer.as_ref().filter(|s| s.owns(set.id())).cloned()
+    }
+
+    /// Whether `set` is one of this node's own, shareable sets (origin is
+    /// this node and a signer is set).
+    pub fn is_own(&self, set: &SetState) -> bool {
+        self.signer_for(set).is_some()
+    }
+
+    /// The checkpoint at exactly `seq`, if there is one.
+    pub fn checkpoint_at(&self, set: &SetId, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
+        let state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        match self.tree.get(keys::checkpoint(state.no, seq))? {
+            Some(bytes) => Ok(Some(decode_checkpoint(seq, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A set's checkpoints after `after_seq`, in order.
+    pub fn checkpoints(
+        &self,
+        set: &SetId,
+        after_seq: u64,
+    ) -> Result<impl Iterator<Item = Result<Checkpoint, StoreError>> + '_, StoreError> {
+        let state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        let start = keys::checkpoint(state.no, after_seq.saturating_add(1));
+        let mut prefix = keys::log_prefix(state.no);
+        prefix[0] = keys::CHECKPOINT;
+        let end = keys::prefix_end(&prefix).unwrap_or_default();
+        Ok(self.tree.range(start.to_vec()..end).map(|kv| {
+            let (k, v) = kv?;
+            let seq = keys::seq_of(&k)
+                .ok_or_else(|| StoreError::Corrupt("short checkpoint key".into()))?;
+            decode_checkpoint(seq, &v)
+        }))
+    }
+
+    /// Signs what this node's own sets lack: the configuration (again,
+    /// with a higher version, when it changed) and checkpoints over logs
+    /// written before the node had its signer (every
+    /// [`CHECKPOINT_EVERY`] records and at the head). Returns the sets
+    /// changed.
+    pub fn sign_missing(&self) -> Result<Vec<SetId>, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut changed = Vec::new();
+        for mut state in self.sets() {
+            let Some(signer) = self.signer_for(&state) else {
+                continue;
+            };
+            let mut batch = sled::Batch::default();
+            let mut dirty = self.sign_info(&signer, &mut state)?;
+            if state.head_seq > 0
+                && self
+                    .tree
+                    .get(keys::checkpoint(state.no, state.head_seq))?
+                    .is_none()
+            {
+                let mut digest = genesis_digest(state.id());
+                for item in self.log(state.id(), 0)? {
+                    let (seq, bytes) = item?;
+                    digest = chain_digest(&digest, &bytes);
+                    if seq % CHECKPOINT_EVERY == 0 || seq == state.head_seq {
+                        let key = keys::checkpoint(state.no, seq);
+                        if self.tree.get(key)?.is_none() {
+                            let cp = signer.checkpoint(state.id(), seq, digest);
+                            batch.insert(&key[..], encode_checkpoint(&cp));
+                        }
+                    }
+                }
+                if digest != state.digest() {
+                    return Err(StoreError::Corrupt(format!(
+                        "set {}: the log's chain does not end at the stored head digest",
+                        state.id()
+                    )));
+                }
+                dirty = true;
+            }
+            if dirty {
+                batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
+                let generation = self.next_generation(&mut batch);
+                self.tree.apply_batch(batch)?;
+                self.generation
+                    .store(generation, std::sync::atomic::Ordering::SeqCst);
+                changed.push(state.id().clone());
+                self.cache_set(state);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Signs `state.info` unless its current signature already covers it.
+    pub(super) fn sign_info(&self, signer: &Signer, state: &mut SetState) -> Result<bool, StoreError> {
+        let current = serde_json::to_string(&state.info)
+            .map_err(|e| StoreError::Corrupt(format!("set info: {e}")))?;
+        if state.signed_info.as_ref().is_some_and(|s| s.json == current) {
+            return Ok(false);
+        }
+        let version = state.signed_info.as_ref().map_or(1, |s| s.version + 1);
+        state.signed_info = Some(
+            signer
+                .info(&state.info, version)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        Ok(true)
+    }
+
+    /// Changes who may receive one of this node's own sets; the new policy
+    /// is signed with the next version.
+    pub fn set_policy(&self, set: &SetId, policy: SetPolicy) -> Result<SetState, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        if let Some(peer) = &state.upstream {
+            return Err(StoreError::Received {
+                set: set.clone(),
+                peer: peer.clone(),
+            });
+        }
+        state.info.policy = policy;
+        if let Some(signer) = self.signer_for(&state) {
+            self.sign_info(&signer, &mut state)?;
+        }
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::set(set.as_str()), set_bytes(&state)?);
+        let generation = self.next_generation(&mut batch);
+        self.tree.apply_batch(batch)?;
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+        self.cache_set(state.clone());
+        Ok(state)
+    }
+
+    /// Records a set received from `peer` (created on first sight), with
+    /// the configuration its origin signed (already verified by the
+    /// caller). An older or equal version than the one held changes
+    /// nothing: a relay cannot roll a policy back.
+    pub fn receive_set(
+        &self,
+        info: SetInfo,
+        signed: SignedInfo,
+        peer: &str,
+        now_ms: u64,
+    ) -> Result<SetState, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        let state = match self.set(&info.id) {
+            Some(existing) if existing.upstream.is_none() => {
+                return Err(StoreError::SetExists(info.id));
+            }
+            Some(existing)
+                if existing
+                    .signed_info
+                    .as_ref()
+                    .is_some_and(|s| s.version >= signed.version) =>
+            {
+                return Ok(existing);
+            }
+            Some(mut existing) => {
+                existing.info = info;
+                existing.signed_info = Some(signed);
+                existing
+            }
+            None => {
+                let no = self.counter(keys::NEXT_SET)?;
+                if no >= u64::from(u32::MAX) {
+                    return Err(StoreError::Full("sets"));
+                }
+                batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
+                tracing::info!(set = %info.id, peer, "set received");
+                SetState {
+                    head_digest: crate::signal::exact::to_hex(&genesis_digest(&info.id)),
+                    info,
+                    no: no as u32,
+                    head_seq: 0,
+                    matchable: 0,
+                    created_ms: now_ms,
+                    signed_info: Some(signed),
+                    upstream: Some(peer.to_owned()),
+                }
+            }
+        };
+        batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
+        let generation = self.next_generation(&mut batch);
+        self.tree.apply_batch(batch)?;
+        self.generation
+            .store(generation, std::sync::atomic::Ordering::SeqCst);
+        self.cache_set(state.clone());
+        Ok(state)
+    }
+
+    /// Appends records of a received set exactly as its origin wrote them,
+    /// up to `checkpoint`, whose signature the caller has verified with the
+    /// origin's key. Refused as a whole (nothing written) unless the
+    /// records continue the log at its head, contiguously, and the chain
+    /// over them ends at the checkpoint's digest.
+    pub fn apply_remote(
+        &self,
+        set: &SetId,
+        records: &[Vec<u8>],
+        checkpoint: &Checkpoint,
+        peer: &str,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .set(set)
+            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
+        if state.upstream.is_none() {
+            return Err(StoreError::Rejected(format!(
+                "{set} is written on this node; it takes no records from peers"
+            )));
+        }
+        if checkpoint.seq != state.head_seq + records.len() as u64 {
+            return Err(StoreError::Rejected(format!(
+                "{} records after seq {} do not end at the checkpoint's seq {}",
+                records.len(),
+                state.head_seq,
+                checkpoint.seq
+            )));
+        }
+        state.upstream = Some(peer.to_owned());
+        // Entry times come from the records themselves.
+        let mut p = Pending::new(self, state, 0)?;
+        for bytes in records {
+            p.apply_verbatim(bytes)?;
+        }
+        if p.digest() != checkpoint.digest {
+            return Err(StoreError::Rejected(format!(
+                "the chain over records {}..={} does not match the origin's signed checkpoint: \
+                 records were altered, dropped, reordered or forged",
+                checkpoint.seq + 1 - records.len() as u64,
+                checkpoint.seq
+            )));
+        }
+        p.put_checkpoint(checkpoint);
+        p.commit()
+    }
+}
+
+/// Feedback an origin received about one of its entries.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReceivedFeedback {
+    /// The note as its reporter signed it.
+    pub note: FeedbackNote,
+    /// The peer it arrived from.
+    pub via: String,
+    /// Whether the reporter's signature was checked (its key is known).
+    pub verified: bool,
+    /// When it arrived, ms since the epoch.
+    pub received_ms: u64,
+}
+
+/// The outbox key and value for `note`: `o` + time + a unique tail, so the
+/// outbox drains in the order feedback was given.
+pub(super) fn outbox_item(
+    note: &FeedbackNote,
+    unique: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), StoreError> {
+    let mut key = Vec::with_capacity(9 + unique.len());
+    key.push(keys::OUTBOX);
+    key.extend_from_slice(&note.time_ms.to_be_bytes());
+    key.extend_from_slice(unique);
+    let value =
+        serde_json::to_vec(note).map_err(|e| StoreError::Corrupt(format!("feedback: {e}")))?;
+    Ok((key, value))
+}
+
+impl Store {
+    /// The note to send toward the origin for feedback on `record`, if its
+    /// set was received from a peer and this node can sign.
+    pub(super) fn note_for_origin(&self, record: &super::matches::MatchRecord) -> Option<FeedbackNote> {
+        let set = self.set(&record.set)?;
+        set.upstream.as_ref()?;
+        let feedback = record.feedback.as_ref()?;
+        let signer = self.signer.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let verdict = serde_json::to_value(feedback.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))?;
+        Some(signer.feedback(FeedbackNote {
+            set: record.set.clone(),
+            entry: record.entry,
+            verdict,
+            reason: feedback.reason.clone(),
+            time_ms: feedback.time_ms,
+            reporter: String::new(),
+            signature: String::new(),
+        }))
+    }
+
+    /// Queues feedback that arrived from a downstream peer about a set this
+    /// node received too: it goes on toward the origin.
+    pub fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {
+        let mut unique = note.entry.0.to_vec();
+        unique.extend_from_slice(note.reporter.as_bytes());
+        let (key, value) = outbox_item(note, &unique)?;
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Up to `limit` queued notes, oldest first, with their keys.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<(Vec<u8>, FeedbackNote)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([keys::OUTBOX]).take(limit) {
+            let (k, v) = kv?;
+            let note = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("queued feedback: {e}")))?;
+            out.push((k.to_vec(), note));
+        }
+        Ok(out)
+    }
+
+    /// Drops notes that reached the next node.
+    pub fn remove_from_outbox(&self, keys_sent: &[Vec<u8>]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for k in keys_sent {
+            if k.first() == Some(&keys::OUTBOX) {
+                batch.remove(k.as_slice());
+            }
+        }
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Keeps feedback about one of this node's entries: one per entry and
+    /// reporter (a later note from the same reporter replaces the earlier).
+    pub fn receive_feedback(&self, received: &ReceivedFeedback) -> Result<(), StoreError> {
+        let mut key = vec![keys::INBOX];
+        key.extend_from_slice(&received.note.entry.0);
+        key.extend_from_slice(received.note.reporter.as_bytes());
+        let value = serde_json::to_vec(received)
+            .map_err(|e| StoreError::Corrupt(format!("feedback: {e}")))?;
+        self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Every piece of feedback received, by entry.
+    pub fn received_feedback(&self) -> Result<Vec<ReceivedFeedback>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix([keys::INBOX]) {
+            let (_, v) = kv?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt(format!("received feedback: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,279 @@
+//! Federation between real nodes on loopback: three (or more) nodes, each
+//! with its own init'ed directory, real sled store, real mTLS on port 0.
+//!
+//! A is the origin (a hotline), B a relay (another hotline), C a provider
+//! that peers with B only but holds A's card to trust A's signatures.
+
+mod nodes;
+
+use std::time::Duration;
+
+use hashfed::database::Database;
+use hashfed::model::{Signal, SignalType};
+use hashfed::service::proto;
+use hashfed::store::Change;
+use nodes::{add_pdq, eventually, TestNode};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn code(i: u32) -> [u8; 32] {
+    let mut c = [0u8; 32];
+    let h = blake3::hash(&i.to_be_bytes());
+    c.copy_from_slice(h.as_bytes());
+    c
+}
+
+fn matches(db: &Database, c: &[u8; 32]) -> usize {
+    let signal = Signal::from_bytes(SignalType::Pdq, c.to_vec()).unwrap();
+    db.match_exact(&signal).map(|m| m.len()).unwrap_or(0)
+}
+
+fn head(db: &Database, set: &str) -> u64 {
+    db.store()
+        .set(&set.parse().unwrap())
+        .map_or(0, |s| s.head_seq)
+}
+
+/// A, B, C with A → B → C wiring; A's set `a/list` holds `n` entries.
+async fn three(n: u32) -> (TestNode, TestNode, TestNode) {
+    let a = TestNode::start("a", |db| {
+        add_pdq(db, "a/list", &(0..n).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    let b = TestNode::start("b", |_| {}).await;
+    let c = TestNode::start("c", |_| {}).await;
+    a.add_peer(&b, &["a/*"], &[]);
+    b.add_peer(&a, &[], &["a/*"]);
+    b.add_peer(&c, &["a/*"], &[]);
+    c.add_peer(&b, &[], &["*"]);
+    // C never talks to A; A's card only lets it check A's signatures.
+    c.add_card(a.card(), &[], &[]);
+    (a, b, c)
+}
+
+fn policy(node: &TestNode, reshare: bool) {
+    node.node()
+        .federation()
+        .set_policy(proto::SetPolicyRequest {
+            set: "a/list".into(),
+            share_with: vec![],
+            reshare,
+        })
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
+    let (mut a, mut b, mut c) = three(200).await;
+    let a_head = head(&a.db, "a/list");
+    assert_eq!(a_head, 200);
+
+    // B is granted the set directly: it arrives, verified, with A's digest.
+    eventually(WAIT, || head(&b.db, "a/list") == a_head)
+        .await
+        .expect("B never caught up with A");
+    let (sa, sb) = (
+        a.db.store().set(&"a/list".parse().unwrap()).unwrap(),
+        b.db.store().set(&"a/list".parse().unwrap()).unwrap(),
+    );
+    assert_eq!(sa.head_digest, sb.head_digest);
+    assert_eq!(sb.upstream.as_deref(), Some("a"));
+    assert_eq!(matches(&b.db, &code(7)), 1);
+
+    // Re-sharing is off: B holds the set but never offers it to C.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(c.db.store().set(&"a/list".parse().unwrap()).is_none());
+    assert_eq!(matches(&c.db, &code(7)), 0);
+
+    // The origin allows re-sharing (a signed policy, version 2): C gets
+    // the set through B, records exactly as A wrote them.
+    policy(&a, true);
+    eventually(WAIT, || head(&c.db, "a/list") == a_head)
+        .await
+        .expect("C never received the re-shared set through B");
+    let sc = c.db.store().set(&"a/list".parse().unwrap()).unwrap();
+    assert_eq!(sc.head_digest, sa.head_digest);
+    assert_eq!(sc.upstream.as_deref(), Some("b"));
+    assert_eq!(matches(&c.db, &code(7)), 1);
+
+    // A new entry on A is matchable on C.
+    let fresh = code(10_000);
+    add_pdq(&a.db, "a/list", &[fresh]);
+    let took = eventually(WAIT, || matches(&c.db, &fresh) == 1)
+        .await
+        .expect("new entry never reached C");
+    eprintln!("publish on A -> matchable on C (two hops): {took:?}");
+
+    // C's local service matches it over the match service and says it is
+    // a false positive; the feedback travels C -> B -> A.
+    let local = c.issue(hashfed::identity::roles::ClientRole::Local);
+    let ch = nodes::channel(&c.dir, c.node().addresses().match_, Some(&local))
+        .await
+        .unwrap();
+    let mut client = proto::match_client::MatchClient::new(ch);
+    let answer = client
+        .match_hashes(proto::MatchRequest {
+            queries: vec![nodes::pdq_query(fresh.to_vec())],
+            tag: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hit = &answer.results[0].hits[0];
+    assert_eq!(hit.set, "a/list");
+    client
+        .feedback(proto::FeedbackRequest {
+            match_id: hit.match_id.clone(),
+            verdict: proto::Verdict::FalsePositive as i32,
+            reason: proto::FeedbackReason::BenignCollision as i32,
+        })
+        .await
+        .unwrap();
+    let fed_a = a.node().federation().clone();
+    eventually(WAIT, || {
+        fed_a
+            .received_feedback()
+            .map(|r| r.items.len() == 1)
+            .unwrap_or(false)
+    })
+    .await
+    .expect("feedback never reached the origin");
+    let fb = &fed_a.received_feedback().unwrap().items[0];
+    assert_eq!(fb.entry_id, hit.entry_id);
+    assert_eq!(fb.verdict, "false_positive");
+    assert_eq!(fb.via, "b");
+    assert_eq!(fb.reporter_node_id, c.node().federation().config().node_id);
+    assert!(!fb.verified, "A has no card of C, so it cannot check C's signature");
+
+    // A retracts it: it stops matching on C.
+    let signal = Signal::from_bytes(SignalType::Pdq, fresh.to_vec()).unwrap();
+    a.db.apply(
+        &"a/list".parse().unwrap(),
+        &[Change::RetractValue {
+            signal,
+            reason: "false positive".into(),
+        }],
+    )
+    .unwrap();
+    let took = eventually(WAIT, || matches(&c.db, &fresh) == 0)
+        .await
+        .expect("retraction never reached C");
+    eprintln!("retract on A -> no match on C: {took:?}");
+
+    // Everyone verifies clean and agrees.
+    for n in [&a, &b, &c] {
+        let report = n.db.store().verify().unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+    let verify = c.node().federation().verify_sets().await;
+    assert!(
+        verify
+            .comparisons
+            .iter()
+            .any(|x| x.peer == "b" && x.verdict == "equal"),
+        "{verify:?}"
+    );
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only() {
+    let (mut a, mut b, mut c) = three(20).await;
+    // A local-only set (not named after A) and a set B is not granted.
+    add_pdq(&a.db, "ncmec/local", &[code(1)]);
+    b.node()
+        .federation()
+        .set_peer_grants(proto::SetPeerGrantsRequest {
+            name: "a".into(),
+            send: vec![],
+            accept: vec!["a/list".into()],
+        })
+        .unwrap();
+    add_pdq(&a.db, "a/other", &[code(2)]);
+    eventually(WAIT, || head(&b.db, "a/list") == 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.db.store().set(&"ncmec/local".parse().unwrap()).is_none());
+    assert!(b.db.store().set(&"a/other".parse().unwrap()).is_none());
+    // B cannot write into A's set.
+    let err = b
+        .db
+        .apply(
+            &"a/list".parse().unwrap(),
+            &[Change::RetractValue {
+                signal: Signal::from_bytes(SignalType::Pdq, code(3).to_vec()).unwrap(),
+                reason: "x".into(),
+            }],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("only its origin"), "{err}");
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_peer_is_cut_off_at_once() {
+    let (mut a, mut b, mut c) = three(5).await;
+    eventually(WAIT, || head(&b.db, "a/list") == 5).await.unwrap();
+    let trust = a.node().federation().trust().clone();
+    eventually(WAIT, || trust.open_connections("b") > 0)
+        .await
+        .expect("B's subscription is not open");
+
+    // Open a subscription of our own with B's identity and keep it open.
+    let a_card = hashfed::peers::PeerCard::parse(&a.card()).unwrap();
+    let endpoint = hashfed::identity::client::peer_endpoint(
+        &b.dir,
+        &a_card.endpoint,
+        &a_card.node_id,
+        &a_card.ca,
+    )
+    .unwrap();
+    let mut client =
+        proto::federation_client::FederationClient::new(endpoint.connect().await.unwrap());
+    let mut stream = client
+        .subscribe(proto::ManifestRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().sets.len(), 1);
+
+    a.node()
+        .federation()
+        .set_peer_status(proto::SetPeerStatusRequest {
+            name: "b".into(),
+            status: "revoked".into(),
+        })
+        .unwrap();
+    // The open stream ends at once.
+    let ended = tokio::time::timeout(Duration::from_secs(2), stream.message())
+        .await
+        .expect("the revoked peer's stream stayed open");
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    assert_eq!(trust.open_connections("b"), 0);
+    // New calls are refused at the handshake.
+    let again = match endpoint.connect().await {
+        Ok(ch) => proto::federation_client::FederationClient::new(ch)
+            .manifest(proto::ManifestRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| format!("{s:?}")),
+        Err(e) => Err(format!("{e:?}")),
+    };
+    let err = again.expect_err("a revoked peer was served");
+    assert!(
+        err.contains("UnknownCA") || err.contains("transport"),
+        "{err}"
+    );
+    // Publishing more on A never reaches B.
+    add_pdq(&a.db, "a/list", &[code(99)]);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(head(&b.db, "a/list"), 5);
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
