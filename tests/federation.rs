@@ -277,3 +277,201 @@ async fn a_revoked_peer_is_cut_off_at_once() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A malicious relay: a real node identity and a real mTLS federation
+/// listener, serving A's real set but tampering with it.
+mod evil {
+    use std::pin::Pin;
+    use std::sync::Arc;
+
+    use hashfed::database::Database;
+    use hashfed::federation::service::{checkpoint, head};
+    use hashfed::identity::peers::{PeerTrust, TrustedPeer};
+    use hashfed::model::signed::Signer;
+    use hashfed::service::proto;
+    use hashfed::service::proto::federation_server::{Federation, FederationServer};
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status};
+
+    #[derive(Clone, Copy, Debug)]
+    pub enum Trick {
+        /// Flips one byte inside a record.
+        Alter,
+        /// Swaps two records.
+        Reorder,
+        /// Leaves one record out.
+        Drop,
+        /// Replaces the checkpoint with one signed by the relay's own key.
+        Forge,
+        /// Serves the set faithfully although its origin forbids re-sharing.
+        IgnorePolicy,
+    }
+
+    pub struct EvilRelay {
+        pub origin: Arc<Database>,
+        pub trick: Trick,
+        pub own_key: Arc<Signer>,
+    }
+
+    type S<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Federation for EvilRelay {
+        async fn manifest(
+            &self,
+            _r: Request<proto::ManifestRequest>,
+        ) -> Result<Response<proto::ManifestResponse>, Status> {
+            let sets = self.origin.store().sets().iter().map(head).collect();
+            Ok(Response::new(proto::ManifestResponse {
+                sets,
+                node_id: String::new(),
+            }))
+        }
+
+        type PullStream = S<proto::PullChunk>;
+
+        async fn pull(
+            &self,
+            r: Request<proto::PullRequest>,
+        ) -> Result<Response<Self::PullStream>, Status> {
+            let set: hashfed::model::SetId = r.into_inner().set.parse().unwrap();
+            let store = self.origin.store();
+            let mut records: Vec<Vec<u8>> = store.log(&set, 0).unwrap().map(|r| r.unwrap().1).collect();
+            let mut cp = store
+                .checkpoints(&set, 0)
+                .unwrap()
+                .map(|c| c.unwrap())
+                .last()
+                .unwrap();
+            match self.trick {
+                Trick::Alter => {
+                    let r = &mut records[3];
+                    let last = r.len() - 12;
+                    r[last] ^= 1;
+                }
+                Trick::Reorder => records.swap(2, 3),
+                Trick::Drop => {
+                    records.remove(4);
+                }
+                Trick::Forge => {
+                    cp = self.own_key.checkpoint(&set, cp.seq, cp.digest);
+                }
+                Trick::IgnorePolicy => {}
+            }
+            let chunk = proto::PullChunk {
+                first_seq: 1,
+                checkpoint: Some(checkpoint(&cp)),
+                records,
+            };
+            Ok(Response::new(Box::pin(tokio_stream::iter(vec![Ok(chunk)]))))
+        }
+
+        type SubscribeStream = S<proto::ManifestResponse>;
+
+        async fn subscribe(
+            &self,
+            r: Request<proto::ManifestRequest>,
+        ) -> Result<Response<Self::SubscribeStream>, Status> {
+            let first = self.manifest(r).await?.into_inner();
+            let stream = tokio_stream::iter(vec![Ok(first)]).chain(tokio_stream::pending());
+            Ok(Response::new(Box::pin(stream)))
+        }
+
+        async fn get_checkpoint(
+            &self,
+            _r: Request<proto::CheckpointRequest>,
+        ) -> Result<Response<proto::Checkpoint>, Status> {
+            Err(Status::unimplemented("evil"))
+        }
+
+        async fn send_feedback(
+            &self,
+            _r: Request<proto::FeedbackBatch>,
+        ) -> Result<Response<proto::FeedbackAck>, Status> {
+            Err(Status::unimplemented("evil"))
+        }
+    }
+
+    use tokio_stream::StreamExt as _;
+
+    /// Serves `relay` on a real federation listener of the node in `dir`,
+    /// trusting `peer`; returns the address.
+    pub async fn serve(
+        dir: &std::path::Path,
+        relay: EvilRelay,
+        peer: TrustedPeer,
+    ) -> std::net::SocketAddr {
+        let trust = PeerTrust::new();
+        trust.replace(vec![peer]).unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let incoming = hashfed::identity::server::Acceptor::federation(dir, trust)
+            .unwrap()
+            .incoming(tcp);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FederationServer::new(relay))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_altered_forged_or_relayed_against_policy_are_refused() {
+    use evil::{EvilRelay, Trick};
+    let a = TestNode::start("a", |db| {
+        add_pdq(db, "a/list", &(0..8).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    for (trick, reshare, expect) in [
+        (Trick::Alter, true, "does not match the origin's signed checkpoint"),
+        (Trick::Reorder, true, "where"),
+        (Trick::Drop, true, "do not end at the checkpoint"),
+        (Trick::Forge, true, "signature does not verify"),
+        (Trick::IgnorePolicy, false, "does not allow re-sharing"),
+    ] {
+        policy(&a, reshare);
+        let mut c = TestNode::start("c", |_| {}).await;
+        let (_evil_tmp, evil_dir) = nodes::node_dir("evil");
+        let evil_config = hashfed::identity::load_config(&evil_dir).unwrap();
+        let c_card = hashfed::peers::PeerCard::parse(&c.card()).unwrap();
+        let signer = std::sync::Arc::new(hashfed::model::signed::Signer::new(
+            "a",
+            &evil_config.node_id,
+            hashfed::identity::keys::read(&evil_dir).unwrap(),
+        ));
+        let addr = evil::serve(
+            &evil_dir,
+            EvilRelay {
+                origin: a.db.clone(),
+                trick,
+                own_key: signer,
+            },
+            hashfed::identity::peers::TrustedPeer {
+                name: "c".into(),
+                node_id: c_card.node_id.clone(),
+                ca_pem: c_card.ca.clone(),
+                active: true,
+            },
+        )
+        .await;
+        let evil_card = hashfed::peers::PeerCard::of_node(&evil_dir, &addr.to_string())
+            .unwrap()
+            .to_toml()
+            .unwrap();
+        c.add_card(a.card(), &[], &[]);
+        c.add_card(evil_card, &[], &["*"]);
+        let fed = c.node().federation().clone();
+        let status = eventually(WAIT, || fed.sync_status("evil").contains("refused"))
+            .await
+            .map(|_| fed.sync_status("evil"));
+        let status = status.unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
+        assert!(status.contains(expect), "{trick:?}: {status}");
+        // Nothing of it was kept.
+        assert_eq!(head(&c.db, "a/list"), 0, "{trick:?}");
+        assert_eq!(matches(&c.db, &code(3)), 0, "{trick:?}");
+        assert!(c.db.store().verify().unwrap().problems.is_empty());
+        c.stop().await;
+    }
+}

@@ -164,6 +164,20 @@ async fn sync_set(
     if info.id != set {
         return Err(refused("configuration is for another set".into()));
     }
+    // The origin's policy binds relays; we check it too, so a relay that
+    // ignores it gains nothing.
+    if peer.card.name != set.origin() && !info.policy.reshare {
+        tracing::warn!(peer = %peer.name(), set = %set, "relay offered a set its origin does not allow re-sharing");
+        return Err(refused(format!(
+            "{} does not allow re-sharing, yet {} offered it",
+            set.origin(),
+            peer.name()
+        )));
+    }
+    let share_with = &info.policy.share_with;
+    if !share_with.is_empty() && !share_with.iter().any(|n| n == "*" || *n == fed.config.node_id) {
+        return Err(refused("the origin's policy does not list this node".into()));
+    }
     let store = fed.db.store();
     let local = match store.set(&set) {
         Some(local) if local.upstream.is_none() => {
