@@ -19,12 +19,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs go to stderr, `warn` and above unless `RUST_LOG` says otherwise.
+/// Logs go to stderr, `warn` and above unless `RUST_LOG` says otherwise;
+/// colours only on a terminal (log files and collectors get plain text).
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }

@@ -43,7 +43,11 @@ enum Command {
     Hash(hash::HashArgs),
     /// Print the Hamming distance between two PDQ hashes.
     Compare(compare::CompareArgs),
-    /// Show PDQ at work on generated images: edits, rotations, matches.
+    /// Run a three-node federation locally: publish, vet, sync, match, feedback, retract.
+    ///
+    /// Two hotlines and a provider, each a real node (own identity, sled store,
+    /// mTLS listeners on 127.0.0.1) in a temporary directory. `hashfed demo pdq`
+    /// shows PDQ on generated images instead: edits, rotations, matches.
     Demo(demo::DemoArgs),
     /// Load hash lists (hashfed JSON lines, ThreatExchange CSV or lines,
     /// NCMEC XML, StopNCII JSON) into a set.

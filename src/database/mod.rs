@@ -17,7 +17,7 @@ pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VA
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
-use crate::model::signed::{Checkpoint, SignedInfo, Signer};
+use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer};
 use crate::model::{EntryId, SetId, SetInfo, SetPolicy};
 use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
 use crate::store::{
@@ -285,6 +285,14 @@ impl Database {
         let state = self.store.receive_set(info, signed, peer, now_ms())?;
         self.changed();
         Ok(state)
+    }
+
+    /// Queues feedback from a downstream peer to go on toward the origin
+    /// (see [`Store::queue_feedback`]), and wakes the outbox.
+    pub fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {
+        self.store.queue_feedback(note)?;
+        self.changed();
+        Ok(())
     }
 
     /// A receiver that sees a new value after every write that changed a

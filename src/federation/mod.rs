@@ -207,10 +207,10 @@ impl Federation {
                 keep
             });
             for (name, peer) in wanted {
-                if !tasks.contains_key(&name) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(name) {
                     let token = stop.child_token();
                     tokio::spawn(sync::run(self.clone(), peer.clone(), token.clone()));
-                    tasks.insert(name, (peer, token));
+                    slot.insert((peer, token));
                 }
             }
             tokio::select! {

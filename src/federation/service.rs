@@ -190,6 +190,7 @@ impl FederationRpc for FederationService {
                 state.head_seq
             )));
         }
+        tracing::info!(peer = %peer.name(), set = %state.id(), after_seq = req.after_seq, head = state.head_seq, "pull");
         let (tx, rx) = mpsc::channel(4);
         let fed = self.fed.clone();
         let name = peer.name().to_owned();
@@ -382,7 +383,7 @@ fn take_feedback(
                 received_ms: crate::database::now_ms(),
             })
         } else {
-            store.queue_feedback(&note)
+            fed.db.queue_feedback(&note)
         };
         result.map_err(|e| Status::internal(e.to_string()))?;
         ack.accepted += 1;
