@@ -143,7 +143,10 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
     assert_eq!(fb.verdict, "false_positive");
     assert_eq!(fb.via, "b");
     assert_eq!(fb.reporter_node_id, c.node().federation().config().node_id);
-    assert!(!fb.verified, "A has no card of C, so it cannot check C's signature");
+    assert!(
+        !fb.verified,
+        "A has no card of C, so it cannot check C's signature"
+    );
 
     // A retracts it: it stops matching on C.
     let signal = Signal::from_bytes(SignalType::Pdq, fresh.to_vec()).unwrap();
@@ -199,9 +202,8 @@ async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only(
     assert!(b.db.store().set(&"ncmec/local".parse().unwrap()).is_none());
     assert!(b.db.store().set(&"a/other".parse().unwrap()).is_none());
     // B cannot write into A's set.
-    let err = b
-        .db
-        .apply(
+    let err =
+        b.db.apply(
             &"a/list".parse().unwrap(),
             &[Change::RetractValue {
                 signal: Signal::from_bytes(SignalType::Pdq, code(3).to_vec()).unwrap(),
@@ -218,7 +220,9 @@ async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_peer_is_cut_off_at_once() {
     let (mut a, mut b, mut c) = three(5).await;
-    eventually(WAIT, || head(&b.db, "a/list") == 5).await.unwrap();
+    eventually(WAIT, || head(&b.db, "a/list") == 5)
+        .await
+        .unwrap();
     let trust = a.node().federation().trust().clone();
     eventually(WAIT, || trust.open_connections("b") > 0)
         .await
@@ -336,7 +340,8 @@ mod evil {
         ) -> Result<Response<Self::PullStream>, Status> {
             let set: hashfed::model::SetId = r.into_inner().set.parse().unwrap();
             let store = self.origin.store();
-            let mut records: Vec<Vec<u8>> = store.log(&set, 0).unwrap().map(|r| r.unwrap().1).collect();
+            let mut records: Vec<Vec<u8>> =
+                store.log(&set, 0).unwrap().map(|r| r.unwrap().1).collect();
             let mut cp = store
                 .checkpoints(&set, 0)
                 .unwrap()
@@ -425,7 +430,11 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
     })
     .await;
     for (trick, reshare, expect) in [
-        (Trick::Alter, true, "does not match the origin's signed checkpoint"),
+        (
+            Trick::Alter,
+            true,
+            "does not match the origin's signed checkpoint",
+        ),
         (Trick::Reorder, true, "where"),
         (Trick::Drop, true, "do not end at the checkpoint"),
         (Trick::Forge, true, "signature does not verify"),
@@ -466,7 +475,8 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         let status = eventually(WAIT, || fed.sync_status("evil").contains("refused"))
             .await
             .map(|_| fed.sync_status("evil"));
-        let status = status.unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
+        let status = status
+            .unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
         assert!(status.contains(expect), "{trick:?}: {status}");
         // Nothing of it was kept.
         assert_eq!(head(&c.db, "a/list"), 0, "{trick:?}");

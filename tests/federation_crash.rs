@@ -153,11 +153,17 @@ fn a_node_killed_during_sync_resumes_from_its_cursor() {
         if seq >= u64::from(N) / 2 {
             break seq;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "sync never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "sync never started"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     kill(&mut sb.child, "-KILL");
-    assert!(partial < u64::from(N), "sync finished before the kill; make N larger");
+    assert!(
+        partial < u64::from(N),
+        "sync finished before the kill; make N larger"
+    );
 
     // Offline: the store verifies and holds exactly a prefix of A's log.
     let cursor = {
@@ -172,7 +178,10 @@ fn a_node_killed_during_sync_resumes_from_its_cursor() {
         );
         let records = store.log(set.id(), 0).unwrap().count() as u64;
         assert_eq!(records, set.head_seq);
-        assert!(store.checkpoint_at(set.id(), set.head_seq).unwrap().is_some());
+        assert!(store
+            .checkpoint_at(set.id(), set.head_seq)
+            .unwrap()
+            .is_some());
         set.head_seq
     };
     eprintln!("killed at {partial} of {N} records applied, {cursor} durable");
@@ -187,7 +196,10 @@ fn a_node_killed_during_sync_resumes_from_its_cursor() {
             assert_eq!(digest, a_digest);
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "never converged");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never converged"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pulls: Vec<String> = sa
@@ -204,7 +216,9 @@ fn a_node_killed_during_sync_resumes_from_its_cursor() {
         "restart did not resume from the cursor {cursor}: {pulls:?}"
     );
     assert!(
-        pulls.iter().all(|l| l.contains("after_seq=0") || l.contains(&format!("after_seq={cursor}"))),
+        pulls
+            .iter()
+            .all(|l| l.contains("after_seq=0") || l.contains(&format!("after_seq={cursor}"))),
         "{pulls:?}"
     );
     kill(&mut sb.child, "-TERM");

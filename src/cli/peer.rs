@@ -104,7 +104,8 @@ pub fn run(args: PeerArgs) -> anyhow::Result<ExitCode> {
         let card = PeerCard::of_node(&dir, &endpoint)?.to_toml()?;
         match out {
             Some(path) => {
-                std::fs::write(path, card).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(path, card)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 eprintln!("peer card written to {}", path.display());
             }
             None => print!("{card}"),
@@ -209,7 +210,11 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
                     f.reason,
                     f.reporter_node_id,
                     f.via,
-                    if f.verified { "signature verified" } else { "reporter key unknown" }
+                    if f.verified {
+                        "signature verified"
+                    } else {
+                        "reporter key unknown"
+                    }
                 );
             }
         }

@@ -16,7 +16,9 @@ use crate::store::SetState;
 fn peer_error(e: PeerError) -> Status {
     match e {
         PeerError::Unknown(_) => Status::not_found(e.to_string()),
-        PeerError::Revoked(_) | PeerError::Conflict(_) => Status::failed_precondition(e.to_string()),
+        PeerError::Revoked(_) | PeerError::Conflict(_) => {
+            Status::failed_precondition(e.to_string())
+        }
         PeerError::Invalid(_) => Status::invalid_argument(e.to_string()),
         PeerError::Io { .. } | PeerError::Identity(_) => Status::internal(e.to_string()),
     }
@@ -43,7 +45,12 @@ impl Federation {
     /// Every peer.
     pub fn list_peers(&self) -> proto::ListPeersResponse {
         proto::ListPeersResponse {
-            peers: self.peers.list().iter().map(|p| self.peer_view(p)).collect(),
+            peers: self
+                .peers
+                .list()
+                .iter()
+                .map(|p| self.peer_view(p))
+                .collect(),
         }
     }
 
@@ -103,11 +110,9 @@ impl Federation {
                 self.config.name
             )));
         }
-        if let Some(bad) = req
-            .share_with
-            .iter()
-            .find(|n| n.as_str() != "*" && (n.len() != 32 || !n.bytes().all(|b| b.is_ascii_alphanumeric())))
-        {
+        if let Some(bad) = req.share_with.iter().find(|n| {
+            n.as_str() != "*" && (n.len() != 32 || !n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        }) {
             return Err(Status::invalid_argument(format!(
                 "share_with takes node ids (32 characters) or *, not {:?}",
                 bad.chars().take(40).collect::<String>()
@@ -137,7 +142,9 @@ impl Federation {
                 .store()
                 .sets()
                 .into_iter()
-                .filter(|s| s.signed_info.is_some() && (peer.accepts(s.id()) || self.may_see(&peer, s)))
+                .filter(|s| {
+                    s.signed_info.is_some() && (peer.accepts(s.id()) || self.may_see(&peer, s))
+                })
                 .collect();
             if relevant.is_empty() {
                 continue;
@@ -169,7 +176,8 @@ impl Federation {
             };
             for set in &relevant {
                 let Some(theirs) = manifest.sets.iter().find(|h| h.set == set.id().as_str()) else {
-                    out.comparisons.push(compare(set, 0, "not offered by the peer".into()));
+                    out.comparisons
+                        .push(compare(set, 0, "not offered by the peer".into()));
                     continue;
                 };
                 let verdict = if theirs.head_seq == set.head_seq {
@@ -208,10 +216,14 @@ impl Federation {
                     };
                     let behind = theirs.head_seq.abs_diff(set.head_seq);
                     match (ours_at, theirs_at) {
-                        (Some(a), Some(b)) if a == b && ours_longer => format!("peer is {behind} records behind"),
+                        (Some(a), Some(b)) if a == b && ours_longer => {
+                            format!("peer is {behind} records behind")
+                        }
                         (Some(a), Some(b)) if a == b => format!("{behind} records behind the peer"),
                         (Some(_), Some(_)) => format!("diverged at or before seq {at}"),
-                        _ => format!("heads differ by {behind}; no checkpoint at seq {at} to compare"),
+                        _ => format!(
+                            "heads differ by {behind}; no checkpoint at seq {at} to compare"
+                        ),
                     }
                 };
                 out.comparisons.push(compare(set, theirs.head_seq, verdict));

@@ -102,7 +102,10 @@ impl Federation {
         let signer = Arc::new(Signer::new(&config.name, &config.node_id, key));
         let signed = db.set_signer(signer.clone())?;
         if !signed.is_empty() {
-            tracing::info!(sets = signed.len(), "signed the configuration and log checkpoints of own sets");
+            tracing::info!(
+                sets = signed.len(),
+                "signed the configuration and log checkpoints of own sets"
+            );
         }
         let trust = PeerTrust::new();
         trust.replace(peers.trusted())?;

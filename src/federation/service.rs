@@ -148,7 +148,10 @@ fn feedback_note(i: &proto::FeedbackItem) -> Result<FeedbackNote, String> {
         return Err("a field is too long".into());
     }
     Ok(FeedbackNote {
-        set: i.set.parse().map_err(|e: crate::model::NameError| e.to_string())?,
+        set: i
+            .set
+            .parse()
+            .map_err(|e: crate::model::NameError| e.to_string())?,
         entry: i
             .entry_id
             .parse()
@@ -221,7 +224,12 @@ impl FederationRpc for FederationService {
             let name = peer.name().to_owned();
             loop {
                 let current = match fed.peers.get(&name) {
-                    Some(p) if p.active() && Some(&p.card.node_id) == info.as_ref().map(|i| &i.peer.node_id) => p,
+                    Some(p)
+                        if p.active()
+                            && Some(&p.card.node_id) == info.as_ref().map(|i| &i.peer.node_id) =>
+                    {
+                        p
+                    }
                     _ => {
                         let _ = tx
                             .send(Err(Status::permission_denied(format!(
@@ -311,7 +319,9 @@ fn send_log(
             while next <= cp.seq && records.len() < CHUNK_RECORDS {
                 let (seq, bytes) = log
                     .next()
-                    .ok_or_else(|| Status::internal(format!("log of {} ends before seq {next}", state.id())))?
+                    .ok_or_else(|| {
+                        Status::internal(format!("log of {} ends before seq {next}", state.id()))
+                    })?
                     .map_err(internal)?;
                 if seq != next {
                     return Err(Status::internal(format!(
@@ -353,10 +363,14 @@ fn take_feedback(
         };
         // Only about sets we sent this peer.
         let Some(state) = store.set(&note.set).filter(|s| fed.may_see(peer, s)) else {
-            ack.refused.push(format!("set {} was not sent to you", note.set));
+            ack.refused
+                .push(format!("set {} was not sent to you", note.set));
             continue;
         };
-        let reporter_key = fed.peers.by_node_id(&note.reporter).and_then(|p| p.card.key().ok());
+        let reporter_key = fed
+            .peers
+            .by_node_id(&note.reporter)
+            .and_then(|p| p.card.key().ok());
         let verified = match reporter_key {
             Some(key) => match note.verify(&key) {
                 Ok(()) => true,
@@ -373,7 +387,8 @@ fn take_feedback(
         };
         let result = if state.upstream.is_none() {
             if !entry_in(store, &note.entry, &note.set) {
-                ack.refused.push(format!("no entry {} in {}", note.entry, note.set));
+                ack.refused
+                    .push(format!("no entry {} in {}", note.entry, note.set));
                 continue;
             }
             store.receive_feedback(&ReceivedFeedback {

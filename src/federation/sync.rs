@@ -54,7 +54,10 @@ pub enum SyncError {
 }
 
 /// A client for `peer`'s federation service.
-pub async fn connect(fed: &Federation, peer: &Peer) -> Result<FederationClient<Channel>, SyncError> {
+pub async fn connect(
+    fed: &Federation,
+    peer: &Peer,
+) -> Result<FederationClient<Channel>, SyncError> {
     let endpoint = crate::identity::client::peer_endpoint(
         &fed.dir,
         &peer.card.endpoint,
@@ -175,8 +178,14 @@ async fn sync_set(
         )));
     }
     let share_with = &info.policy.share_with;
-    if !share_with.is_empty() && !share_with.iter().any(|n| n == "*" || *n == fed.config.node_id) {
-        return Err(refused("the origin's policy does not list this node".into()));
+    if !share_with.is_empty()
+        && !share_with
+            .iter()
+            .any(|n| n == "*" || *n == fed.config.node_id)
+    {
+        return Err(refused(
+            "the origin's policy does not list this node".into(),
+        ));
     }
     let store = fed.db.store();
     let local = match store.set(&set) {
@@ -249,9 +258,8 @@ async fn pull(
         }
         let Some(cp) = chunk.checkpoint else { continue };
         let cp = checkpoint_from(&cp).map_err(refused)?;
-        verify_checkpoint(key, set, &cp).map_err(|e| {
-            refused(format!("checkpoint at seq {}: {e}", cp.seq))
-        })?;
+        verify_checkpoint(key, set, &cp)
+            .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
         let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
         tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &cp, &name))

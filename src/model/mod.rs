@@ -13,8 +13,8 @@
 
 pub mod record;
 pub mod set;
-pub mod signed;
 pub mod signal;
+pub mod signed;
 
 pub use record::{Attestation, EntryData, Record, RecordBody};
 pub use set::{normalize_labels, EntryId, NameError, SetId, SetInfo, SetPolicy};

@@ -91,11 +91,7 @@ impl SignedInfo {
         let signature: [u8; 64] = super::signal::decode_hex(&self.signature)
             .and_then(|b| b.try_into().ok())
             .ok_or(SignatureError::Malformed)?;
-        verify(
-            key,
-            &info_statement(self.version, &self.json),
-            &signature,
-        )?;
+        verify(key, &info_statement(self.version, &self.json), &signature)?;
         serde_json::from_str(&self.json).map_err(|e| SignatureError::BadInfo(e.to_string()))
     }
 }
@@ -155,7 +151,12 @@ impl FeedbackNote {
     pub fn statement(&self) -> Vec<u8> {
         let mut m = Vec::with_capacity(160);
         m.extend_from_slice(b"hashfed feedback v1\0");
-        for field in [self.set.as_str(), &self.verdict, &self.reason, &self.reporter] {
+        for field in [
+            self.set.as_str(),
+            &self.verdict,
+            &self.reason,
+            &self.reporter,
+        ] {
             m.extend_from_slice(&(field.len() as u32).to_be_bytes());
             m.extend_from_slice(field.as_bytes());
         }
@@ -229,7 +230,8 @@ impl Signer {
 
     /// Signs a configuration at `version`.
     pub fn info(&self, info: &SetInfo, version: u64) -> Result<SignedInfo, SignatureError> {
-        let json = serde_json::to_string(info).map_err(|e| SignatureError::BadInfo(e.to_string()))?;
+        let json =
+            serde_json::to_string(info).map_err(|e| SignatureError::BadInfo(e.to_string()))?;
         let signature = self.key.sign(&info_statement(version, &json)).to_bytes();
         Ok(SignedInfo {
             json,
@@ -242,7 +244,9 @@ impl Signer {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the key.
-        f.debug_struct("Signer").field("origin", &self.origin).finish()
+        f.debug_struct("Signer")
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -267,7 +271,10 @@ mod tests {
             Err(SignatureError::Invalid)
         );
         for changed in [
-            Checkpoint { seq: 6, ..cp.clone() },
+            Checkpoint {
+                seq: 6,
+                ..cp.clone()
+            },
             Checkpoint {
                 digest: [2; 32],
                 ..cp.clone()

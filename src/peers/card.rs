@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::PeerError;
 use crate::identity::NodeId;
-use crate::model::signed::verifying_key;
 use crate::model::signal::decode_hex;
+use crate::model::signed::verifying_key;
 
 /// Largest card accepted (a CA certificate is about 600 bytes).
 pub const MAX_CARD_BYTES: usize = 16 << 10;
@@ -89,7 +89,9 @@ impl PeerCard {
     pub fn key(&self) -> Result<ed25519_dalek::VerifyingKey, PeerError> {
         decode_hex(&self.signing_key)
             .and_then(|b| verifying_key(&b).ok())
-            .ok_or_else(|| PeerError::Invalid("signing_key must be 64 hex digits of an Ed25519 key".into()))
+            .ok_or_else(|| {
+                PeerError::Invalid("signing_key must be 64 hex digits of an Ed25519 key".into())
+            })
     }
 
     fn check(&self) -> Result<(), PeerError> {
@@ -171,7 +173,10 @@ mod tests {
                 endpoint: endpoint.into(),
                 ..card.clone()
             };
-            assert!(PeerCard::parse(&bad.to_toml().unwrap()).is_err(), "{endpoint}");
+            assert!(
+                PeerCard::parse(&bad.to_toml().unwrap()).is_err(),
+                "{endpoint}"
+            );
         }
         assert!(PeerCard::parse("name = 1").is_err());
         assert!(PeerCard::parse(&"x".repeat(MAX_CARD_BYTES + 1)).is_err());

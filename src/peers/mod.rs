@@ -412,9 +412,7 @@ mod tests {
         assert!(reg.get("b").unwrap().sends(&set));
         assert!(!reg.get("b").unwrap().sends(&"c/list".parse().unwrap()));
         assert!(reg.origin_key("b").is_some());
-        assert!(reg
-            .add(b.clone(), vec!["../x".into()], vec![], 1)
-            .is_err());
+        assert!(reg.add(b.clone(), vec!["../x".into()], vec![], 1).is_err());
 
         reg.set_status("b", PeerStatus::Suspended).unwrap();
         assert!(!reg.get("b").unwrap().sends(&set));

@@ -31,13 +31,13 @@ use tonic::transport::Server;
 use crate::database::Database;
 use crate::federation::service::FederationService;
 use crate::federation::Federation;
-use crate::service::proto::federation_server::FederationServer;
 use crate::identity::server::{Acceptor, Listener};
 use crate::identity::{Config, IdentityError};
 use crate::metrics::{Kind, Metrics};
 use crate::service::admin::AdminService;
 use crate::service::matching::MatchService;
 use crate::service::proto::admin_server::AdminServer;
+use crate::service::proto::federation_server::FederationServer;
 use crate::service::proto::match_server::MatchServer;
 use crate::service::{proto, MAX_MATCH_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
 

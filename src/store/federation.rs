@@ -158,10 +158,18 @@ impl Store {
     }
 
     /// Signs `state.info` unless its current signature already covers it.
-    pub(super) fn sign_info(&self, signer: &Signer, state: &mut SetState) -> Result<bool, StoreError> {
+    pub(super) fn sign_info(
+        &self,
+        signer: &Signer,
+        state: &mut SetState,
+    ) -> Result<bool, StoreError> {
         let current = serde_json::to_string(&state.info)
             .map_err(|e| StoreError::Corrupt(format!("set info: {e}")))?;
-        if state.signed_info.as_ref().is_some_and(|s| s.json == current) {
+        if state
+            .signed_info
+            .as_ref()
+            .is_some_and(|s| s.json == current)
+        {
             return Ok(false);
         }
         let version = state.signed_info.as_ref().map_or(1, |s| s.version + 1);
@@ -337,11 +345,18 @@ pub(super) fn outbox_item(
 impl Store {
     /// The note to send toward the origin for feedback on `record`, if its
     /// set was received from a peer and this node can sign.
-    pub(super) fn note_for_origin(&self, record: &super::matches::MatchRecord) -> Option<FeedbackNote> {
+    pub(super) fn note_for_origin(
+        &self,
+        record: &super::matches::MatchRecord,
+    ) -> Option<FeedbackNote> {
         let set = self.set(&record.set)?;
         set.upstream.as_ref()?;
         let feedback = record.feedback.as_ref()?;
-        let signer = self.signer.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let signer = self
+            .signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
         let verdict = serde_json::to_value(feedback.verdict)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))?;

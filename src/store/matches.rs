@@ -162,7 +162,9 @@ impl Store {
         use sled::transaction::{ConflictableTransactionError as Tx, TransactionError};
         let k = key(id);
         let result = self.tree.transaction(|tx| {
-            let old = tx.get(k)?.ok_or(Tx::Abort(FeedbackError::UnknownMatch(*id)))?;
+            let old = tx
+                .get(k)?
+                .ok_or(Tx::Abort(FeedbackError::UnknownMatch(*id)))?;
             let mut record = decode(&old).map_err(|e| Tx::Abort(e.into()))?;
             if record.feedback.is_some() {
                 return Err(Tx::Abort(FeedbackError::AlreadyGiven(*id)));

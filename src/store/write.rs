@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::federation::encode_checkpoint;
 use super::keys;
 use super::slots::{self, Chunk};
 use super::state::{EntryState, SetState, NO_SLOT};
 use super::{set_bytes, valid_slot, Store, StoreError};
 use crate::model::record::chain_digest;
 use crate::model::signed::{Checkpoint, Signer, CHECKPOINT_EVERY};
-use super::federation::encode_checkpoint;
 use crate::model::{EntryData, EntryId, Record, RecordBody, SetId, Signal, SignalType};
 use crate::signal::exact::to_hex;
 
@@ -405,8 +405,10 @@ impl<'a> Pending<'a> {
     }
 
     pub(super) fn put_checkpoint(&mut self, cp: &Checkpoint) {
-        self.batch
-            .insert(&keys::checkpoint(self.set.no, cp.seq)[..], encode_checkpoint(cp));
+        self.batch.insert(
+            &keys::checkpoint(self.set.no, cp.seq)[..],
+            encode_checkpoint(cp),
+        );
         self.last_checkpoint = cp.seq;
     }
 
