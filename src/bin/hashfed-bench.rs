@@ -19,6 +19,11 @@
 //! and lookups per second and per-call latency percentiles for single,
 //! batched and streamed PDQ and exact lookups, plus the server's resident
 //! memory (see `hashfed_bench/grpc.rs`).
+//!
+//! `hashfed-bench federation [--n N] [--dir DIR] [--keep]` runs two nodes
+//! in-process over loopback mutual TLS: initial sync of N entries (entries
+//! per second, memory), then publish → matchable and retract → unmatched
+//! latency percentiles (see `hashfed_bench/federation.rs`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -26,6 +31,8 @@ use std::time::Instant;
 use hashfed::index::pdq::{PdqIndex, Strategy};
 use rayon::prelude::*;
 
+#[path = "hashfed_bench/federation.rs"]
+mod federation;
 #[path = "hashfed_bench/grpc.rs"]
 mod grpc;
 
@@ -45,6 +52,8 @@ struct Args {
     server_bin: Option<String>,
     /// grpc: run only the phases whose names start with this.
     only: Option<String>,
+    /// federation: keep the node directories.
+    keep: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -63,14 +72,19 @@ fn parse() -> Result<Args, String> {
         radius: 31,
         server_bin: None,
         only: None,
+        keep: false,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some(mode @ ("index" | "store" | "grpc")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]".into()),
+        Some(mode @ ("index" | "store" | "grpc" | "federation")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--keep" {
+            args.keep = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
@@ -185,6 +199,13 @@ fn main() {
         }
     };
     let (codes, queries) = generate(&args);
+    if args.mode == "federation" {
+        if let Err(e) = federation::run(&args, &codes) {
+            eprintln!("hashfed-bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.mode == "grpc" {
         if let Err(e) = grpc::run(&args, &codes) {
             eprintln!("hashfed-bench: {e:#}");

@@ -240,18 +240,18 @@ impl Database {
         Ok(applied)
     }
 
-    /// Applies records of a received set up to a verified checkpoint (see
+    /// Applies records of a received set up to verified checkpoints (see
     /// [`Store::apply_remote`]) and updates the indexes: the entries match
     /// (or stop matching) as soon as this returns.
     pub fn apply_remote(
         &self,
         set: &SetId,
         records: &[Vec<u8>],
-        checkpoint: &Checkpoint,
+        checkpoints: &[Checkpoint],
         peer: &str,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.store.apply_remote(set, records, checkpoint, peer)?;
+        let applied = self.store.apply_remote(set, records, checkpoints, peer)?;
         self.update(&applied.deltas);
         self.changed();
         Ok(applied)

@@ -262,7 +262,7 @@ async fn pull(
             .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
         let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
-        tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &cp, &name))
+        tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name))
             .await
             .map_err(|e| SyncError::Store(e.to_string()))?
             .map_err(|e| match e {

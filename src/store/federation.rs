@@ -267,15 +267,19 @@ impl Store {
     }
 
     /// Appends records of a received set exactly as its origin wrote them,
-    /// up to `checkpoint`, whose signature the caller has verified with the
-    /// origin's key. Refused as a whole (nothing written) unless the
-    /// records continue the log at its head, contiguously, and the chain
-    /// over them ends at the checkpoint's digest.
+    /// up to the last of `checkpoints` (in order, each verified by the
+    /// caller with the origin's key). Refused as a whole (nothing written)
+    /// unless the records continue the log at its head, contiguously, and
+    /// the chain over them reaches every checkpoint's digest at its seq.
+    ///
+    /// Several checkpoints' worth of records in one call make one sled
+    /// batch: entry keys are random, and a bigger batch touches each of
+    /// the tree's leaves with more keys at once.
     pub fn apply_remote(
         &self,
         set: &SetId,
         records: &[Vec<u8>],
-        checkpoint: &Checkpoint,
+        checkpoints: &[Checkpoint],
         peer: &str,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,29 +291,34 @@ impl Store {
                 "{set} is written on this node; it takes no records from peers"
             )));
         }
-        if checkpoint.seq != state.head_seq + records.len() as u64 {
+        let end = state.head_seq + records.len() as u64;
+        let ordered = checkpoints.windows(2).all(|w| w[0].seq < w[1].seq);
+        let within = checkpoints.first().is_some_and(|c| c.seq > state.head_seq);
+        if !ordered || !within || checkpoints.last().map(|c| c.seq) != Some(end) {
             return Err(StoreError::Rejected(format!(
-                "{} records after seq {} do not end at the checkpoint's seq {}",
+                "{} records after seq {} do not end at the last checkpoint",
                 records.len(),
                 state.head_seq,
-                checkpoint.seq
             )));
         }
+        let first = state.head_seq + 1;
         state.upstream = Some(peer.to_owned());
         // Entry times come from the records themselves.
         let mut p = Pending::new(self, state, 0)?;
-        for bytes in records {
+        let mut next = checkpoints.iter().peekable();
+        for (i, bytes) in records.iter().enumerate() {
             p.apply_verbatim(bytes)?;
+            let seq = first + i as u64;
+            if let Some(cp) = next.next_if(|c| c.seq == seq) {
+                if p.digest() != cp.digest {
+                    return Err(StoreError::Rejected(format!(
+                        "the chain over records {first}..={seq} does not match the origin's signed \
+                         checkpoint: records were altered, dropped, reordered or forged"
+                    )));
+                }
+                p.put_checkpoint(cp);
+            }
         }
-        if p.digest() != checkpoint.digest {
-            return Err(StoreError::Rejected(format!(
-                "the chain over records {}..={} does not match the origin's signed checkpoint: \
-                 records were altered, dropped, reordered or forged",
-                checkpoint.seq + 1 - records.len() as u64,
-                checkpoint.seq
-            )));
-        }
-        p.put_checkpoint(checkpoint);
         p.commit()
     }
 }
