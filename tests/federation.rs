@@ -436,7 +436,7 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
             "does not match the origin's signed checkpoint",
         ),
         (Trick::Reorder, true, "where"),
-        (Trick::Drop, true, "do not end at the checkpoint"),
+        (Trick::Drop, true, "do not end at the last checkpoint"),
         (Trick::Forge, true, "signature does not verify"),
         (Trick::IgnorePolicy, false, "does not allow re-sharing"),
     ] {
