@@ -261,6 +261,14 @@ async fn pull(
         verify_checkpoint(key, set, &cp)
             .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
+        // Another peer offering the same set may have moved us on
+        // meanwhile (records are the origin's, whoever relays them): then
+        // this pull is stale, not wrong.
+        let first = cp.seq + 1 - records.len() as u64;
+        if fed.db.store().set(set).map(|s| s.head_seq) != Some(first - 1) {
+            tracing::debug!(peer = %peer.name(), set = %set, "set advanced by another peer; pull dropped");
+            return Ok(());
+        }
         let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
         tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name))
             .await
