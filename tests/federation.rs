@@ -163,6 +163,14 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
         .expect("retraction never reached C");
     eprintln!("retract on A -> no match on C: {took:?}");
 
+    let received = c.node().metrics().render();
+    assert!(
+        received
+            .lines()
+            .any(|l| l == "hashfed_federation_records_received_total 202"),
+        "{received}"
+    );
+
     // Everyone verifies clean and agrees.
     for n in [&a, &b, &c] {
         let report = n.db.store().verify().unwrap();
@@ -482,6 +490,11 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         assert_eq!(head(&c.db, "a/list"), 0, "{trick:?}");
         assert_eq!(matches(&c.db, &code(3)), 0, "{trick:?}");
         assert!(c.db.store().verify().unwrap().problems.is_empty());
+        let metrics = c.node().metrics().render();
+        assert!(
+            !metrics.contains("hashfed_federation_refusals_total 0"),
+            "{trick:?}: refusal not counted"
+        );
         c.stop().await;
     }
 }

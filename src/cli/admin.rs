@@ -90,7 +90,12 @@ impl NodeAdmin {
         )?);
         let service = match config {
             Some(config) => {
-                let fed = hashfed::federation::Federation::for_node(dir, &config, db.clone())?;
+                let fed = hashfed::federation::Federation::for_node(
+                    dir,
+                    &config,
+                    db.clone(),
+                    Default::default(),
+                )?;
                 AdminService::new(db.clone(), config.node_id, config.name).with_federation(fed)
             }
             None => AdminService::new(db.clone(), String::new(), String::new()),

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::database::Database;
 use crate::identity::peers::PeerTrust;
 use crate::identity::Config;
+use crate::metrics::Metrics;
 use crate::model::signed::Signer;
 use crate::peers::{Peer, PeerRegistry};
 use crate::store::SetState;
@@ -64,6 +65,8 @@ pub struct Federation {
     /// Cancelled when the node stops: background tasks and open
     /// subscriptions end.
     shutdown: CancellationToken,
+    /// Counters the node exports.
+    metrics: Arc<Metrics>,
 }
 
 impl Federation {
@@ -75,6 +78,7 @@ impl Federation {
         peers: Arc<PeerRegistry>,
         trust: PeerTrust,
         signer: Arc<Signer>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         Arc::new(Federation {
             dir: dir.to_owned(),
@@ -85,6 +89,7 @@ impl Federation {
             signer,
             sync_status: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
+            metrics,
         })
     }
 
@@ -96,6 +101,7 @@ impl Federation {
         dir: &Path,
         config: &Config,
         db: Arc<Database>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, FederationError> {
         let peers = Arc::new(PeerRegistry::open(dir, config)?);
         let key = crate::identity::keys::read(dir)?;
@@ -112,7 +118,9 @@ impl Federation {
         if !config.dev_certs {
             crate::identity::client::ensure_peer_client_cert(dir)?;
         }
-        Ok(Federation::new(dir, config, db, peers, trust, signer))
+        Ok(Federation::new(
+            dir, config, db, peers, trust, signer, metrics,
+        ))
     }
 
     /// The peer registry.

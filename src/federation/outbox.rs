@@ -76,6 +76,7 @@ async fn drain(fed: &Federation) -> Result<(), String> {
         }
         // Accepted or refused for good: either way it has been answered.
         store.remove_from_outbox(&keys).map_err(|e| e.to_string())?;
+        fed.metrics.feedback_forwarded(u64::from(ack.accepted));
         tracing::info!(peer = %name, accepted = ack.accepted, "feedback forwarded toward origin");
     }
     Ok(())

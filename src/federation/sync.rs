@@ -144,9 +144,12 @@ async fn sync_set(
     if !peer.accepts(&set) || set.origin() == fed.config.name {
         return Ok(());
     }
-    let refused = |reason: String| SyncError::Refused {
-        set: set.to_string(),
-        reason,
+    let refused = |reason: String| {
+        fed.metrics.records_refused();
+        SyncError::Refused {
+            set: set.to_string(),
+            reason,
+        }
     };
     let Some(key) = fed.peers.origin_key(set.origin()) else {
         tracing::debug!(peer = %peer.name(), set = %set, "origin unknown here (no active card); set ignored");
@@ -234,6 +237,7 @@ async fn pull(
         .await?
         .into_inner();
     let refused = |reason: String| {
+        fed.metrics.records_refused();
         tracing::warn!(peer = %peer.name(), set = %set, reason = %reason, "records refused");
         SyncError::Refused {
             set: set.to_string(),
@@ -241,6 +245,7 @@ async fn pull(
         }
     };
     let mut expected = after_seq + 1;
+    let mut applied_through = after_seq;
     let mut buffer: Vec<Vec<u8>> = Vec::new();
     while let Some(chunk) = stream.message().await? {
         if chunk.first_seq != expected {
@@ -264,19 +269,22 @@ async fn pull(
         // Another peer offering the same set may have moved us on
         // meanwhile (records are the origin's, whoever relays them): then
         // this pull is stale, not wrong.
-        let first = cp.seq + 1 - records.len() as u64;
-        if fed.db.store().set(set).map(|s| s.head_seq) != Some(first - 1) {
+        if fed.db.store().set(set).map(|s| s.head_seq) != Some(applied_through) {
             tracing::debug!(peer = %peer.name(), set = %set, "set advanced by another peer; pull dropped");
             return Ok(());
         }
+        let through = cp.seq;
         let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
-        tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name))
-            .await
-            .map_err(|e| SyncError::Store(e.to_string()))?
-            .map_err(|e| match e {
-                crate::store::StoreError::Rejected(reason) => refused(reason),
-                other => SyncError::Store(other.to_string()),
-            })?;
+        let applied =
+            tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name))
+                .await
+                .map_err(|e| SyncError::Store(e.to_string()))?
+                .map_err(|e| match e {
+                    crate::store::StoreError::Rejected(reason) => refused(reason),
+                    other => SyncError::Store(other.to_string()),
+                })?;
+        fed.metrics.records_received(applied.appended);
+        applied_through = through;
     }
     Ok(())
 }

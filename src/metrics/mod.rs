@@ -263,6 +263,11 @@ pub struct Metrics {
     false_positives: AtomicU64,
     entries: [AtomicU64; KINDS],
     sets: AtomicU64,
+    /// Federation: records applied from peers, and refused (a verification
+    /// failure is a security event: someone altered or forged records).
+    records_received: AtomicU64,
+    records_refused: AtomicU64,
+    feedback_forwarded: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -297,6 +302,9 @@ impl Metrics {
             false_positives: AtomicU64::new(0),
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
             sets: AtomicU64::new(0),
+            records_received: AtomicU64::new(0),
+            records_refused: AtomicU64::new(0),
+            feedback_forwarded: AtomicU64::new(0),
         }
     }
 
@@ -355,6 +363,21 @@ impl Metrics {
     /// Sets the number of hash sets the node holds.
     pub fn set_sets(&self, n: u64) {
         self.sets.store(n, Relaxed);
+    }
+
+    /// Counts `n` set log records received from peers, verified and applied.
+    pub fn records_received(&self, n: u64) {
+        self.records_received.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one refused batch of records from a peer.
+    pub fn records_refused(&self) {
+        self.records_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Counts feedback notes a peer acknowledged on their way to an origin.
+    pub fn feedback_forwarded(&self, n: u64) {
+        self.feedback_forwarded.fetch_add(n, Relaxed);
     }
 
     fn method_slot(&self, method: &str) -> &MethodSlot {
@@ -511,6 +534,27 @@ impl Metrics {
             "Hash sets the node holds.",
         );
         sample(&mut out, "hashfed_sets", "", self.sets.load(Relaxed));
+
+        for (name, help, value) in [
+            (
+                "hashfed_federation_records_received_total",
+                "Set log records received from peers, verified against their origin's signature and applied.",
+                &self.records_received,
+            ),
+            (
+                "hashfed_federation_refusals_total",
+                "Batches of records from peers refused (altered, forged, out of order, or against policy).",
+                &self.records_refused,
+            ),
+            (
+                "hashfed_federation_feedback_forwarded_total",
+                "Feedback notes acknowledged by the next node toward the origin.",
+                &self.feedback_forwarded,
+            ),
+        ] {
+            family(&mut out, name, "counter", help);
+            sample(&mut out, name, "", value.load(Relaxed));
+        }
 
         family(
             &mut out,

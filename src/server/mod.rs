@@ -236,7 +236,8 @@ impl Node {
             .await;
         let federation = {
             let (dir, config, db) = (dir.to_owned(), config.clone(), db.clone());
-            tokio::task::spawn_blocking(move || Federation::for_node(&dir, &config, db))
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || Federation::for_node(&dir, &config, db, metrics))
                 .await
                 .map_err(|e| ServerError::Task(e.to_string()))??
         };
