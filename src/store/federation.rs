@@ -439,3 +439,140 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::record::Record;
+    use crate::model::{EntryData, Signal, SignalType};
+    use crate::store::{Change, StoreOptions};
+
+    fn add(i: u32) -> Change {
+        Change::Add(EntryData {
+            signal: Signal::from_bytes(
+                SignalType::Md5,
+                blake3::hash(&i.to_be_bytes()).as_bytes()[..16].to_vec(),
+            )
+            .unwrap(),
+            labels: vec![],
+            external_id: None,
+            vetting: vec![],
+        })
+    }
+
+    fn signer() -> Arc<Signer> {
+        Arc::new(Signer::new(
+            "o",
+            "node",
+            ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+        ))
+    }
+
+    #[test]
+    fn logs_pack_into_chunks_and_read_back_from_any_seq() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path(), &StoreOptions::default()).unwrap();
+        store.set_signer(signer());
+        let set: SetId = "o/s".parse().unwrap();
+        store.create_set(SetInfo::new(set.clone()), 1).unwrap();
+        // Single appends across chunk boundaries, then a batch spanning several.
+        for i in 0..70 {
+            store.append(&set, &[add(i)], 2).unwrap();
+        }
+        let batch: Vec<Change> = (70..300).map(add).collect();
+        store.append(&set, &batch, 3).unwrap();
+        assert_eq!(store.set(&set).unwrap().head_seq, 300);
+        for after in [0, 1, 63, 64, 65, 127, 128, 200, 299, 300] {
+            let seqs: Vec<u64> = store
+                .log(&set, after)
+                .unwrap()
+                .map(|r| r.unwrap().0)
+                .collect();
+            assert_eq!(
+                seqs,
+                ((after + 1)..=300).collect::<Vec<_>>(),
+                "after {after}"
+            );
+        }
+        for item in store.log(&set, 0).unwrap() {
+            let (seq, bytes) = item.unwrap();
+            assert_eq!(Record::decode(&bytes).unwrap().seq, seq);
+        }
+        assert!(store.verify().unwrap().problems.is_empty());
+        // Every write ended at a signed checkpoint.
+        assert!(store.checkpoint_at(&set, 69).unwrap().is_some());
+        assert!(store.checkpoint_at(&set, 300).unwrap().is_some());
+    }
+
+    #[test]
+    fn received_records_apply_only_up_to_matching_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Store::open(&tmp.path().join("a"), &StoreOptions::default()).unwrap();
+        let signer = signer();
+        origin.set_signer(signer.clone());
+        let set: SetId = "o/s".parse().unwrap();
+        let created = origin.create_set(SetInfo::new(set.clone()), 1).unwrap();
+        for chunk in (0..100).collect::<Vec<_>>().chunks(30) {
+            let changes: Vec<Change> = chunk.iter().map(|&i| add(i)).collect();
+            origin.append(&set, &changes, 2).unwrap();
+        }
+        let records: Vec<Vec<u8>> = origin.log(&set, 0).unwrap().map(|r| r.unwrap().1).collect();
+        let cps: Vec<Checkpoint> = origin
+            .checkpoints(&set, 0)
+            .unwrap()
+            .map(|c| c.unwrap())
+            .collect();
+        assert_eq!(
+            cps.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            [30, 60, 90, 100]
+        );
+
+        let receiver = Store::open(&tmp.path().join("b"), &StoreOptions::default()).unwrap();
+        let signed = created.signed_info.clone().unwrap();
+        receiver
+            .receive_set(created.info.clone(), signed, "a", 5)
+            .unwrap();
+        // A local set of the same id is never overwritten by a peer.
+        assert!(matches!(
+            origin.receive_set(
+                created.info.clone(),
+                created.signed_info.clone().unwrap(),
+                "x",
+                5
+            ),
+            Err(StoreError::SetExists(_))
+        ));
+        // Wrong digest: nothing written.
+        let mut altered = records[..30].to_vec();
+        altered[10][20] ^= 1;
+        assert!(receiver
+            .apply_remote(&set, &altered, &cps[..1], "a")
+            .is_err());
+        assert_eq!(receiver.set(&set).unwrap().head_seq, 0);
+        // Two checkpoints in one call, then the rest.
+        receiver
+            .apply_remote(&set, &records[..60], &cps[..2], "a")
+            .unwrap();
+        // A gap: records after 70 where 61 is next.
+        assert!(receiver
+            .apply_remote(&set, &records[70..100], &cps[3..], "a")
+            .is_err());
+        receiver
+            .apply_remote(&set, &records[60..100], &cps[2..], "a")
+            .unwrap();
+        let (a, b) = (origin.set(&set).unwrap(), receiver.set(&set).unwrap());
+        assert_eq!((a.head_seq, &a.head_digest), (b.head_seq, &b.head_digest));
+        assert_eq!(b.matchable, 100);
+        assert!(receiver.verify().unwrap().problems.is_empty());
+        // Only the origin writes: the receiver cannot append to it.
+        assert!(matches!(
+            receiver.append(&set, &[add(1000)], 9),
+            Err(StoreError::Received { .. })
+        ));
+        // The receiver holds the origin's checkpoints, to relay them.
+        assert_eq!(
+            receiver.checkpoint_at(&set, 60).unwrap(),
+            Some(cps[1].clone())
+        );
+    }
+}

@@ -10,7 +10,7 @@
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
 //! | `s`    | set id (UTF-8)                        | set state (JSON)               |
-//! | `l`    | set number u32, seq u64               | record bytes                   |
+//! | `l`    | set number u32, log chunk u64         | up to 64 records, each u32 length + bytes (see [`LOG_CHUNK`]) |
 //! | `c`    | set number u32, seq u64               | checkpoint: digest (32), signature (64) |
 //! | `e`    | entry id (16)                         | entry state                    |
 //! | `v`    | signal key, entry id (16)             | empty (matchable exact entries)|
@@ -72,8 +72,25 @@ pub fn log_prefix(set_no: u32) -> [u8; 5] {
     k
 }
 
-/// `l` + set number + seq.
-pub fn log(set_no: u32, seq: u64) -> [u8; 13] {
+/// Log records per `l` key. sled's cost is per key (about 7 µs for a
+/// sequential insert here, 20+ µs for a random one), so records are
+/// packed: an append rewrites only the set's last, partial chunk.
+pub const LOG_CHUNK: u64 = 64;
+
+/// The log chunk that holds `seq` (from 1), and its position in it.
+pub fn log_chunk_of(seq: u64) -> (u64, usize) {
+    let i = seq.saturating_sub(1);
+    (i / LOG_CHUNK, (i % LOG_CHUNK) as usize)
+}
+
+/// `l` + set number + chunk number.
+pub fn log_chunk(set_no: u32, chunk: u64) -> [u8; 13] {
+    log(set_no, chunk)
+}
+
+/// `l` + set number + a u64 (a log chunk number; with the prefix byte
+/// replaced, a checkpoint's seq).
+fn log(set_no: u32, seq: u64) -> [u8; 13] {
     let mut k = [0; 13];
     k[..5].copy_from_slice(&log_prefix(set_no));
     k[5..].copy_from_slice(&seq.to_be_bytes());
@@ -151,7 +168,7 @@ pub fn slot_of(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(key.get(1..5)?.try_into().ok()?))
 }
 
-/// The seq in an `l` key.
+/// The u64 in an `l` key (chunk number) or `c` key (seq).
 pub fn seq_of(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(key.get(5..13)?.try_into().ok()?))
 }

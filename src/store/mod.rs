@@ -417,14 +417,27 @@ impl Store {
         let state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
-        let start = keys::log(state.no, after_seq.saturating_add(1));
+        let (first_chunk, _) = keys::log_chunk_of(after_seq.saturating_add(1));
+        let start = keys::log_chunk(state.no, first_chunk);
         let end = keys::prefix_end(&keys::log_prefix(state.no)).unwrap_or_default();
-        Ok(self.tree.range(start.to_vec()..end).map(|kv| {
-            let (k, v) = kv?;
-            let seq =
-                keys::seq_of(&k).ok_or_else(|| StoreError::Corrupt("short log key".into()))?;
-            Ok((seq, v.to_vec()))
-        }))
+        Ok(self.tree.range(start.to_vec()..end).flat_map(
+            move |kv| -> Box<dyn Iterator<Item = Result<(u64, Vec<u8>), StoreError>>> {
+                let unpacked = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                    let chunk = keys::seq_of(&k)
+                        .ok_or_else(|| StoreError::Corrupt("short log key".into()))?;
+                    unpack_log_chunk(chunk, &v)
+                });
+                match unpacked {
+                    Ok(records) => Box::new(
+                        records
+                            .into_iter()
+                            .filter(move |(seq, _)| *seq > after_seq)
+                            .map(Ok),
+                    ),
+                    Err(e) => Box::new(std::iter::once(Err(e))),
+                }
+            },
+        ))
     }
 
     /// Everything the match index holds, for a rebuild at start: PDQ slots
@@ -489,6 +502,31 @@ impl Store {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The records of log chunk `chunk`, with their sequence numbers.
+fn unpack_log_chunk(chunk: u64, bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    let first = chunk * keys::LOG_CHUNK + 1;
+    while !rest.is_empty() {
+        let len = rest
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| StoreError::Corrupt(format!("log chunk {chunk} is truncated")))?;
+        let record = rest
+            .get(4..4 + len)
+            .ok_or_else(|| StoreError::Corrupt(format!("log chunk {chunk} is truncated")))?;
+        if out.len() as u64 >= keys::LOG_CHUNK {
+            return Err(StoreError::Corrupt(format!(
+                "log chunk {chunk} holds more than {} records",
+                keys::LOG_CHUNK
+            )));
+        }
+        out.push((first + out.len() as u64, record.to_vec()));
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
 }
 
 fn set_bytes(state: &SetState) -> Result<Vec<u8>, StoreError> {

@@ -119,6 +119,8 @@ pub(super) struct Pending<'a> {
     /// Seq of the last checkpoint (the head when the write began: every
     /// head has one).
     last_checkpoint: u64,
+    /// The log chunk being filled, and its bytes so far.
+    log_tail: Option<(u64, Vec<u8>)>,
 }
 
 impl Store {
@@ -209,6 +211,7 @@ impl<'a> Pending<'a> {
             now_ms,
             signer,
             last_checkpoint,
+            log_tail: None,
         })
     }
 
@@ -225,7 +228,7 @@ impl<'a> Pending<'a> {
             )));
         }
         self.digest = chain_digest(&self.digest, bytes);
-        self.batch.insert(&keys::log(self.set.no, seq)[..], bytes);
+        self.push_log(seq, bytes)?;
         self.set.head_seq = seq;
         self.applied.appended += 1;
         self.now_ms = record.time_ms;
@@ -382,13 +385,52 @@ impl<'a> Pending<'a> {
         }
         .encode();
         self.digest = chain_digest(&self.digest, &bytes);
-        self.batch.insert(&keys::log(self.set.no, seq)[..], bytes);
+        self.push_log(seq, &bytes)?;
         self.set.head_seq = seq;
         self.applied.appended += 1;
         if seq - self.last_checkpoint >= CHECKPOINT_EVERY {
             self.sign_head();
         }
         Ok(seq)
+    }
+
+    /// Adds record `seq` to the set's log: to the last chunk, loaded on
+    /// first use if it is partial, written at commit or when full.
+    fn push_log(&mut self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let (chunk, index) = keys::log_chunk_of(seq);
+        if self.log_tail.as_ref().map(|(c, _)| *c) != Some(chunk) {
+            self.flush_log_tail();
+            let value = if index == 0 {
+                Vec::new()
+            } else {
+                self.store
+                    .tree
+                    .get(keys::log_chunk(self.set.no, chunk))?
+                    .map(|v| v.to_vec())
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "set {}: log chunk {chunk} missing before seq {seq}",
+                            self.set.id()
+                        ))
+                    })?
+            };
+            self.log_tail = Some((chunk, value));
+        }
+        if let Some((_, value)) = &mut self.log_tail {
+            value.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+            value.extend_from_slice(bytes);
+        }
+        if index as u64 == keys::LOG_CHUNK - 1 {
+            self.flush_log_tail();
+        }
+        Ok(())
+    }
+
+    fn flush_log_tail(&mut self) {
+        if let Some((chunk, value)) = self.log_tail.take() {
+            self.batch
+                .insert(&keys::log_chunk(self.set.no, chunk)[..], value);
+        }
     }
 
     /// The chain digest after the records so far.
@@ -519,6 +561,7 @@ impl<'a> Pending<'a> {
         if self.set.head_seq != self.last_checkpoint {
             self.sign_head();
         }
+        self.flush_log_tail();
         self.set.head_digest = to_hex(&self.digest);
         self.batch
             .insert(keys::set(self.set.id().as_str()), set_bytes(&self.set)?);
