@@ -421,7 +421,7 @@ impl Store {
         let start = keys::log_chunk(state.no, first_chunk);
         let end = keys::prefix_end(&keys::log_prefix(state.no)).unwrap_or_default();
         Ok(self.tree.range(start.to_vec()..end).flat_map(
-            move |kv| -> Box<dyn Iterator<Item = Result<(u64, Vec<u8>), StoreError>>> {
+            move |kv| -> LogRecords {
                 let unpacked = kv.map_err(StoreError::from).and_then(|(k, v)| {
                     let chunk = keys::seq_of(&k)
                         .ok_or_else(|| StoreError::Corrupt("short log key".into()))?;
@@ -503,6 +503,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Some of a log's records, or the error that stopped reading them.
+type LogRecords = Box<dyn Iterator<Item = Result<(u64, Vec<u8>), StoreError>>>;
 
 /// The records of log chunk `chunk`, with their sequence numbers.
 fn unpack_log_chunk(chunk: u64, bytes: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
