@@ -420,8 +420,10 @@ impl Store {
         let (first_chunk, _) = keys::log_chunk_of(after_seq.saturating_add(1));
         let start = keys::log_chunk(state.no, first_chunk);
         let end = keys::prefix_end(&keys::log_prefix(state.no)).unwrap_or_default();
-        Ok(self.tree.range(start.to_vec()..end).flat_map(
-            move |kv| -> LogRecords {
+        Ok(self
+            .tree
+            .range(start.to_vec()..end)
+            .flat_map(move |kv| -> LogRecords {
                 let unpacked = kv.map_err(StoreError::from).and_then(|(k, v)| {
                     let chunk = keys::seq_of(&k)
                         .ok_or_else(|| StoreError::Corrupt("short log key".into()))?;
@@ -436,8 +438,7 @@ impl Store {
                     ),
                     Err(e) => Box::new(std::iter::once(Err(e))),
                 }
-            },
-        ))
+            }))
     }
 
     /// Everything the match index holds, for a rebuild at start: PDQ slots
