@@ -84,27 +84,16 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
         .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
 }
 
-/// The CA files whose certificates a listener accepts.
-fn trusted_cas(dir: &Path, listener: Listener) -> Result<Vec<std::path::PathBuf>, IdentityError> {
+/// The CA files whose certificates a listener accepts. Peers' CAs come
+/// from the peer registry instead (see [`Acceptor::federation`]), so here
+/// the federation listener trusts nobody.
+fn trusted_cas(dir: &Path, listener: Listener) -> Vec<std::path::PathBuf> {
     let tls = dir.join("tls");
-    Ok(match listener {
+    match listener {
         Listener::Match => vec![tls.join("clients-ca.pem")],
         Listener::Admin => vec![tls.join("operators-ca.pem")],
-        Listener::Federation => {
-            let peers = tls.join("peers");
-            let mut cas = Vec::new();
-            if peers.is_dir() {
-                for item in fs::read_dir(&peers).map_err(io(&peers))? {
-                    let path = item.map_err(io(&peers))?.path();
-                    if path.extension().is_some_and(|e| e == "pem") {
-                        cas.push(path);
-                    }
-                }
-            }
-            cas.sort();
-            cas
-        }
-    })
+        Listener::Federation => Vec::new(),
+    }
 }
 
 /// The listener's TLS settings: TLS 1.3 only, the node's server
@@ -141,14 +130,12 @@ impl Acceptor {
     /// certificates required and verified against that role's CA only
     /// (validity period, chain, and the client-auth key usage).
     ///
-    /// For [`Listener::Federation`] this trusts the CAs found in
-    /// `DIR/tls/peers/*.pem` when it is called, all alike, and does not
-    /// tell peers apart; a federation listener with no peers refuses every
-    /// client. [`Acceptor::federation`] is the dynamic, per-peer version.
+    /// For [`Listener::Federation`] this refuses every client: peers are
+    /// admitted by [`Acceptor::federation`], from the peer registry.
     pub fn new(dir: &Path, listener: Listener) -> Result<Self, IdentityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
-        for ca in trusted_cas(dir, listener)? {
+        for ca in trusted_cas(dir, listener) {
             for cert in certificates(&ca)? {
                 roots
                     .add(cert)
