@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::keys;
 use super::state::SetState;
 use super::write::{Applied, Pending};
-use super::{set_bytes, Store, StoreError};
+use super::{Store, StoreError};
 use crate::model::record::{chain_digest, genesis_digest};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer, CHECKPOINT_EVERY};
 use crate::model::{SetId, SetInfo, SetPolicy};
@@ -145,13 +145,8 @@ impl Store {
                 dirty = true;
             }
             if dirty {
-                batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
-                let generation = self.next_generation(&mut batch);
-                self.tree.apply_batch(batch)?;
-                self.generation
-                    .store(generation, std::sync::atomic::Ordering::SeqCst);
+                self.write_set(batch, &state)?;
                 changed.push(state.id().clone());
-                self.cache_set(state);
             }
         }
         Ok(changed)
@@ -188,23 +183,12 @@ impl Store {
         let mut state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
-        if let Some(peer) = &state.upstream {
-            return Err(StoreError::Received {
-                set: set.clone(),
-                peer: peer.clone(),
-            });
-        }
+        state.writable()?;
         state.info.policy = policy;
         if let Some(signer) = self.signer_for(&state) {
             self.sign_info(&signer, &mut state)?;
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(keys::set(set.as_str()), set_bytes(&state)?);
-        let generation = self.next_generation(&mut batch);
-        self.tree.apply_batch(batch)?;
-        self.generation
-            .store(generation, std::sync::atomic::Ordering::SeqCst);
-        self.cache_set(state.clone());
+        self.write_set(sled::Batch::default(), &state)?;
         Ok(state)
     }
 
@@ -257,12 +241,7 @@ impl Store {
                 }
             }
         };
-        batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
-        let generation = self.next_generation(&mut batch);
-        self.tree.apply_batch(batch)?;
-        self.generation
-            .store(generation, std::sync::atomic::Ordering::SeqCst);
-        self.cache_set(state.clone());
+        self.write_set(batch, &state)?;
         Ok(state)
     }
 
@@ -271,10 +250,8 @@ impl Store {
     /// caller with the origin's key). Refused as a whole (nothing written)
     /// unless the records continue the log at its head, contiguously, and
     /// the chain over them reaches every checkpoint's digest at its seq.
-    ///
-    /// Several checkpoints' worth of records in one call make one sled
-    /// batch: entry keys are random, and a bigger batch touches each of
-    /// the tree's leaves with more keys at once.
+    /// Several checkpoints' worth of records may come in one call (one
+    /// sled batch).
     pub fn apply_remote(
         &self,
         set: &SetId,

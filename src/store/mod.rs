@@ -248,14 +248,21 @@ impl Store {
             self.sign_info(&signer, &mut state)?;
         }
         let mut batch = sled::Batch::default();
-        batch.insert(keys::set(state.id().as_str()), set_bytes(&state)?);
         batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
+        self.write_set(batch, &state)?;
+        tracing::info!(set = %state.id(), "set created");
+        Ok(state)
+    }
+
+    /// Applies `batch` with `state` as the set's new state and the
+    /// generation bump, then makes the state current in memory.
+    fn write_set(&self, mut batch: sled::Batch, state: &SetState) -> Result<(), StoreError> {
+        batch.insert(keys::set(state.id().as_str()), set_bytes(state)?);
         let generation = self.next_generation(&mut batch);
         self.tree.apply_batch(batch)?;
         self.generation.store(generation, Ordering::SeqCst);
         self.cache_set(state.clone());
-        tracing::info!(set = %state.id(), "set created");
-        Ok(state)
+        Ok(())
     }
 
     fn cache_set(&self, state: SetState) {

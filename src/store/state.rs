@@ -58,6 +58,17 @@ impl SetState {
     pub fn id(&self) -> &SetId {
         &self.info.id
     }
+
+    /// Refuses local changes to a received set: only its origin changes it.
+    pub fn writable(&self) -> Result<(), super::StoreError> {
+        match &self.upstream {
+            Some(peer) => Err(super::StoreError::Received {
+                set: self.id().clone(),
+                peer: peer.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// One entry as stored: its content and where it stands.

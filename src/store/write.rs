@@ -137,12 +137,7 @@ impl Store {
         let state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
-        if let Some(peer) = &state.upstream {
-            return Err(StoreError::Received {
-                set: set.clone(),
-                peer: peer.clone(),
-            });
-        }
+        state.writable()?;
         let mut p = Pending::new(self, state, now_ms)?;
         for change in changes {
             let outcome = match change {
