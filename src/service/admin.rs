@@ -243,13 +243,7 @@ impl Admin for AdminService {
             .store()
             .sets()
             .into_iter()
-            .map(|s| proto::SetSummary {
-                id: s.id().to_string(),
-                head_seq: s.head_seq,
-                info_json: serde_json::to_string(&s.info).unwrap_or_default(),
-                head_digest: s.head_digest,
-                matchable: s.matchable,
-            })
+            .map(wire::set_summary)
             .collect();
         Ok(Response::new(proto::ListSetsResponse { sets }))
     }
@@ -430,13 +424,7 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::SetSummary>, Status> {
         let fed = self.fed()?;
         let s = blocking(move || fed.set_policy(request.into_inner())).await?;
-        Ok(Response::new(proto::SetSummary {
-            id: s.id().to_string(),
-            head_seq: s.head_seq,
-            info_json: serde_json::to_string(&s.info).unwrap_or_default(),
-            head_digest: s.head_digest,
-            matchable: s.matchable,
-        }))
+        Ok(Response::new(wire::set_summary(s)))
     }
 
     async fn verify_sets(

@@ -95,6 +95,17 @@ pub fn image_hashes(h: &ImageHashes) -> proto::ImageHashes {
     }
 }
 
+/// A set as the admin service lists it.
+pub fn set_summary(s: crate::store::SetState) -> proto::SetSummary {
+    proto::SetSummary {
+        id: s.id().to_string(),
+        head_seq: s.head_seq,
+        info_json: serde_json::to_string(&s.info).unwrap_or_default(),
+        head_digest: s.head_digest,
+        matchable: s.matchable,
+    }
+}
+
 /// An entry as the admin service shows it.
 pub fn entry(e: &StoredEntry, changed: bool) -> proto::Entry {
     proto::Entry {
