@@ -317,6 +317,8 @@ mod evil {
         Forge,
         /// Serves the set faithfully although its origin forbids re-sharing.
         IgnorePolicy,
+        /// Sends records and never a checkpoint.
+        Flood,
     }
 
     pub struct EvilRelay {
@@ -369,7 +371,19 @@ mod evil {
                 Trick::Forge => {
                     cp = self.own_key.checkpoint(&set, cp.seq, cp.digest);
                 }
-                Trick::IgnorePolicy => {}
+                Trick::IgnorePolicy | Trick::Flood => {}
+            }
+            if let Trick::Flood = self.trick {
+                let chunks: Vec<Result<proto::PullChunk, Status>> = (0..4u64)
+                    .map(|i| {
+                        Ok(proto::PullChunk {
+                            first_seq: 1 + i * 4096,
+                            records: vec![records[0].clone(); 4096],
+                            checkpoint: None,
+                        })
+                    })
+                    .collect();
+                return Ok(Response::new(Box::pin(tokio_stream::iter(chunks))));
             }
             let chunk = proto::PullChunk {
                 first_seq: 1,
@@ -447,6 +461,7 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         (Trick::Drop, true, "do not end at the last checkpoint"),
         (Trick::Forge, true, "signature does not verify"),
         (Trick::IgnorePolicy, false, "does not allow re-sharing"),
+        (Trick::Flood, true, "records without a checkpoint"),
     ] {
         policy(&a, reshare);
         let mut c = TestNode::start("c", |_| {}).await;

@@ -31,6 +31,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// bound by never sending a checkpoint).
 const MAX_UNVERIFIED: usize = 2 * CHECKPOINT_EVERY as usize;
 
+/// Most bytes of records held unverified (records can be large: a relay
+/// sending few but huge records must not make us hold gigabytes either).
+const MAX_UNVERIFIED_BYTES: usize = 64 << 20;
+
 /// Why a sync session ended.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -247,6 +251,7 @@ async fn pull(
     let mut expected = after_seq + 1;
     let mut applied_through = after_seq;
     let mut buffer: Vec<Vec<u8>> = Vec::new();
+    let mut buffered_bytes = 0usize;
     while let Some(chunk) = stream.message().await? {
         if chunk.first_seq != expected {
             return Err(refused(format!(
@@ -255,7 +260,13 @@ async fn pull(
             )));
         }
         expected += chunk.records.len() as u64;
+        buffered_bytes += chunk.records.iter().map(Vec::len).sum::<usize>();
         buffer.extend(chunk.records);
+        if buffered_bytes > MAX_UNVERIFIED_BYTES {
+            return Err(refused(format!(
+                "more than {MAX_UNVERIFIED_BYTES} bytes of records without a checkpoint"
+            )));
+        }
         if buffer.len() > MAX_UNVERIFIED {
             return Err(refused(format!(
                 "more than {MAX_UNVERIFIED} records without a checkpoint"
@@ -266,6 +277,7 @@ async fn pull(
         verify_checkpoint(key, set, &cp)
             .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
+        buffered_bytes = 0;
         // Another peer offering the same set may have moved us on
         // meanwhile (records are the origin's, whoever relays them): then
         // this pull is stale, not wrong.
