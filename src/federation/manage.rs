@@ -91,9 +91,7 @@ impl Federation {
             .map_err(peer_error)?;
         // Close its connections now, not when the federation task next
         // runs: the caller is told "revoked" only once it is cut off.
-        if let Err(e) = self.trust.replace(self.peers.trusted()) {
-            tracing::warn!(error = %e, "peer certificates could not be loaded");
-        }
+        self.refresh_trust();
         tracing::info!(peer = %peer.name(), status = status.as_str(), "peer status changed");
         Ok(self.peer_view(&peer))
     }
@@ -194,25 +192,31 @@ impl Federation {
                     } else {
                         (set.head_seq, false)
                     };
-                    let ours_at = self.db.store().checkpoint_at(set.id(), at).ok().flatten();
-                    let theirs_at = if ours_longer {
-                        Some(theirs.head_digest.clone())
+                    let (ours_at, theirs_at) = if ours_longer {
+                        // Our digest where the peer's head is.
+                        let ours = if at == 0 {
+                            Some(crate::model::record::genesis_digest(set.id()).to_vec())
+                        } else {
+                            self.db
+                                .store()
+                                .checkpoint_at(set.id(), at)
+                                .ok()
+                                .flatten()
+                                .map(|c| c.digest.to_vec())
+                        };
+                        (ours, Some(theirs.head_digest.clone()))
                     } else {
-                        client
+                        // The peer's digest where our head is (our head
+                        // digest at seq 0 is the genesis digest).
+                        let theirs_at = client
                             .get_checkpoint(proto::CheckpointRequest {
                                 set: set.id().to_string(),
                                 seq: at,
                             })
                             .await
                             .ok()
-                            .map(|r| r.into_inner().digest)
-                    };
-                    let ours_at = if at == 0 {
-                        Some(crate::model::record::genesis_digest(set.id()).to_vec())
-                    } else if !ours_longer {
-                        Some(set.digest().to_vec())
-                    } else {
-                        ours_at.map(|c| c.digest.to_vec())
+                            .map(|r| r.into_inner().digest);
+                        (Some(set.digest().to_vec()), theirs_at)
                     };
                     let behind = theirs.head_seq.abs_diff(set.head_seq);
                     match (ours_at, theirs_at) {

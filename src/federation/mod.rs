@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
-use crate::identity::peers::PeerTrust;
+use crate::identity::peers::{PeerIdentity, PeerTrust};
 use crate::identity::Config;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
@@ -128,6 +128,22 @@ impl Federation {
         &self.peers
     }
 
+    /// The registry's peer for a connection's identity, if that peer is
+    /// active and still has the node id the connection was admitted with.
+    pub fn active_peer(&self, identity: &PeerIdentity) -> Option<Peer> {
+        self.peers
+            .get(&identity.name)
+            .filter(|p| p.active() && p.card.node_id == identity.node_id)
+    }
+
+    /// Makes the listener's TLS trust equal to the registry (closing the
+    /// connections of peers no longer active).
+    pub fn refresh_trust(&self) {
+        if let Err(e) = self.trust.replace(self.peers.trusted()) {
+            tracing::warn!(error = %e, "peer certificates could not be loaded");
+        }
+    }
+
     /// The TLS trust the federation listener uses.
     pub fn trust(&self) -> &PeerTrust {
         &self.trust
@@ -199,9 +215,7 @@ impl Federation {
         let mut tasks: HashMap<String, (Peer, CancellationToken)> = HashMap::new();
         tokio::spawn(outbox::run(self.clone(), stop.clone()));
         loop {
-            if let Err(e) = self.trust.replace(self.peers.trusted()) {
-                tracing::warn!(error = %e, "peer certificates could not be loaded");
-            }
+            self.refresh_trust();
             let wanted: HashMap<String, Peer> = self
                 .peers
                 .list()
@@ -229,11 +243,6 @@ impl Federation {
                 changed = changes.changed() => if changed.is_err() { return },
             }
         }
-    }
-
-    /// The node directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The database.

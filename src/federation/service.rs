@@ -12,7 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Federation;
-use crate::identity::peers::PeerConnectInfo;
+use crate::identity::peers::{PeerConnectInfo, PeerIdentity};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
 use crate::model::{EntryId, SetId};
 use crate::peers::Peer;
@@ -47,9 +47,9 @@ impl FederationService {
             .extensions()
             .get::<PeerConnectInfo>()
             .ok_or_else(|| Status::unauthenticated("no peer certificate on this connection"))?;
-        match self.fed.peers.get(&info.peer.name) {
-            Some(peer) if peer.active() && peer.card.node_id == info.peer.node_id => Ok(peer),
-            _ => {
+        match self.fed.active_peer(&info.peer) {
+            Some(peer) => Ok(peer),
+            None => {
                 tracing::info!(peer = %info.peer.name, "call from a peer that is not active refused");
                 Err(Status::permission_denied(format!(
                     "peer {} is not an active peer of this node",
@@ -213,7 +213,10 @@ impl FederationRpc for FederationService {
         request: Request<proto::ManifestRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let peer = self.caller(&request)?;
-        let info = request.extensions().get::<PeerConnectInfo>().cloned();
+        let identity = PeerIdentity {
+            name: peer.card.name.clone(),
+            node_id: peer.card.node_id.clone(),
+        };
         let (tx, rx) = mpsc::channel(4);
         let fed = self.fed.clone();
         let service = FederationService { fed: fed.clone() };
@@ -221,23 +224,15 @@ impl FederationRpc for FederationService {
             let mut sets = fed.db.changes();
             let mut peers = fed.peers.changes();
             let mut last = None;
-            let name = peer.name().to_owned();
             loop {
-                let current = match fed.peers.get(&name) {
-                    Some(p)
-                        if p.active()
-                            && Some(&p.card.node_id) == info.as_ref().map(|i| &i.peer.node_id) =>
-                    {
-                        p
-                    }
-                    _ => {
-                        let _ = tx
-                            .send(Err(Status::permission_denied(format!(
-                                "peer {name} is no longer an active peer of this node"
-                            ))))
-                            .await;
-                        return;
-                    }
+                let Some(current) = fed.active_peer(&identity) else {
+                    let _ = tx
+                        .send(Err(Status::permission_denied(format!(
+                            "peer {} is no longer an active peer of this node",
+                            identity.name
+                        ))))
+                        .await;
+                    return;
                 };
                 let manifest = service.manifest(&current);
                 if last.as_ref() != Some(&manifest) {

@@ -220,7 +220,7 @@ impl PeerRegistry {
         self.read().get(name).cloned()
     }
 
-    /// The active peer with this node id.
+    /// The peer with this node id, whatever its status.
     pub fn by_node_id(&self, node_id: &str) -> Option<Peer> {
         self.read()
             .values()

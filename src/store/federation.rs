@@ -66,12 +66,6 @@ impl Store {
         signer.as_ref().filter(|s| s.owns(set.id())).cloned()
     }
 
-    /// Whether `set` is one of this node's own, shareable sets (origin is
-    /// this node and a signer is set).
-    pub fn is_own(&self, set: &SetState) -> bool {
-        self.signer_for(set).is_some()
-    }
-
     /// The checkpoint at exactly `seq`, if there is one.
     pub fn checkpoint_at(&self, set: &SetId, seq: u64) -> Result<Option<Checkpoint>, StoreError> {
         let state = self
@@ -93,9 +87,7 @@ impl Store {
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
         let start = keys::checkpoint(state.no, after_seq.saturating_add(1));
-        let mut prefix = keys::log_prefix(state.no);
-        prefix[0] = keys::CHECKPOINT;
-        let end = keys::prefix_end(&prefix).unwrap_or_default();
+        let end = keys::prefix_end(&keys::checkpoint_prefix(state.no)).unwrap_or_default();
         Ok(self.tree.range(start.to_vec()..end).map(|kv| {
             let (k, v) = kv?;
             let seq = keys::seq_of(&k)

@@ -97,6 +97,13 @@ fn log(set_no: u32, seq: u64) -> [u8; 13] {
     k
 }
 
+/// `c` + set number (the prefix of one set's checkpoints).
+pub fn checkpoint_prefix(set_no: u32) -> [u8; 5] {
+    let mut k = log_prefix(set_no);
+    k[0] = CHECKPOINT;
+    k
+}
+
 /// `c` + set number + seq.
 pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
     let mut k = log(set_no, seq);
