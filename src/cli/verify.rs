@@ -17,7 +17,7 @@ pub struct DirArgs {
     dir: PathBuf,
 }
 
-/// Checks every log, entry, by-value key and slot; exit 1 on any problem.
+/// Checks every log, entry, entry number and slot; exit 1 on any problem.
 pub fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
     let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
     let report = store.verify()?;

@@ -2,7 +2,7 @@
 //!
 //! Everything lives in a single tree, partitioned by a one-byte prefix,
 //! because sled makes a batch atomic only within one tree: with one tree,
-//! every change that spans log, entries, by-value keys and slots is a single
+//! every change that spans log, entries and slots is a single
 //! `apply_batch`, which a crash leaves wholly applied or wholly absent.
 //! Integers are big-endian so that byte order is numeric order and prefix
 //! scans walk logs in sequence.
@@ -12,8 +12,7 @@
 //! | `s`    | set id (UTF-8)                        | set state (JSON)               |
 //! | `l`    | set number u32, log chunk u64         | up to 64 records, each u32 length + bytes (see [`LOG_CHUNK`]) |
 //! | `c`    | set number u32, seq u64               | checkpoint: digest (32), signature (64) |
-//! | `e`    | entry id (16)                         | entry state                    |
-//! | `v`    | signal key, entry id (16)             | empty (matchable exact entries)|
+//! | `e`    | entry chunk u32                       | up to 64 entry states (see [`super::entries`]) |
 //! | `p`    | PDQ slot chunk u32                    | slot chunk (see [`super::slots`]) |
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
 //! | `x`    | set number u32, external id, entry id | empty                          |
@@ -32,11 +31,8 @@ pub const CHECKPOINT: u8 = b'c';
 pub const OUTBOX: u8 = b'o';
 /// Feedback received from peers about this node's own entries.
 pub const INBOX: u8 = b'i';
-/// Entry states.
-pub const ENTRY: u8 = b'e';
-/// Matchable entries of exact types by value (PDQ entries are found by
-/// value through their derived id, and rebuilt from the slot table).
-pub const BY_VALUE: u8 = b'v';
+/// Entry states, in chunks by entry number.
+pub const ENTRY_CHUNK: u8 = b'e';
 /// The PDQ slot table, in chunks.
 pub const SLOT_CHUNK: u8 = b'p';
 /// Free PDQ slots.
@@ -48,6 +44,13 @@ pub const META: u8 = b'm';
 /// Match records (see [`super::matches`]).
 pub const MATCH: u8 = b'r';
 
+/// The layout version of the store (absent in stores of format 1, which
+/// kept one `e` key per entry id and `v` keys by value).
+pub const FORMAT: &[u8] = b"mformat";
+/// The layout [`FORMAT`] this code reads and writes.
+pub const CURRENT_FORMAT: u64 = 2;
+/// Counter: the next entry number.
+pub const NEXT_ENTRY: &[u8] = b"mnext_entry";
 /// Counter: the next never-used PDQ slot.
 pub const NEXT_SLOT: &[u8] = b"mnext_slot";
 /// Counter: the next set number.
@@ -111,25 +114,10 @@ pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
     k
 }
 
-/// `e` + entry id.
-pub fn entry(id: &[u8; 16]) -> [u8; 17] {
-    let mut k = [ENTRY; 17];
-    k[1..].copy_from_slice(id);
-    k
-}
-
-/// `v` + signal key (the prefix of every entry with that value).
-pub fn by_value_prefix(signal_key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + signal_key.len() + 16);
-    k.push(BY_VALUE);
-    k.extend_from_slice(signal_key);
-    k
-}
-
-/// `v` + signal key + entry id.
-pub fn by_value(signal_key: &[u8], id: &[u8; 16]) -> Vec<u8> {
-    let mut k = by_value_prefix(signal_key);
-    k.extend_from_slice(id);
+/// `e` + entry chunk number.
+pub fn entry_chunk(chunk: u32) -> [u8; 5] {
+    let mut k = [ENTRY_CHUNK; 5];
+    k[1..].copy_from_slice(&chunk.to_be_bytes());
     k
 }
 
@@ -164,13 +152,13 @@ pub fn external(set_no: u32, external_id: &str, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// The last 16 bytes of a key, as an entry id (for `v` and `x` keys).
+/// The last 16 bytes of a key, as an entry id (for `x` keys).
 pub fn trailing_id(key: &[u8]) -> Option<[u8; 16]> {
     let start = key.len().checked_sub(16)?;
     key[start..].try_into().ok()
 }
 
-/// The number in a `p` (chunk) or `f` (slot) key.
+/// The number in an `e` or `p` (chunk) or `f` (slot) key.
 pub fn slot_of(key: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(key.get(1..5)?.try_into().ok()?))
 }

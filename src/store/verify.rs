@@ -1,11 +1,12 @@
 //! A full consistency check of the store, for crash tests and operators.
 //!
-//! It re-derives everything that is stored twice (chain digests, by-value
-//! keys, slots, counters) and says where the copies disagree. A store that
+//! It re-derives everything that is stored twice (chain digests, entry
+//! numbers, slots, counters) and says where the copies disagree. A store that
 //! passes is one a crash left whole.
 
 use std::collections::{HashMap, HashSet};
 
+use super::entries;
 use super::keys;
 use super::slots;
 use super::state::{EntryState, NO_SLOT};
@@ -44,19 +45,16 @@ impl VerifyReport {
 
 impl Store {
     /// Checks every set's log (contiguous from 1, chain digest equal to the
-    /// head), every entry against its by-value key and PDQ slot, and the
-    /// slot and counter bookkeeping. Reads the whole store.
+    /// head), every entry against its last record, its number and its PDQ
+    /// slot, and the slot and counter bookkeeping. Reads the whole store.
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut report = VerifyReport::default();
         let mut last_records: HashMap<(u32, u64), Record> = HashMap::new();
         let mut wanted: HashSet<(u32, u64)> = HashSet::new();
         // First pass over entries: which log records we want to look at.
-        for kv in self.tree.scan_prefix([keys::ENTRY]) {
-            let (_, v) = kv?;
-            if let Ok(s) = EntryState::decode(&v) {
-                wanted.insert((s.set_no, s.last_seq));
-            }
+        for (_, s) in self.entry_states().flatten() {
+            wanted.insert((s.set_no, s.last_seq));
         }
         for set in self.sets() {
             report.sets += 1;
@@ -108,78 +106,94 @@ impl Store {
         let sets: HashMap<u32, _> = self.sets().into_iter().map(|s| (s.no, s)).collect();
         let mut matchable_per_set: HashMap<u32, u64> = HashMap::new();
         let mut slots: HashMap<u32, EntryId> = HashMap::new();
-        for kv in self.tree.scan_prefix([keys::ENTRY]) {
-            let (k, v) = kv?;
-            report.entries += 1;
-            let Some(id) = keys::trailing_id(&k).map(EntryId) else {
-                report.problem("short entry key".into());
+        let ids = self.ids.read().unwrap_or_else(|p| p.into_inner());
+        let next_entry = self.counter(keys::NEXT_ENTRY)?;
+        let mut seen: HashSet<EntryId> = HashSet::new();
+        for chunk in self.entry_chunks() {
+            let (no, bytes) = chunk?;
+            let Ok(items) = entries::occupied(&bytes) else {
+                report.problem(format!("entry chunk {no} is malformed"));
                 continue;
             };
-            let s = match EntryState::decode(&v) {
-                Ok(s) => s,
-                Err(e) => {
-                    report.problem(format!("entry {id}: {e}"));
-                    continue;
+            for (i, id, state) in items {
+                let n = no * entries::PER_CHUNK + i as u32;
+                report.entries += 1;
+                if !seen.insert(id) {
+                    report.problem(format!("entry {id} is stored twice"));
                 }
-            };
-            let Some(set) = sets.get(&s.set_no) else {
-                report.problem(format!("entry {id}: unknown set number {}", s.set_no));
-                continue;
-            };
-            if EntryId::derive(set.id(), &s.data.signal) != id {
-                report.problem(format!(
-                    "entry {id}: id does not derive from its set and value"
-                ));
-            }
-            match last_records.get(&(s.set_no, s.last_seq)) {
-                Some(Record {
-                    body: RecordBody::Add(data),
-                    ..
-                }) if !s.retracted && *data == s.data => {}
-                Some(Record {
-                    body: RecordBody::Retract { entry, .. },
-                    ..
-                }) if s.retracted && *entry == id => {}
-                _ => report.problem(format!(
-                    "entry {id}: its last record ({}) does not describe it",
-                    s.last_seq
-                )),
-            }
-            let is_pdq = s.data.signal.kind() == &SignalType::Pdq;
-            if !is_pdq {
-                let key = s.data.signal.key();
-                let has_value_key = self.tree.contains_key(keys::by_value(&key, &id.0))?;
-                if has_value_key != s.matchable() {
+                if ids.get(&id) != Some(n) || u64::from(n) >= next_entry {
                     report.problem(format!(
-                        "entry {id}: by-value key present={has_value_key}, matchable={}",
-                        s.matchable()
+                        "entry {id}: stored as number {n}, which the id map or counter does not \
+                         give it"
+                    ));
+                }
+                let s = match EntryState::decode(state) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        report.problem(format!("entry {id}: {e}"));
+                        continue;
+                    }
+                };
+                let Some(set) = sets.get(&s.set_no) else {
+                    report.problem(format!("entry {id}: unknown set number {}", s.set_no));
+                    continue;
+                };
+                if EntryId::derive(set.id(), &s.data.signal) != id {
+                    report.problem(format!(
+                        "entry {id}: id does not derive from its set and value"
+                    ));
+                }
+                match last_records.get(&(s.set_no, s.last_seq)) {
+                    Some(Record {
+                        body: RecordBody::Add(data),
+                        ..
+                    }) if !s.retracted && *data == s.data => {}
+                    Some(Record {
+                        body: RecordBody::Retract { entry, .. },
+                        ..
+                    }) if s.retracted && *entry == id => {}
+                    _ => report.problem(format!(
+                        "entry {id}: its last record ({}) does not describe it",
+                        s.last_seq
+                    )),
+                }
+                let is_pdq = s.data.signal.kind() == &SignalType::Pdq;
+                if s.matchable() {
+                    report.matchable += 1;
+                    *matchable_per_set.entry(s.set_no).or_default() += 1;
+                }
+                if s.matchable() && is_pdq {
+                    let (chunk, i) = slots::locate(s.slot);
+                    let held = self
+                        .tree
+                        .get(keys::slot_chunk(chunk))?
+                        .and_then(|b| slots::get(&b, i));
+                    match held {
+                        Some((holder, code))
+                            if holder == id && code[..] == *s.data.signal.value() => {}
+                        _ => {
+                            report.problem(format!("entry {id}: slot {} does not hold it", s.slot))
+                        }
+                    }
+                    if let Some(other) = slots.insert(s.slot, id) {
+                        report.problem(format!("slot {} held by {other} and {id}", s.slot));
+                    }
+                } else if s.slot != NO_SLOT {
+                    report.problem(format!(
+                        "entry {id}: holds slot {} while not a matchable PDQ entry",
+                        s.slot
                     ));
                 }
             }
-            if s.matchable() {
-                report.matchable += 1;
-                *matchable_per_set.entry(s.set_no).or_default() += 1;
-            }
-            if s.matchable() && is_pdq {
-                let (chunk, i) = slots::locate(s.slot);
-                let held = self
-                    .tree
-                    .get(keys::slot_chunk(chunk))?
-                    .and_then(|b| slots::get(&b, i));
-                match held {
-                    Some((holder, code)) if holder == id && code[..] == *s.data.signal.value() => {}
-                    _ => report.problem(format!("entry {id}: slot {} does not hold it", s.slot)),
-                }
-                if let Some(other) = slots.insert(s.slot, id) {
-                    report.problem(format!("slot {} held by {other} and {id}", s.slot));
-                }
-            } else if s.slot != NO_SLOT {
-                report.problem(format!(
-                    "entry {id}: holds slot {} while not a matchable PDQ entry",
-                    s.slot
-                ));
-            }
         }
+        if seen.len() != ids.len() {
+            report.problem(format!(
+                "{} entries stored, {} in the id map",
+                seen.len(),
+                ids.len()
+            ));
+        }
+        drop(ids);
         for (no, set) in &sets {
             let counted = matchable_per_set.get(no).copied().unwrap_or(0);
             if counted != set.matchable {
@@ -189,17 +203,6 @@ impl Store {
                     set.matchable
                 ));
             }
-        }
-        let mut values = 0;
-        for kv in self.tree.scan_prefix([keys::BY_VALUE]) {
-            kv?;
-            values += 1;
-        }
-        let exact = report.matchable - slots.len() as u64;
-        if values != exact {
-            report.problem(format!(
-                "{values} by-value keys for {exact} matchable exact entries"
-            ));
         }
         let next_slot = self.counter(keys::NEXT_SLOT)?;
         let mut occupied = 0;

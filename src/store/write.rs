@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::entries;
 use super::federation::encode_checkpoint;
 use super::keys;
 use super::slots::{self, Chunk};
@@ -106,6 +107,11 @@ pub(super) struct Pending<'a> {
     set: SetState,
     digest: [u8; 32],
     entries: HashMap<EntryId, EntryState>,
+    /// Entry numbers of the entries read or changed by this batch.
+    numbers: HashMap<EntryId, u32>,
+    /// Entries first numbered by this batch, for the id map once it lands.
+    numbered: Vec<(EntryId, u32)>,
+    next_entry: u64,
     next_slot: u64,
     next_slot_dirty: bool,
     /// The free-slot scan, until it runs dry (`None` after that).
@@ -125,7 +131,7 @@ pub(super) struct Pending<'a> {
 
 impl Store {
     /// Applies `changes` to `set` as one atomic batch: log records appended
-    /// with contiguous sequence numbers, entry states, by-value keys, PDQ
+    /// with contiguous sequence numbers, entry states, PDQ
     /// slots and the set's head all together, or none of it.
     pub fn append(
         &self,
@@ -198,6 +204,9 @@ impl<'a> Pending<'a> {
             digest: set.digest(),
             set,
             entries: HashMap::new(),
+            numbers: HashMap::new(),
+            numbered: Vec::new(),
+            next_entry: store.counter(keys::NEXT_ENTRY)?,
             next_slot: store.counter(keys::NEXT_SLOT)?,
             next_slot_dirty: false,
             free_slots: None,
@@ -248,11 +257,40 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
-    fn get(&self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
-        match self.entries.get(id) {
-            Some(s) => Ok(Some(s.clone())),
-            None => self.store.entry_state(id),
+    /// The entry's state as of this batch so far.
+    fn get(&mut self, id: &EntryId) -> Result<Option<EntryState>, StoreError> {
+        if let Some(s) = self.entries.get(id) {
+            return Ok(Some(s.clone()));
         }
+        Ok(self.store.locate_entry(id)?.map(|(n, state)| {
+            self.numbers.insert(*id, n);
+            state
+        }))
+    }
+
+    /// The entry's number: its own if it has one, else the next one.
+    fn number(&mut self, id: EntryId) -> Result<u32, StoreError> {
+        if let Some(n) = self.numbers.get(&id) {
+            return Ok(*n);
+        }
+        let known = self
+            .store
+            .ids
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id);
+        if let Some(n) = known {
+            self.numbers.insert(id, n);
+            return Ok(n);
+        }
+        if self.next_entry >= u64::from(u32::MAX) {
+            return Err(StoreError::Full("entries"));
+        }
+        let n = self.next_entry as u32;
+        self.next_entry += 1;
+        self.numbers.insert(id, n);
+        self.numbered.push((id, n));
+        Ok(n)
     }
 
     fn add(&mut self, data: &EntryData) -> Result<Outcome, StoreError> {
@@ -340,7 +378,7 @@ impl<'a> Pending<'a> {
         self.transition(id, &old, next)
     }
 
-    fn external_ids(&self, external_id: &str) -> Result<Vec<EntryId>, StoreError> {
+    fn external_ids(&mut self, external_id: &str) -> Result<Vec<EntryId>, StoreError> {
         let prefix = keys::external_prefix(self.set.no, external_id);
         let mut ids = Vec::new();
         for kv in self.store.tree.scan_prefix(&prefix) {
@@ -449,8 +487,8 @@ impl<'a> Pending<'a> {
         self.last_checkpoint = cp.seq;
     }
 
-    /// Writes `next` as the entry's state and moves its index keys (by-value
-    /// key, PDQ slot) from what `old` implied to what `next` implies.
+    /// Makes `next` the entry's state (written at commit) and moves its PDQ
+    /// slot and index deltas from what `old` implied to what `next` implies.
     fn transition(
         &mut self,
         id: EntryId,
@@ -472,7 +510,6 @@ impl<'a> Pending<'a> {
                         code: hash.to_words(),
                     });
                 } else {
-                    self.batch.insert(keys::by_value(&key, &id.0), &[][..]);
                     self.applied
                         .deltas
                         .push(IndexDelta::InsertExact { key, entry: id });
@@ -490,7 +527,6 @@ impl<'a> Pending<'a> {
                             .push(IndexDelta::RemovePdq { slot: old.slot });
                     }
                 } else {
-                    self.batch.remove(keys::by_value(&key, &id.0));
                     self.applied
                         .deltas
                         .push(IndexDelta::RemoveExact { key, entry: id });
@@ -499,7 +535,7 @@ impl<'a> Pending<'a> {
             }
             _ => {}
         }
-        self.batch.insert(&keys::entry(&id.0)[..], next.encode());
+        self.number(id)?;
         self.entries.insert(id, next);
         Ok(())
     }
@@ -568,6 +604,7 @@ impl<'a> Pending<'a> {
                     .insert(&keys::slot_chunk(*no)[..], chunk.as_bytes());
             }
         }
+        self.write_entries()?;
         if self.next_slot_dirty {
             self.batch
                 .insert(keys::NEXT_SLOT, &self.next_slot.to_be_bytes());
@@ -577,7 +614,46 @@ impl<'a> Pending<'a> {
         self.store
             .generation
             .store(generation, std::sync::atomic::Ordering::SeqCst);
+        let mut ids = self.store.ids.write().unwrap_or_else(|p| p.into_inner());
+        for (id, n) in self.numbered {
+            ids.insert(id, n);
+        }
+        drop(ids);
         self.store.cache_set(self.set);
         Ok(self.applied)
+    }
+
+    /// Puts every entry state this batch changed into its chunk, each chunk
+    /// read (if it exists) and written once, and the entry counter.
+    fn write_entries(&mut self) -> Result<(), StoreError> {
+        let mut by_chunk: HashMap<u32, Vec<(usize, EntryId)>> = HashMap::new();
+        for id in self.entries.keys() {
+            let n = *self
+                .numbers
+                .get(id)
+                .ok_or_else(|| StoreError::Corrupt("a changed entry has no number".into()))?;
+            let (chunk, i) = entries::locate(n);
+            by_chunk.entry(chunk).or_default().push((i, *id));
+        }
+        for (no, positions) in by_chunk {
+            let key = keys::entry_chunk(no);
+            let mut chunk = match self.store.tree.get(key)? {
+                Some(bytes) => {
+                    entries::Chunk::from_bytes(&bytes).ok_or_else(|| super::malformed_chunk(no))?
+                }
+                None => entries::Chunk::default(),
+            };
+            for (i, id) in positions {
+                if let Some(state) = self.entries.get(&id) {
+                    chunk.set(i, id, state.encode());
+                }
+            }
+            self.batch.insert(&key[..], chunk.to_bytes());
+        }
+        if !self.numbered.is_empty() {
+            self.batch
+                .insert(keys::NEXT_ENTRY, &self.next_entry.to_be_bytes());
+        }
+        Ok(())
     }
 }
