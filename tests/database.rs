@@ -375,18 +375,26 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
         .unwrap();
         db.close().unwrap();
     }
+    // Matches, then whether each entry is found by id (through the entry
+    // id map, which has its own snapshot).
     let answers = |db: &Database| -> Vec<usize> {
         let mut out: Vec<usize> = codes
             .iter()
             .map(|c| db.match_exact(&pdq(*c)).unwrap().len())
             .collect();
         out.push(db.match_exact(&md5).unwrap().len());
+        for signal in codes.iter().map(|c| pdq(*c)).chain([md5.clone()]) {
+            let found = db.store().entry(&EntryId::derive(&set, &signal)).unwrap();
+            out.push(usize::from(found.is_some()));
+        }
+        assert_eq!(db.store().stats().unwrap().entries, 301);
         out
     };
     let db = open(dir.path());
     assert_eq!(db.index_source(), IndexSource::Snapshot);
     let expected = answers(&db);
-    assert_eq!(expected.iter().sum::<usize>(), 300);
+    assert!(db.store().ids_from_snapshot());
+    assert_eq!(expected.iter().sum::<usize>(), 300 + 301);
     assert_eq!(expected[7], 0);
     // A write after the snapshot makes it stale.
     db.apply(
@@ -400,6 +408,7 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
     drop(db);
     let db = open(dir.path());
     assert_eq!(db.index_source(), IndexSource::Store);
+    assert!(!db.store().ids_from_snapshot());
     let now = answers(&db);
     assert_eq!(now[8], 0);
     db.close().unwrap();
@@ -415,6 +424,21 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
     db.close().unwrap();
     let db = open(dir.path());
     assert_eq!(db.index_source(), IndexSource::Snapshot);
+    assert!(db.store().ids_from_snapshot());
+    assert_eq!(answers(&db), now);
+    db.close().unwrap();
+    // So is a damaged id map snapshot, on its own.
+    let path = dir.path().join("ids.snapshot");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let db = open(dir.path());
+    assert_eq!(db.index_source(), IndexSource::Snapshot);
+    assert!(!db.store().ids_from_snapshot());
+    assert_eq!(answers(&db), now);
+    db.close().unwrap();
+    let db = open(dir.path());
+    assert!(db.store().ids_from_snapshot());
     assert_eq!(answers(&db), now);
 }
 

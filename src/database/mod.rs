@@ -98,24 +98,26 @@ impl Database {
     /// since, else from the store itself.
     pub fn open(dir: &Path, options: &StoreOptions) -> Result<Self, StoreError> {
         let started = Instant::now();
-        let store = Store::open(dir, options)?;
-        let expected: u64 = store.sets().iter().map(|s| s.matchable).sum();
-        let fresh = || Indexes {
-            pdq: PdqIndex::with_expected_len(expected as usize),
-            exact: ExactIndex::new(),
-        };
-        let mut indexes = fresh();
-        let source = match store.load_index_snapshot(|m| indexes.add(m))? {
-            SnapshotLoad::Loaded => IndexSource::Snapshot,
-            SnapshotLoad::Unusable(why) => {
-                tracing::info!(reason = %why, "index snapshot not used; rebuilding from the store");
-                indexes = fresh();
-                for item in store.matchable() {
-                    indexes.add(item?);
+        let (store, (indexes, source)) = Store::open_with(dir, options, |store| {
+            let expected: u64 = store.sets().iter().map(|s| s.matchable).sum();
+            let fresh = || Indexes {
+                pdq: PdqIndex::with_expected_len(expected as usize),
+                exact: ExactIndex::new(),
+            };
+            let mut indexes = fresh();
+            let source = match store.load_index_snapshot(|m| indexes.add(m))? {
+                SnapshotLoad::Loaded => IndexSource::Snapshot,
+                SnapshotLoad::Unusable(why) => {
+                    tracing::info!(reason = %why, "index snapshot not used; rebuilding from the store");
+                    indexes = fresh();
+                    for item in store.matchable() {
+                        indexes.add(item?);
+                    }
+                    IndexSource::Store
                 }
-                IndexSource::Store
-            }
-        };
+            };
+            Ok((indexes, source))
+        })?;
         tracing::info!(
             pdq = indexes.pdq.len(),
             exact = indexes.exact.len(),
@@ -147,7 +149,10 @@ impl Database {
         self.records.close();
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.store.flush()?;
-        if self.source == IndexSource::Snapshot && self.store.generation() == self.opened_at {
+        if self.source == IndexSource::Snapshot
+            && self.store.ids_from_snapshot()
+            && self.store.generation() == self.opened_at
+        {
             return Ok(());
         }
         let indexes = self.indexes();

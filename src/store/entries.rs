@@ -49,6 +49,16 @@ impl IdMap {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    /// An empty map with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        IdMap(HashMap::with_capacity(n))
+    }
+
+    /// Every id and number, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = (&EntryId, u32)> {
+        self.0.iter().map(|(id, n)| (id, *n))
+    }
 }
 
 /// One chunk of entry states, decoded far enough to change positions.
