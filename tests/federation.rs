@@ -9,6 +9,7 @@ mod nodes;
 use std::time::Duration;
 
 use hashfed::database::Database;
+use hashfed::model::audit::Action;
 use hashfed::model::{Signal, SignalType};
 use hashfed::service::proto;
 use hashfed::store::Change;
@@ -147,6 +148,28 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
         !fb.verified,
         "A has no card of C, so it cannot check C's signature"
     );
+    // Both ends audited it: A the feedback (from b, about the entry, no
+    // hash value), C the set it received through b.
+    let audited = |node: &TestNode, action: Action| {
+        node.db
+            .store()
+            .audit_events(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(move |e| e.action == action)
+    };
+    let at_a: Vec<_> = audited(&a, Action::FeedbackReceived).collect();
+    assert_eq!(at_a.len(), 1);
+    assert_eq!(at_a[0].actor, "peer:b");
+    assert_eq!(at_a[0].subject, hit.entry_id);
+    assert!(at_a[0].detail.starts_with("false_positive from node "));
+    let at_c: Vec<_> = audited(&c, Action::SetReceived).collect();
+    assert_eq!(at_c.len(), 1);
+    assert_eq!(
+        (at_c[0].actor.as_str(), at_c[0].subject.as_str()),
+        ("peer:b", "a/list")
+    );
+    assert!(a.db.store().check_audit().unwrap().is_ok());
 
     // A retracts it: it stops matching on C.
     let signal = Signal::from_bytes(SignalType::Pdq, fresh.to_vec()).unwrap();

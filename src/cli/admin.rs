@@ -192,6 +192,24 @@ impl NodeAdmin {
         )
     }
 
+    /// Audit records after `after_seq`.
+    pub fn list_audit(
+        &mut self,
+        after_seq: u64,
+        limit: u32,
+    ) -> anyhow::Result<proto::ListAuditResponse> {
+        call!(
+            self,
+            list_audit,
+            proto::ListAuditRequest { after_seq, limit }
+        )
+    }
+
+    /// Checks the audit log's chain and signed head.
+    pub fn verify_audit(&mut self) -> anyhow::Result<proto::VerifyAuditResponse> {
+        call!(self, verify_audit, proto::VerifyAuditRequest {})
+    }
+
     /// Ends the session; an in-process database is closed cleanly (which
     /// leaves a current index snapshot for the next start).
     pub fn close(self) -> anyhow::Result<()> {

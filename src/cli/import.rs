@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -11,6 +12,8 @@ use clap::Args;
 use hashfed::database::now_ms;
 use hashfed::import::load::{load, LoadError};
 use hashfed::import::{detect, parse, Format};
+use hashfed::model::audit::Action;
+use hashfed::model::signed::Signer;
 use hashfed::model::{SetId, SetInfo};
 use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::{Store, StoreOptions};
@@ -46,12 +49,21 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     }
     drop(runtime);
     let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
+    // The node's signing key, where it has one: own sets get their
+    // checkpoints signed as they are written, and the audit head stays
+    // signed.
+    if let Ok(config) = hashfed::identity::load_config(&args.dir) {
+        let key = hashfed::identity::keys::read(&args.dir)?;
+        store.set_signer(Arc::new(Signer::new(&config.name, &config.node_id, key)));
+    }
     let set = match store.set(&args.set) {
         Some(state) => state.info,
         None => {
-            store
+            let info = store
                 .create_set(SetInfo::new(args.set.clone()), now_ms())?
-                .info
+                .info;
+            audit(&store, Action::SetCreated, &info.id, "by an import")?;
+            info
         }
     };
     let mut failed = false;
@@ -104,10 +116,16 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
                     "{shown} ({format}): {} records: {} added, {} updated, {} unchanged, {} retracted, {} retractions found nothing, {} refused",
                     s.records, s.added, s.updated, s.unchanged, s.retracted, s.not_found, s.malformed
                 );
+                let detail = format!(
+                    "{format} format, {} records: {} added, {} updated, {} unchanged, {} retracted, {} refused",
+                    s.records, s.added, s.updated, s.unchanged, s.retracted, s.malformed
+                );
+                audit(&store, Action::Imported, &set.id, &detail)?;
                 failed |= s.malformed > 0;
             }
             Err(LoadError::Input(e)) => {
                 eprintln!("hashfed: {shown}: {e}; records before it were imported");
+                audit(&store, Action::Imported, &set.id, &format!("stopped: {e}"))?;
                 failed = true;
             }
             Err(LoadError::Store(e)) => return Err(e.into()),
@@ -121,6 +139,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Records an import on a stopped node in its audit log (a running node's
+/// admin service does it for imports sent to it).
+fn audit(store: &Store, action: Action, set: &SetId, detail: &str) -> anyhow::Result<()> {
+    store.audit(now_ms(), "local-cli", action, set.as_str(), detail)?;
+    Ok(())
 }
 
 fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {

@@ -2,6 +2,7 @@
 //! are `anyhow` here, at the edge, and typed in the library.
 
 mod admin;
+mod audit;
 mod client;
 mod compare;
 mod demo;
@@ -68,6 +69,8 @@ enum Command {
     Peer(peer::PeerArgs),
     /// Sets and peers: share (signed policy), verify (compare with peers), feedback received.
     Set(peer::SetArgs),
+    /// The audit log: list it, or verify its hash chain and signed head.
+    Audit(audit::AuditArgs),
 }
 
 /// Where a node directory keeps its database.
@@ -94,5 +97,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => verify::stats(args),
         Command::Peer(args) => peer::run(args),
         Command::Set(args) => peer::run_set(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

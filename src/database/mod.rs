@@ -17,6 +17,7 @@ pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VA
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
+use crate::model::audit::Action;
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer};
 use crate::model::{EntryId, SetId, SetInfo, SetPolicy};
 use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
@@ -287,9 +288,41 @@ impl Database {
         signed: SignedInfo,
         peer: &str,
     ) -> Result<SetState, StoreError> {
+        let before = self.store.set(&info.id).and_then(|s| s.signed_info);
+        let version = signed.version;
         let state = self.store.receive_set(info, signed, peer, now_ms())?;
         self.changed();
+        let actor = format!("peer:{peer}");
+        match before {
+            None => self.audit(
+                &actor,
+                Action::SetReceived,
+                state.id().as_str(),
+                &format!("configuration version {version}"),
+            )?,
+            Some(old) if old.version != version => self.audit(
+                &actor,
+                Action::PolicySigned,
+                state.id().as_str(),
+                &format!("configuration version {version} from the origin"),
+            )?,
+            Some(_) => {}
+        }
         Ok(state)
+    }
+
+    /// Appends an event to the node's audit log (see
+    /// [`crate::model::audit`]).
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: Action,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        self.store
+            .audit(now_ms(), actor, action, subject, detail)
+            .map(|_| ())
     }
 
     /// Queues feedback from a downstream peer to go on toward the origin

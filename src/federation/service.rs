@@ -386,12 +386,26 @@ fn take_feedback(
                     .push(format!("no entry {} in {}", note.entry, note.set));
                 continue;
             }
-            store.receive_feedback(&ReceivedFeedback {
-                note,
-                via: peer.name().to_owned(),
-                verified,
-                received_ms: crate::database::now_ms(),
-            })
+            let detail = format!(
+                "{} from node {} (reporter's signature checked: {verified})",
+                note.verdict, note.reporter
+            );
+            let entry = note.entry.to_string();
+            store
+                .receive_feedback(&ReceivedFeedback {
+                    note,
+                    via: peer.name().to_owned(),
+                    verified,
+                    received_ms: crate::database::now_ms(),
+                })
+                .and_then(|()| {
+                    fed.db.audit(
+                        &format!("peer:{}", peer.name()),
+                        crate::model::audit::Action::FeedbackReceived,
+                        &entry,
+                        &detail,
+                    )
+                })
         } else {
             fed.db.queue_feedback(&note)
         };

@@ -9,8 +9,10 @@
 //! * [`set`]: set ids, policies, entry ids, labels;
 //! * [`record`]: log records and their canonical bytes, chain digests;
 //! * [`signed`]: what an origin signs (checkpoints over the chain, set
-//!   configurations) and how receivers check it.
+//!   configurations) and how receivers check it;
+//! * [`audit`]: audit records and their hash chain.
 
+pub mod audit;
 pub mod record;
 pub mod set;
 pub mod signal;

@@ -119,6 +119,16 @@ pub fn verify_checkpoint(
     )
 }
 
+/// Checks the node's signature over its audit log's head.
+pub fn verify_audit_head(
+    key: &VerifyingKey,
+    seq: u64,
+    digest: &[u8; 32],
+    signature: &[u8; 64],
+) -> Result<(), SignatureError> {
+    verify(key, &super::audit::head_statement(seq, digest), signature)
+}
+
 /// A public key from its 32 bytes.
 pub fn verifying_key(bytes: &[u8]) -> Result<VerifyingKey, SignatureError> {
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| SignatureError::Malformed)?;
@@ -226,6 +236,13 @@ impl Signer {
             digest,
             signature: self.key.sign(&statement).to_bytes(),
         }
+    }
+
+    /// Signs the audit log's head (see [`super::audit`]).
+    pub fn audit_head(&self, seq: u64, digest: &[u8; 32]) -> [u8; 64] {
+        self.key
+            .sign(&super::audit::head_statement(seq, digest))
+            .to_bytes()
     }
 
     /// Signs a configuration at `version`.

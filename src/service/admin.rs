@@ -18,6 +18,7 @@ use crate::database::Database;
 use crate::federation::Federation;
 use crate::import::load::{load, LoadError};
 use crate::import::{detect, parse, Format};
+use crate::model::audit::Action;
 use crate::model::{EntryId, SetId, SetInfo};
 use crate::store::{Change, Outcome, StoreError};
 
@@ -61,6 +62,19 @@ impl AdminService {
             Status::failed_precondition("this node directory has no identity (hashfed.toml)")
         })
     }
+}
+
+/// Appends an audit event, or fails the call: an action that cannot be
+/// audited is reported, not passed over.
+fn audit(
+    db: &Database,
+    actor: &str,
+    action: Action,
+    subject: &str,
+    detail: &str,
+) -> Result<(), Status> {
+    db.audit(actor, action, subject, detail)
+        .map_err(store_error)
 }
 
 fn store_error(e: StoreError) -> Status {
@@ -175,6 +189,7 @@ fn import_blocking(
     db: &Database,
     header: ImportHeader,
     reader: ChunkReader,
+    actor: &str,
 ) -> Result<proto::ImportSummary, Status> {
     let mut input = std::io::BufReader::with_capacity(256 << 10, reader);
     let format = match header.format {
@@ -191,9 +206,18 @@ fn import_blocking(
     let set = match db.store().set(&header.set) {
         Some(state) => state.info,
         None => {
-            db.create_set(SetInfo::new(header.set.clone()))
+            let info = db
+                .create_set(SetInfo::new(header.set.clone()))
                 .map_err(store_error)?
-                .info
+                .info;
+            audit(
+                db,
+                actor,
+                Action::SetCreated,
+                info.id.as_str(),
+                "by an import",
+            )?;
+            info
         }
     };
     let mut problems = Vec::new();
@@ -229,6 +253,22 @@ fn import_blocking(
     summary.problems = problems;
     summary.head_seq = db.store().set(&set.id).map_or(0, |s| s.head_seq);
     tracing::info!(set = %set.id, records = summary.records, "import through the admin service");
+    let detail = format!(
+        "{} format, {} records: {} added, {} updated, {} unchanged, {} retracted, {} refused{}",
+        summary.format,
+        summary.records,
+        summary.added,
+        summary.updated,
+        summary.unchanged,
+        summary.retracted,
+        summary.refused,
+        if summary.stopped.is_empty() {
+            String::new()
+        } else {
+            format!("; stopped: {}", summary.stopped)
+        }
+    );
+    audit(db, actor, Action::Imported, set.id.as_str(), &detail)?;
     Ok(summary)
 }
 
@@ -263,6 +303,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::RetractRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
+        let actor = wire::actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
         if request.reason.len() > MAX_REASON {
@@ -283,11 +324,24 @@ impl Admin for AdminService {
                 .parse()
                 .map_err(|e: crate::model::NameError| Status::internal(e.to_string()))?;
             let applied = db
-                .apply(&set, &[Change::RetractEntry { entry: id, reason }])
+                .apply(
+                    &set,
+                    &[Change::RetractEntry {
+                        entry: id,
+                        reason: reason.clone(),
+                    }],
+                )
                 .map_err(store_error)?;
             let changed = matches!(applied.outcomes.first(), Some(Outcome::Retracted(_)));
             if changed {
                 tracing::info!(entry = %id, set = %set, "entry retracted by operator");
+                audit(
+                    &db,
+                    &actor,
+                    Action::EntryRetracted,
+                    &id.to_string(),
+                    &reason,
+                )?;
             }
             Self::entry(&db, &id, changed)
         })
@@ -299,6 +353,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::SetEntryDisabledRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
+        let actor = wire::actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
         let db = self.db.clone();
@@ -307,7 +362,16 @@ impl Admin for AdminService {
             db.set_disabled(&id, request.disabled)
                 .map_err(store_error)?;
             tracing::info!(entry = %id, disabled = request.disabled, "entry switched by operator");
-            Self::entry(&db, &id, before.disabled != request.disabled)
+            let changed = before.disabled != request.disabled;
+            if changed {
+                let action = if request.disabled {
+                    Action::EntryDisabled
+                } else {
+                    Action::EntryEnabled
+                };
+                audit(&db, &actor, action, &id.to_string(), "")?;
+            }
+            Self::entry(&db, &id, changed)
         })
         .await
         .map(Response::new)
@@ -317,6 +381,7 @@ impl Admin for AdminService {
         &self,
         request: Request<Streaming<proto::ImportChunk>>,
     ) -> Result<Response<proto::ImportSummary>, Status> {
+        let actor = wire::actor(&request);
         let mut stream = request.into_inner();
         let first = match stream.next().await {
             Some(Ok(first)) => first,
@@ -335,7 +400,8 @@ impl Admin for AdminService {
             chunk: first.data,
             pos: 0,
         };
-        let work = tokio::task::spawn_blocking(move || import_blocking(&db, header, reader));
+        let work =
+            tokio::task::spawn_blocking(move || import_blocking(&db, header, reader, &actor));
         // Feed the parser until the client closes its side; a parser that
         // stops early drops the receiver, which ends this loop too.
         while let Some(next) = stream.next().await {
@@ -392,38 +458,72 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::AddPeerRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let fed = self.fed()?;
-        blocking(move || fed.add_peer(request.into_inner()))
-            .await
-            .map(Response::new)
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        blocking(move || {
+            let req = request.into_inner();
+            let detail = format!("send {:?}, accept {:?}", req.send, req.accept);
+            let peer = fed.add_peer(req)?;
+            let subject = format!("{} ({})", peer.name, peer.node_id);
+            audit(&db, &actor, Action::PeerAdded, &subject, &detail)?;
+            Ok(peer)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn set_peer_grants(
         &self,
         request: Request<proto::SetPeerGrantsRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let fed = self.fed()?;
-        blocking(move || fed.set_peer_grants(request.into_inner()))
-            .await
-            .map(Response::new)
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        blocking(move || {
+            let req = request.into_inner();
+            let detail = format!("send {:?}, accept {:?}", req.send, req.accept);
+            let peer = fed.set_peer_grants(req)?;
+            audit(&db, &actor, Action::PeerGranted, &peer.name, &detail)?;
+            Ok(peer)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn set_peer_status(
         &self,
         request: Request<proto::SetPeerStatusRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let fed = self.fed()?;
-        blocking(move || fed.set_peer_status(request.into_inner()))
-            .await
-            .map(Response::new)
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        blocking(move || {
+            let peer = fed.set_peer_status(request.into_inner())?;
+            let action = match peer.status.as_str() {
+                "revoked" => Action::PeerRevoked,
+                "suspended" => Action::PeerSuspended,
+                _ => Action::PeerResumed,
+            };
+            audit(&db, &actor, action, &peer.name, "")?;
+            Ok(peer)
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn set_policy(
         &self,
         request: Request<proto::SetPolicyRequest>,
     ) -> Result<Response<proto::SetSummary>, Status> {
-        let fed = self.fed()?;
-        let s = blocking(move || fed.set_policy(request.into_inner())).await?;
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        let s = blocking(move || {
+            let s = fed.set_policy(request.into_inner())?;
+            let policy = &s.info.policy;
+            let detail = format!(
+                "version {}, share with {:?}, reshare {}",
+                s.signed_info.as_ref().map_or(0, |i| i.version),
+                policy.share_with,
+                policy.reshare
+            );
+            audit(&db, &actor, Action::PolicySigned, s.id().as_str(), &detail)?;
+            Ok(s)
+        })
+        .await?;
         Ok(Response::new(wire::set_summary(s)))
     }
 
@@ -432,6 +532,54 @@ impl Admin for AdminService {
         _request: Request<proto::VerifySetsRequest>,
     ) -> Result<Response<proto::VerifySetsResponse>, Status> {
         Ok(Response::new(self.fed()?.verify_sets().await))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<proto::ListAuditRequest>,
+    ) -> Result<Response<proto::ListAuditResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.limit {
+            0 => 1000,
+            n => n.min(1000),
+        } as usize;
+        let db = self.db.clone();
+        blocking(move || {
+            let events = db
+                .store()
+                .audit_events(request.after_seq, limit)
+                .map_err(store_error)?;
+            Ok(proto::ListAuditResponse {
+                records: events.into_iter().map(wire::audit_record).collect(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn verify_audit(
+        &self,
+        _request: Request<proto::VerifyAuditRequest>,
+    ) -> Result<Response<proto::VerifyAuditResponse>, Status> {
+        let db = self.db.clone();
+        blocking(move || {
+            let check = db.store().check_audit().map_err(store_error)?;
+            let (first_bad_seq, problem) = check.first_bad.clone().unwrap_or_default();
+            Ok(proto::VerifyAuditResponse {
+                records: check.records,
+                ok: check.is_ok(),
+                first_bad_seq,
+                problem,
+                head_signature: match check.head_signed {
+                    Some(true) => "valid",
+                    Some(false) => "invalid",
+                    None => "not checked",
+                }
+                .to_owned(),
+            })
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn list_received_feedback(

@@ -136,6 +136,30 @@ pub fn caller<T>(request: &Request<T>) -> String {
     }
 }
 
+/// Who is acting, for the audit log: `operator:<certificate fingerprint>`
+/// on the operator listener, `local-socket` on the admin socket.
+pub fn actor<T>(request: &Request<T>) -> String {
+    match request.peer_certs() {
+        Some(_) => format!("operator:{}", caller(request)),
+        None => caller(request),
+    }
+}
+
+/// An audit event as the admin service returns it.
+pub fn audit_record(e: crate::model::audit::AuditEvent) -> proto::AuditRecord {
+    proto::AuditRecord {
+        seq: e.seq,
+        time_ms: e.time_ms,
+        actor: e.actor,
+        action: serde_json::to_value(e.action)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        subject: e.subject,
+        detail: e.detail,
+    }
+}
+
 /// tonic reports a message over the size limit as `OUT_OF_RANGE`; to a
 /// caller it is a bad argument like any other malformed request.
 pub fn oversized_to_invalid(status: Status) -> Status {

@@ -20,6 +20,7 @@
 //! | `r`    | match id (16)                         | match record (JSON)            |
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
+//! | `a`    | audit seq u64                         | chain digest (32), audit record (JSON) |
 
 /// Set states.
 pub const SET: u8 = b's';
@@ -41,6 +42,11 @@ pub const FREE_SLOT: u8 = b'f';
 pub const EXTERNAL: u8 = b'x';
 /// Counters.
 pub const META: u8 = b'm';
+/// The audit log (see [`crate::model::audit`]).
+pub const AUDIT: u8 = b'a';
+/// The audit log's head: seq u64, digest (32), the node's signature (64,
+/// absent when the node had no signing key).
+pub const AUDIT_HEAD: &[u8] = b"maudit_head";
 /// Match records (see [`super::matches`]).
 pub const MATCH: u8 = b'r';
 
@@ -112,6 +118,18 @@ pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
     let mut k = log(set_no, seq);
     k[0] = CHECKPOINT;
     k
+}
+
+/// `a` + audit seq.
+pub fn audit(seq: u64) -> [u8; 9] {
+    let mut k = [AUDIT; 9];
+    k[1..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The seq in an `a` key.
+pub fn audit_seq(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.get(1..9)?.try_into().ok()?))
 }
 
 /// `e` + entry chunk number.

@@ -24,6 +24,7 @@
 //! returns the [`IndexDelta`]s that bring an index built from the old state
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
+mod audit;
 mod entries;
 mod federation;
 pub mod keys;
