@@ -169,3 +169,108 @@ fn actions_are_audited_and_a_changed_record_is_named() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("head signature invalid"), "{err}");
 }
+
+/// Two-person vetting from the command line: three operators with their
+/// own certificates against a running `hashfed serve`.
+#[test]
+fn operators_vet_from_the_command_line_with_their_certificates() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let (t, a) = nodes::node_dir("a");
+    let certs = t.path().join("certs");
+    for op in ["ana", "ben", "cy"] {
+        ok(&[
+            "client",
+            "issue",
+            "--dir",
+            d(&a),
+            op,
+            "--operator",
+            "--out",
+            certs.to_str().unwrap(),
+        ]);
+    }
+    let empty = t.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    // An empty import creates the set.
+    ok(&[
+        "import",
+        "--dir",
+        d(&a),
+        "--set",
+        "a/vetted",
+        "--format",
+        "te-lines",
+        empty.to_str().unwrap(),
+    ]);
+    ok(&["set", "vetting", "--dir", d(&a), "a/vetted", "2"]);
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args(["serve", "--dir", d(&a)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let admin = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(addr) = line.strip_prefix("hashfed: admin listening on ") {
+            break addr.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let as_op = |op: &str, args: &[&str]| -> Output {
+        let cert = certs.join(format!("{op}.pem"));
+        let key = certs.join(format!("{op}.key"));
+        let mut all = vec!["entry", "--dir", d(&a)];
+        all.extend_from_slice(args);
+        all.extend([
+            "--operator-cert",
+            cert.to_str().unwrap(),
+            "--operator-key",
+            key.to_str().unwrap(),
+            "--admin-addr",
+            &admin,
+        ]);
+        hashfed(&all)
+    };
+    let value = "7c".repeat(32);
+    let out = as_op("ana", &["submit", "--set", "a/vetted", &value]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let own = as_op("ana", &["confirm", &id]);
+    assert_eq!(own.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&own.stderr).contains("cannot confirm"));
+    let first = as_op("ben", &["confirm", &id]);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("1 of 2 confirmations"));
+    let listed = as_op("cy", &["pending"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&format!("{id}\ta/vetted\t1 of 2")));
+    let last = as_op("cy", &["confirm", &id]);
+    let said = String::from_utf8_lossy(&last.stderr);
+    assert!(
+        last.status.success() && said.contains("in a/vetted at seq 1"),
+        "{said}"
+    );
+    // Now it matches (over the running node's admin socket).
+    let shown = ok(&["entry", "show", "--dir", d(&a), &id]);
+    assert!(shown.contains("\"retracted\":false"), "{shown}");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    serve.wait().unwrap();
+    let trail = ok(&["audit", "list", "--dir", d(&a)]);
+    for action in [
+        "vetting_set",
+        "entry_submitted",
+        "entry_confirmed",
+        "entry_vetted",
+    ] {
+        assert!(trail.contains(action), "{action} missing: {trail}");
+    }
+    assert!(ok(&["audit", "verify", "--dir", d(&a)]).contains("head signature valid"));
+}

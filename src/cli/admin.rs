@@ -16,6 +16,43 @@ use hashfed::store::StoreOptions;
 use tonic::transport::Channel;
 use tonic::Request;
 
+/// An operator's certificate and key (from `hashfed client issue
+/// --operator`), and where the node's admin listener is.
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Act as the operator with this certificate (PEM), over the node's
+    /// admin listener: needed where the node must know who acts (vetting).
+    #[arg(long, value_name = "PEM", global = true, requires = "operator_key")]
+    pub operator_cert: Option<std::path::PathBuf>,
+    /// The operator certificate's private key.
+    #[arg(long, value_name = "KEY", global = true, requires = "operator_cert")]
+    pub operator_key: Option<std::path::PathBuf>,
+    /// The admin listener (default: listen.admin in hashfed.toml).
+    #[arg(long, value_name = "HOST:PORT", global = true)]
+    pub admin_addr: Option<String>,
+}
+
+/// Where [`NodeAdmin::open_as`] connects, as whom.
+pub struct OperatorLogin {
+    /// Certificate (PEM file).
+    pub cert: std::path::PathBuf,
+    /// Key (PEM file).
+    pub key: std::path::PathBuf,
+    /// The admin listener, if not the configured one.
+    pub addr: Option<String>,
+}
+
+impl OperatorArgs {
+    /// The login these options name, if any.
+    pub fn login(&self) -> Option<OperatorLogin> {
+        Some(OperatorLogin {
+            cert: self.operator_cert.clone()?,
+            key: self.operator_key.clone()?,
+            addr: self.admin_addr.clone(),
+        })
+    }
+}
+
 /// The admin service of a node, running or not.
 pub struct NodeAdmin {
     runtime: tokio::runtime::Runtime,
@@ -106,6 +143,44 @@ impl NodeAdmin {
         })
     }
 
+    /// Reaches the running node in `dir` as the operator whose certificate
+    /// `login` names, over the admin listener (mTLS, pinned to the node's
+    /// CA): the node then knows who acts (two-person vetting needs it).
+    /// Without `login`, the same as [`NodeAdmin::open`].
+    pub fn open_as(dir: &Path, login: Option<&OperatorLogin>) -> anyhow::Result<Self> {
+        let Some(login) = login else {
+            return Self::open(dir);
+        };
+        let config = hashfed::identity::load_config(dir)
+            .with_context(|| format!("reading {}", dir.join("hashfed.toml").display()))?;
+        let read = |p: &Path| {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+        };
+        let ca = read(&dir.join("tls/node-ca.pem"))?;
+        let identity = tonic::transport::Identity::from_pem(read(&login.cert)?, read(&login.key)?);
+        let addr = login.addr.clone().unwrap_or(config.listen.admin);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+            .domain_name(format!("{}.hashfed", config.node_id))
+            .identity(identity);
+        let runtime = runtime()?;
+        let endpoint = Channel::from_shared(format!("https://{addr}"))
+            .with_context(|| format!("admin address {addr:?}"))?;
+        let channel = runtime
+            .block_on(async {
+                endpoint
+                    .tls_config(tls)?
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .connect()
+                    .await
+            })
+            .with_context(|| format!("connecting to the admin listener at {addr}"))?;
+        Ok(NodeAdmin {
+            runtime,
+            via: Via::Socket(AdminClient::new(channel)),
+        })
+    }
+
     /// Whether the commands go to a running node.
     pub fn is_remote(&self) -> bool {
         matches!(self.via, Via::Socket(_))
@@ -190,6 +265,46 @@ impl NodeAdmin {
             list_received_feedback,
             proto::ListReceivedFeedbackRequest {}
         )
+    }
+
+    /// Sets how many reviewers must confirm each new entry of a set.
+    pub fn set_vetting(
+        &mut self,
+        set: String,
+        reviewers: u32,
+    ) -> anyhow::Result<proto::SetSummary> {
+        call!(
+            self,
+            set_vetting,
+            proto::SetVettingRequest { set, reviewers }
+        )
+    }
+
+    /// Puts an entry up for vetting.
+    pub fn submit_entry(
+        &mut self,
+        request: proto::SubmitEntryRequest,
+    ) -> anyhow::Result<proto::PendingEntry> {
+        call!(self, submit_entry, request)
+    }
+
+    /// Confirms a pending entry (as the caller).
+    pub fn confirm_entry(&mut self, id: String) -> anyhow::Result<proto::ConfirmEntryResponse> {
+        call!(self, confirm_entry, proto::EntryRef { id })
+    }
+
+    /// Withdraws a pending entry.
+    pub fn reject_entry(
+        &mut self,
+        id: String,
+        reason: String,
+    ) -> anyhow::Result<proto::PendingEntry> {
+        call!(self, reject_entry, proto::RejectEntryRequest { id, reason })
+    }
+
+    /// Entries waiting for confirmations.
+    pub fn list_pending(&mut self, set: String) -> anyhow::Result<proto::ListPendingResponse> {
+        call!(self, list_pending, proto::ListPendingRequest { set })
     }
 
     /// Audit records after `after_seq`.

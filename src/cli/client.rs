@@ -64,6 +64,8 @@ pub fn run(args: ClientArgs) -> anyhow::Result<ExitCode> {
         ClientRole::Local
     };
     let cert = issue_client(&dir, &name, role, days)?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
     let cert_path = out.join(format!("{name}.pem"));
     let key_path = out.join(format!("{name}.key"));
     write_file(&cert_path, &cert.cert, false)?;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use hashfed::model::EntryId;
 use hashfed::service::proto;
 
-use super::admin::NodeAdmin;
+use super::admin::{NodeAdmin, OperatorArgs};
 
 /// Arguments of `hashfed entry`.
 #[derive(Args, Debug)]
@@ -17,6 +17,8 @@ pub struct EntryArgs {
     /// The node directory (the database is in DIR/store).
     #[arg(long, value_name = "DIR", global = true, required = false)]
     dir: Option<PathBuf>,
+    #[command(flatten)]
+    operator: OperatorArgs,
     #[command(subcommand)]
     action: Action,
 }
@@ -46,11 +48,43 @@ enum Action {
         /// Entry id (32 hex digits).
         id: EntryId,
     },
+    /// Put an entry up for vetting in a set that asks for it (`hashfed set
+    /// vetting`): it waits, unmatched and unshared, for its reviewers.
+    Submit {
+        /// The set.
+        #[arg(long)]
+        set: String,
+        /// `TYPE:VALUE` (e.g. `md5:…`) or a bare 64-digit PDQ hash.
+        signal: String,
+        /// Labels (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Confirm a pending entry, as the operator of --operator-cert (never
+    /// the one who submitted it).
+    Confirm {
+        /// Entry id (32 hex digits).
+        id: EntryId,
+    },
+    /// Withdraw a pending entry; it never enters the set.
+    Reject {
+        /// Entry id (32 hex digits).
+        id: EntryId,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// List entries waiting for confirmations.
+    Pending {
+        /// Only this set.
+        #[arg(long, default_value = "")]
+        set: String,
+    },
 }
 
 pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
     let dir = args.dir.ok_or_else(|| anyhow!("--dir DIR is required"))?;
-    let mut node = NodeAdmin::open(&dir)?;
+    let mut node = NodeAdmin::open_as(&dir, args.operator.login().as_ref())?;
     let result = act(&mut node, args.action);
     node.close()?;
     result
@@ -82,6 +116,56 @@ fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
                 eprintln!("{id}: retracted from {}", e.set);
             } else {
                 eprintln!("{id}: already retracted");
+            }
+        }
+        Action::Submit {
+            set,
+            signal,
+            labels,
+        } => {
+            let (signal_type, value) = signal.split_once(':').unwrap_or(("pdq", &signal));
+            let p = node.submit_entry(proto::SubmitEntryRequest {
+                set,
+                signal_type: signal_type.to_owned(),
+                value: value.to_owned(),
+                labels,
+                external_id: String::new(),
+            })?;
+            println!("{}", p.id);
+            eprintln!(
+                "{}: waiting in {} for {} reviewers other than {}",
+                p.id, p.set, p.needed, p.submitter
+            );
+        }
+        Action::Confirm { id } => {
+            let c = node.confirm_entry(id.to_string())?;
+            let p = c.pending.unwrap_or_default();
+            if c.vetted {
+                let seq = c.entry.map_or(0, |e| e.last_seq);
+                eprintln!(
+                    "{id}: vetted by {}; in {} at seq {seq}",
+                    p.reviewers.join(", "),
+                    p.set
+                );
+            } else {
+                eprintln!("{id}: {} of {} confirmations", p.reviewers.len(), p.needed);
+            }
+        }
+        Action::Reject { id, reason } => {
+            let p = node.reject_entry(id.to_string(), reason)?;
+            eprintln!("{id}: withdrawn from {}'s pending entries", p.set);
+        }
+        Action::Pending { set } => {
+            for p in node.list_pending(set)?.entries {
+                println!(
+                    "{}\t{}\t{} of {}\tsubmitted by {}\tconfirmed by {}",
+                    p.id,
+                    p.set,
+                    p.reviewers.len(),
+                    p.needed,
+                    p.submitter,
+                    p.reviewers.join(",")
+                );
             }
         }
         Action::Disable { id } | Action::Enable { id } => {

@@ -166,6 +166,14 @@ enum SetAction {
     Verify,
     /// Feedback peers sent about this node's own entries.
     Feedback,
+    /// How many reviewers (besides the submitter) must confirm each new
+    /// entry of a set before it enters the set's log: 0 (off) or 2 or more.
+    Vetting {
+        /// The set.
+        set: String,
+        /// Reviewers per entry.
+        reviewers: u32,
+    },
 }
 
 /// Runs `hashfed set`.
@@ -183,6 +191,10 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
                 share_with,
                 reshare,
             })?;
+            println!("{}  seq {}  {}", s.id, s.head_seq, s.info_json);
+        }
+        SetAction::Vetting { set, reviewers } => {
+            let s = admin.set_vetting(set, reviewers)?;
             println!("{}  seq {}  {}", s.id, s.head_seq, s.info_json);
         }
         SetAction::Verify => {

@@ -22,7 +22,8 @@ use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer};
 use crate::model::{EntryId, SetId, SetInfo, SetPolicy};
 use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
 use crate::store::{
-    Applied, Change, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError, StoreOptions,
+    Applied, Change, Confirmed, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError,
+    StoreOptions,
 };
 
 /// The in-memory indexes.
@@ -309,6 +310,19 @@ impl Database {
             Some(_) => {}
         }
         Ok(state)
+    }
+
+    /// Records a reviewer's confirmation of a pending entry (see
+    /// [`Store::confirm`]); the entry matches as soon as this returns if it
+    /// completed the vetting.
+    pub fn confirm(&self, id: &EntryId, reviewer: &str) -> Result<Confirmed, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let confirmed = self.store.confirm(id, reviewer, now_ms())?;
+        if let Confirmed::Vetted(_, applied) = &confirmed {
+            self.update(&applied.deltas);
+            self.changed();
+        }
+        Ok(confirmed)
     }
 
     /// Appends an event to the node's audit log (see

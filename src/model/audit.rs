@@ -30,6 +30,10 @@ pub enum Action {
     EntryConfirmed,
     /// An entry reached its set's confirmations and entered the log.
     EntryVetted,
+    /// A pending entry was withdrawn before it entered the log.
+    EntryRejected,
+    /// A set's vetting rule changed.
+    VettingSet,
     /// An operator retracted an entry.
     EntryRetracted,
     /// An operator switched an entry off on this node.

@@ -207,6 +207,15 @@ pub struct SetInfo {
     /// distance); absent types use the default (31 for PDQ).
     #[serde(default)]
     pub thresholds: BTreeMap<String, u32>,
+    /// Reviewers (other than the submitter) who must confirm each new
+    /// entry before it enters the set's log; 0: entries are added directly
+    /// (e.g. an import of a list vetted at its source).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub vetting: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl SetInfo {
@@ -218,6 +227,7 @@ impl SetInfo {
             policy: SetPolicy::default(),
             vocabulary: Vec::new(),
             thresholds: BTreeMap::new(),
+            vetting: 0,
         }
     }
 

@@ -20,7 +20,7 @@ use crate::import::load::{load, LoadError};
 use crate::import::{detect, parse, Format};
 use crate::model::audit::Action;
 use crate::model::{EntryId, SetId, SetInfo};
-use crate::store::{Change, Outcome, StoreError};
+use crate::store::{Change, Confirmed, Outcome, StoreError, VettingRefusal};
 
 /// Problems an import reports back in full; the rest are only counted.
 const MAX_PROBLEMS: usize = 100;
@@ -82,11 +82,31 @@ fn store_error(e: StoreError) -> Status {
         StoreError::UnknownEntry(id) => Status::not_found(format!("no entry {id}")),
         StoreError::UnknownSet(id) => Status::not_found(format!("no set {id}")),
         StoreError::Name(e) => Status::invalid_argument(e.to_string()),
+        StoreError::Vetting(refusal) => {
+            let message = refusal.to_string();
+            match refusal {
+                VettingRefusal::OwnEntry(_) => Status::permission_denied(message),
+                VettingRefusal::AlreadyConfirmed { .. }
+                | VettingRefusal::AlreadyPending(_)
+                | VettingRefusal::Exists(_) => Status::already_exists(message),
+                VettingRefusal::NotPending(_) => Status::not_found(message),
+                VettingRefusal::NotRequired(_) | VettingRefusal::Unvetted { .. } => {
+                    Status::failed_precondition(message)
+                }
+                VettingRefusal::TooFew(_) => Status::invalid_argument(message),
+            }
+        }
+        e @ StoreError::Received { .. } => Status::failed_precondition(e.to_string()),
         other => {
             tracing::error!(error = %other, "admin call failed");
             Status::internal(format!("the node's database failed: {other}"))
         }
     }
+}
+
+fn set_id(text: &str) -> Result<SetId, Status> {
+    text.parse()
+        .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))
 }
 
 fn entry_id(text: &str) -> Result<EntryId, Status> {
@@ -576,6 +596,152 @@ impl Admin for AdminService {
                     None => "not checked",
                 }
                 .to_owned(),
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn set_vetting(
+        &self,
+        request: Request<proto::SetVettingRequest>,
+    ) -> Result<Response<proto::SetSummary>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let set = set_id(&request.set)?;
+        let db = self.db.clone();
+        let state = blocking(move || {
+            let state = db
+                .store()
+                .set_vetting(&set, request.reviewers)
+                .map_err(store_error)?;
+            let detail = format!("{} reviewers per entry", request.reviewers);
+            audit(&db, &actor, Action::VettingSet, set.as_str(), &detail)?;
+            Ok(state)
+        })
+        .await?;
+        Ok(Response::new(wire::set_summary(state)))
+    }
+
+    async fn submit_entry(
+        &self,
+        request: Request<proto::SubmitEntryRequest>,
+    ) -> Result<Response<proto::PendingEntry>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let set = set_id(&request.set)?;
+        let signal = crate::model::Signal::parse(&request.signal_type, &request.value)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let labels = crate::model::normalize_labels(request.labels)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let data = crate::model::EntryData {
+            signal,
+            labels,
+            external_id: (!request.external_id.is_empty()).then_some(request.external_id),
+            vetting: Vec::new(),
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let pending = db
+                .store()
+                .submit(&set, data, &actor, crate::database::now_ms())
+                .map_err(store_error)?;
+            let subject = pending.id.to_string();
+            audit(&db, &actor, Action::EntrySubmitted, &subject, set.as_str())?;
+            Ok(wire::pending(&pending))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn confirm_entry(
+        &self,
+        request: Request<proto::EntryRef>,
+    ) -> Result<Response<proto::ConfirmEntryResponse>, Status> {
+        let actor = wire::actor(&request);
+        let id = entry_id(&request.into_inner().id)?;
+        let db = self.db.clone();
+        blocking(move || {
+            let confirmed = db.confirm(&id, &actor).map_err(store_error)?;
+            let subject = id.to_string();
+            Ok(match confirmed {
+                Confirmed::Waiting(p) => {
+                    let detail = format!("{} of {}", p.data.vetting.len(), p.needed);
+                    audit(&db, &actor, Action::EntryConfirmed, &subject, &detail)?;
+                    proto::ConfirmEntryResponse {
+                        pending: Some(wire::pending(&p)),
+                        vetted: false,
+                        entry: None,
+                    }
+                }
+                Confirmed::Vetted(p, applied) => {
+                    let detail = format!("{} of {}", p.data.vetting.len(), p.needed);
+                    audit(&db, &actor, Action::EntryConfirmed, &subject, &detail)?;
+                    let reviewers: Vec<&str> =
+                        p.data.vetting.iter().map(|a| a.reviewer.as_str()).collect();
+                    let detail = format!(
+                        "{} at seq {}; submitted by {}, confirmed by {}",
+                        p.set,
+                        db.store().set(&p.set).map_or(0, |s| s.head_seq),
+                        p.submitter,
+                        reviewers.join(", ")
+                    );
+                    audit(&db, "node", Action::EntryVetted, &subject, &detail)?;
+                    tracing::info!(entry = %id, set = %p.set, appended = applied.appended, "entry vetted");
+                    proto::ConfirmEntryResponse {
+                        pending: Some(wire::pending(&p)),
+                        vetted: true,
+                        entry: Some(Self::entry(&db, &id, true)?),
+                    }
+                }
+            })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn reject_entry(
+        &self,
+        request: Request<proto::RejectEntryRequest>,
+    ) -> Result<Response<proto::PendingEntry>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let id = entry_id(&request.id)?;
+        if request.reason.len() > MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason is over {MAX_REASON} bytes"
+            )));
+        }
+        let db = self.db.clone();
+        blocking(move || {
+            let pending = db.store().reject(&id).map_err(store_error)?;
+            audit(
+                &db,
+                &actor,
+                Action::EntryRejected,
+                &id.to_string(),
+                &request.reason,
+            )?;
+            Ok(wire::pending(&pending))
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_pending(
+        &self,
+        request: Request<proto::ListPendingRequest>,
+    ) -> Result<Response<proto::ListPendingResponse>, Status> {
+        let request = request.into_inner();
+        let set = match request.set.as_str() {
+            "" => None,
+            text => Some(set_id(text)?),
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let pending = db.store().pending(set.as_ref()).map_err(store_error)?;
+            Ok(proto::ListPendingResponse {
+                entries: pending.iter().map(wire::pending).collect(),
             })
         })
         .await

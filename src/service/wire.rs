@@ -120,6 +120,21 @@ pub fn entry(e: &StoredEntry, changed: bool) -> proto::Entry {
         last_seq: e.last_seq,
         time_ms: e.time_ms,
         changed,
+        reviewers: e.data.vetting.iter().map(|a| a.reviewer.clone()).collect(),
+    }
+}
+
+/// A pending entry as the admin service returns it.
+pub fn pending(p: &crate::store::PendingEntry) -> proto::PendingEntry {
+    proto::PendingEntry {
+        id: p.id.to_string(),
+        set: p.set.to_string(),
+        signal: Some(signal(&p.data.signal)),
+        labels: p.data.labels.clone(),
+        submitter: p.submitter.clone(),
+        submitted_ms: p.submitted_ms,
+        reviewers: p.data.vetting.iter().map(|a| a.reviewer.clone()).collect(),
+        needed: p.needed,
     }
 }
 

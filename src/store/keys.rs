@@ -20,6 +20,7 @@
 //! | `r`    | match id (16)                         | match record (JSON)            |
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
+//! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see [`super::vetting`]) |
 //! | `a`    | audit seq u64                         | chain digest (32), audit record (JSON) |
 
 /// Set states.
@@ -42,6 +43,8 @@ pub const FREE_SLOT: u8 = b'f';
 pub const EXTERNAL: u8 = b'x';
 /// Counters.
 pub const META: u8 = b'm';
+/// Entries waiting for vetting.
+pub const PENDING: u8 = b'q';
 /// The audit log (see [`crate::model::audit`]).
 pub const AUDIT: u8 = b'a';
 /// The audit log's head: seq u64, digest (32), the node's signature (64,
@@ -120,6 +123,13 @@ pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
     k
 }
 
+/// `q` + entry id.
+pub fn pending(id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [PENDING; 17];
+    k[1..].copy_from_slice(id);
+    k
+}
+
 /// `a` + audit seq.
 pub fn audit(seq: u64) -> [u8; 9] {
     let mut k = [AUDIT; 9];
@@ -170,7 +180,7 @@ pub fn external(set_no: u32, external_id: &str, id: &[u8; 16]) -> Vec<u8> {
     k
 }
 
-/// The last 16 bytes of a key, as an entry id (for `x` keys).
+/// The last 16 bytes of a key, as an entry id (for `x` and `q` keys).
 pub fn trailing_id(key: &[u8]) -> Option<[u8; 16]> {
     let start = key.len().checked_sub(16)?;
     key[start..].try_into().ok()

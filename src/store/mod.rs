@@ -33,6 +33,7 @@ mod slots;
 mod snapshot;
 mod state;
 mod verify;
+mod vetting;
 mod write;
 
 use std::collections::HashMap;
@@ -44,6 +45,7 @@ pub use federation::ReceivedFeedback;
 pub use snapshot::SnapshotLoad;
 pub use state::{SetState, StoredEntry};
 pub use verify::VerifyReport;
+pub use vetting::{Confirmed, PendingEntry, VettingRefusal};
 pub use write::{Applied, Change, IndexDelta, Outcome};
 
 use crate::model::record::CodecError;
@@ -86,6 +88,9 @@ pub enum StoreError {
         /// Where it comes from.
         peer: String,
     },
+    /// A vetting step that the rules refuse.
+    #[error(transparent)]
+    Vetting(#[from] VettingRefusal),
     /// Records from a peer that do not continue the log as the origin
     /// signed it; nothing was written.
     #[error("records refused: {0}")]

@@ -144,6 +144,20 @@ impl Store {
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
         state.writable()?;
+        let needed = state.info.vetting;
+        if needed > 0 {
+            let unvetted = changes.iter().any(|c| match c {
+                Change::Add(data) => (data.vetting.len() as u32) < needed,
+                _ => false,
+            });
+            if unvetted {
+                return Err(super::VettingRefusal::Unvetted {
+                    set: set.clone(),
+                    needed,
+                }
+                .into());
+            }
+        }
         let mut p = Pending::new(self, state, now_ms)?;
         for change in changes {
             let outcome = match change {
@@ -291,6 +305,18 @@ impl<'a> Pending<'a> {
         self.numbers.insert(id, n);
         self.numbered.push((id, n));
         Ok(n)
+    }
+
+    /// Adds an entry that its reviewers have vetted (`data.vetting`).
+    pub(super) fn add_vetted(&mut self, data: &EntryData) -> Result<(), StoreError> {
+        let outcome = self.add(data)?;
+        self.applied.outcomes.push(outcome);
+        Ok(())
+    }
+
+    /// Deletes `key` in the same batch.
+    pub(super) fn remove_key(&mut self, key: &[u8]) {
+        self.batch.remove(key);
     }
 
     fn add(&mut self, data: &EntryData) -> Result<Outcome, StoreError> {

@@ -1,0 +1,218 @@
+//! Governance over real nodes (loopback, real mTLS, real sled): two-person
+//! vetting by operator certificates, and the audit trail it leaves.
+
+mod nodes;
+
+use std::time::Duration;
+
+use hashfed::identity::roles::ClientRole;
+use hashfed::model::audit::Action;
+use hashfed::model::{EntryData, EntryId, SetId, SetInfo, Signal};
+use hashfed::service::proto::{self, admin_client::AdminClient};
+use hashfed::store::{Change, StoreError, VettingRefusal};
+use nodes::{eventually, TestNode};
+use tonic::transport::Channel;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn operator(node: &TestNode) -> AdminClient<Channel> {
+    let cert = node.issue(ClientRole::Operator);
+    let addr = node.node().addresses().admin;
+    AdminClient::new(nodes::channel(&node.dir, addr, Some(&cert)).await.unwrap())
+}
+
+fn submit(set: &str, value: &str) -> proto::SubmitEntryRequest {
+    proto::SubmitEntryRequest {
+        set: set.into(),
+        signal_type: "pdq".into(),
+        value: value.into(),
+        labels: vec!["sexual-abuse".into()],
+        external_id: String::new(),
+    }
+}
+
+fn confirm(id: &str) -> proto::EntryRef {
+    proto::EntryRef { id: id.into() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_enter_the_log_only_with_two_reviewers_besides_their_submitter() {
+    let set: SetId = "a/vetted".parse().unwrap();
+    let a = TestNode::start("a", |db| {
+        db.create_set(SetInfo::new("a/vetted".parse().unwrap()))
+            .unwrap();
+    })
+    .await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.add_peer(&b, &["a/*"], &[]);
+    b.add_peer(&a, &[], &["a/*"]);
+    let (mut op1, mut op2, mut op3) = (operator(&a).await, operator(&a).await, operator(&a).await);
+
+    // One reviewer is not vetting; two are.
+    let one = op1
+        .set_vetting(proto::SetVettingRequest {
+            set: set.to_string(),
+            reviewers: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(one.code(), Code::InvalidArgument, "{one:?}");
+    op1.set_vetting(proto::SetVettingRequest {
+        set: set.to_string(),
+        reviewers: 2,
+    })
+    .await
+    .unwrap();
+    // B sees the set (empty) once its configuration says so.
+    eventually(WAIT, || {
+        b.db.store().set(&set).is_some_and(|s| s.info.vetting == 2)
+    })
+    .await
+    .expect("B never received the set's signed configuration");
+
+    // Nothing enters the set without vetting, not even through the store.
+    let value = "5a".repeat(32);
+    let signal = Signal::parse("pdq", &value).unwrap();
+    let direct = a.db.apply(
+        &set,
+        &[Change::Add(EntryData {
+            signal: signal.clone(),
+            labels: vec![],
+            external_id: None,
+            vetting: vec![],
+        })],
+    );
+    assert!(
+        matches!(
+            direct,
+            Err(StoreError::Vetting(VettingRefusal::Unvetted {
+                needed: 2,
+                ..
+            }))
+        ),
+        "{direct:?}"
+    );
+
+    let submitted = op1
+        .submit_entry(submit("a/vetted", &value))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = submitted.id.clone();
+    assert_eq!(id, EntryId::derive(&set, &signal).to_string());
+    assert_eq!((submitted.needed, submitted.reviewers.len()), (2, 0));
+    assert!(submitted.submitter.starts_with("operator:"));
+    let again = op2
+        .submit_entry(submit("a/vetted", &value))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+
+    // The submitter cannot confirm their own entry.
+    let own = op1.confirm_entry(confirm(&id)).await.unwrap_err();
+    assert_eq!(own.code(), Code::PermissionDenied);
+    assert!(
+        own.message().contains("cannot confirm"),
+        "{}",
+        own.message()
+    );
+
+    // One confirmation: still pending, not in the log, not matching, and B
+    // never gets it.
+    let first = op2.confirm_entry(confirm(&id)).await.unwrap().into_inner();
+    assert!(!first.vetted);
+    let reviewer2 = first.pending.unwrap().reviewers[0].clone();
+    assert_ne!(reviewer2, submitted.submitter);
+    let twice = op2.confirm_entry(confirm(&id)).await.unwrap_err();
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    assert_eq!(a.db.store().set(&set).unwrap().head_seq, 0);
+    assert!(a.db.match_exact(&signal).unwrap().is_empty());
+    let pending = op3
+        .list_pending(proto::ListPendingRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].reviewers, std::slice::from_ref(&reviewer2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b
+        .db
+        .store()
+        .entry(&EntryId::derive(&set, &signal))
+        .unwrap()
+        .is_none());
+
+    // The second reviewer completes it: in the log with both reviewers,
+    // matching on A at once and on B after the sync.
+    let second = op3.confirm_entry(confirm(&id)).await.unwrap().into_inner();
+    assert!(second.vetted);
+    let entry = second.entry.unwrap();
+    assert_eq!(entry.reviewers.len(), 2);
+    assert_eq!(entry.reviewers[0], reviewer2);
+    let reviewer3 = entry.reviewers[1].clone();
+    assert!(![reviewer2.as_str(), submitted.submitter.as_str()].contains(&reviewer3.as_str()));
+    assert_eq!(a.db.store().set(&set).unwrap().head_seq, 1);
+    assert_eq!(a.db.match_exact(&signal).unwrap().len(), 1);
+    eventually(WAIT, || !b.db.match_exact(&signal).unwrap().is_empty())
+        .await
+        .expect("the vetted entry never reached B");
+    let at_b =
+        b.db.store()
+            .entry(&EntryId::derive(&set, &signal))
+            .unwrap()
+            .unwrap();
+    let reviewers: Vec<&str> = at_b
+        .data
+        .vetting
+        .iter()
+        .map(|v| v.reviewer.as_str())
+        .collect();
+    assert_eq!(reviewers, [reviewer2.as_str(), reviewer3.as_str()]);
+    assert!(op1
+        .list_pending(proto::ListPendingRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .is_empty());
+
+    // A rejected entry never enters the log.
+    let other = "6b".repeat(32);
+    let rejected = op1
+        .submit_entry(submit("a/vetted", &other))
+        .await
+        .unwrap()
+        .into_inner();
+    op2.reject_entry(proto::RejectEntryRequest {
+        id: rejected.id.clone(),
+        reason: "not this material".into(),
+    })
+    .await
+    .unwrap();
+    let gone = op3.confirm_entry(confirm(&rejected.id)).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert_eq!(a.db.store().set(&set).unwrap().head_seq, 1);
+
+    // The audit trail, in order, with who did what.
+    let events = a.db.store().audit_events(0, 1000).unwrap();
+    let trail: Vec<(Action, &str)> = events
+        .iter()
+        .filter(|e| e.subject == id || e.subject == rejected.id || e.subject == "a/vetted")
+        .map(|e| (e.action, e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (Action::VettingSet, submitted.submitter.as_str()),
+            (Action::EntrySubmitted, submitted.submitter.as_str()),
+            (Action::EntryConfirmed, reviewer2.as_str()),
+            (Action::EntryConfirmed, reviewer3.as_str()),
+            (Action::EntryVetted, "node"),
+            (Action::EntrySubmitted, submitted.submitter.as_str()),
+            (Action::EntryRejected, reviewer2.as_str()),
+        ]
+    );
+    assert!(a.db.store().check_audit().unwrap().is_ok());
+}
