@@ -216,3 +216,73 @@ async fn entries_enter_the_log_only_with_two_reviewers_besides_their_submitter()
     );
     assert!(a.db.store().check_audit().unwrap().is_ok());
 }
+
+/// A kill switch on a received set: it stops matching at once on B only,
+/// keeps syncing, and matches again (including what arrived meanwhile) when
+/// switched back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_suppressed_set_stops_matching_at_once_and_still_syncs() {
+    let set: SetId = "a/list".parse().unwrap();
+    let code = |i: u8| [i; 32];
+    let a = TestNode::start("a", |db| nodes::add_pdq(db, "a/list", &[code(1)])).await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.add_peer(&b, &["a/*"], &[]);
+    b.add_peer(&a, &[], &["a/*"]);
+    let pdq = |i: u8| Signal::parse("pdq", &nodes::hex(&code(i))).unwrap();
+    eventually(WAIT, || !b.db.match_exact(&pdq(1)).unwrap().is_empty())
+        .await
+        .expect("B never matched a/list");
+
+    let mut admin = operator(&b).await;
+    let started = std::time::Instant::now();
+    let s = admin
+        .set_suppressed(proto::SetSuppressedRequest {
+            set: set.to_string(),
+            suppressed: true,
+            reason: "collision reports from our reviewers".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(s.suppressed);
+    assert!(b.db.match_exact(&pdq(1)).unwrap().is_empty());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // The origin is untouched, and the set keeps syncing to B.
+    assert_eq!(a.db.match_exact(&pdq(1)).unwrap().len(), 1);
+    nodes::add_pdq(&a.db, "a/list", &[code(2)]);
+    let a_head = a.db.store().set(&set).unwrap().head_seq;
+    eventually(WAIT, || b.db.store().set(&set).unwrap().head_seq == a_head)
+        .await
+        .expect("a suppressed set stopped syncing");
+    assert!(b
+        .db
+        .store()
+        .entry(&EntryId::derive(&set, &pdq(2)))
+        .unwrap()
+        .is_some());
+    assert!(b.db.match_exact(&pdq(2)).unwrap().is_empty());
+
+    admin
+        .set_suppressed(proto::SetSuppressedRequest {
+            set: set.to_string(),
+            suppressed: false,
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(b.db.match_exact(&pdq(1)).unwrap().len(), 1);
+    assert_eq!(b.db.match_exact(&pdq(2)).unwrap().len(), 1);
+    let actions: Vec<Action> =
+        b.db.store()
+            .audit_events(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .filter(|a| matches!(a, Action::SetSuppressed | Action::SetUnsuppressed))
+            .collect();
+    assert_eq!(actions, [Action::SetSuppressed, Action::SetUnsuppressed]);
+}

@@ -307,6 +307,24 @@ impl NodeAdmin {
         call!(self, list_pending, proto::ListPendingRequest { set })
     }
 
+    /// Switches a set off (or on) on this node.
+    pub fn set_suppressed(
+        &mut self,
+        set: String,
+        suppressed: bool,
+        reason: String,
+    ) -> anyhow::Result<proto::SetSummary> {
+        call!(
+            self,
+            set_suppressed,
+            proto::SetSuppressedRequest {
+                set,
+                suppressed,
+                reason
+            }
+        )
+    }
+
     /// Audit records after `after_seq`.
     pub fn list_audit(
         &mut self,

@@ -166,6 +166,20 @@ enum SetAction {
     Verify,
     /// Feedback peers sent about this node's own entries.
     Feedback,
+    /// Stop matching a whole set on this node at once (a kill switch); it
+    /// keeps syncing and its origin is not told.
+    Suppress {
+        /// The set.
+        set: String,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Undo `suppress`.
+    Unsuppress {
+        /// The set.
+        set: String,
+    },
     /// How many reviewers (besides the submitter) must confirm each new
     /// entry of a set before it enters the set's log: 0 (off) or 2 or more.
     Vetting {
@@ -192,6 +206,17 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
                 reshare,
             })?;
             println!("{}  seq {}  {}", s.id, s.head_seq, s.info_json);
+        }
+        SetAction::Suppress { set, reason } => {
+            let s = admin.set_suppressed(set, true, reason)?;
+            println!(
+                "{}: suppressed on this node (still syncing; seq {})",
+                s.id, s.head_seq
+            );
+        }
+        SetAction::Unsuppress { set } => {
+            let s = admin.set_suppressed(set, false, String::new())?;
+            println!("{}: matching again", s.id);
         }
         SetAction::Vetting { set, reviewers } => {
             let s = admin.set_vetting(set, reviewers)?;

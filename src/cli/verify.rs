@@ -50,8 +50,16 @@ pub fn sets(args: DirArgs) -> anyhow::Result<ExitCode> {
     node.close()?;
     for s in listed?.sets {
         println!(
-            "{}\thead {}\tdigest {}\t{} matchable",
-            s.id, s.head_seq, s.head_digest, s.matchable
+            "{}\thead {}\tdigest {}\t{} matchable{}",
+            s.id,
+            s.head_seq,
+            s.head_digest,
+            s.matchable,
+            if s.suppressed {
+                "\tSUPPRESSED here"
+            } else {
+                ""
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

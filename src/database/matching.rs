@@ -221,7 +221,7 @@ impl Database {
         let Some(entry) = self.store.entry(&id)? else {
             return Ok(None);
         };
-        if entry.retracted || entry.disabled {
+        if entry.retracted || entry.disabled || self.store.is_suppressed(&entry.set) {
             return Ok(None);
         }
         let mut distance = distance;

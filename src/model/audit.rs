@@ -34,6 +34,10 @@ pub enum Action {
     EntryRejected,
     /// A set's vetting rule changed.
     VettingSet,
+    /// A set was switched off on this node.
+    SetSuppressed,
+    /// A suppressed set was switched back on.
+    SetUnsuppressed,
     /// An operator retracted an entry.
     EntryRetracted,
     /// An operator switched an entry off on this node.

@@ -748,6 +748,37 @@ impl Admin for AdminService {
         .map(Response::new)
     }
 
+    async fn set_suppressed(
+        &self,
+        request: Request<proto::SetSuppressedRequest>,
+    ) -> Result<Response<proto::SetSummary>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let set = set_id(&request.set)?;
+        if request.reason.len() > MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason is over {MAX_REASON} bytes"
+            )));
+        }
+        let db = self.db.clone();
+        let state = blocking(move || {
+            let state = db
+                .store()
+                .set_suppressed(&set, request.suppressed)
+                .map_err(store_error)?;
+            let action = if request.suppressed {
+                Action::SetSuppressed
+            } else {
+                Action::SetUnsuppressed
+            };
+            tracing::info!(set = %set, suppressed = request.suppressed, "set switched by operator");
+            audit(&db, &actor, action, set.as_str(), &request.reason)?;
+            Ok(state)
+        })
+        .await?;
+        Ok(Response::new(wire::set_summary(state)))
+    }
+
     async fn list_received_feedback(
         &self,
         _request: Request<proto::ListReceivedFeedbackRequest>,

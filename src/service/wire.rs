@@ -103,6 +103,7 @@ pub fn set_summary(s: crate::store::SetState) -> proto::SetSummary {
         info_json: serde_json::to_string(&s.info).unwrap_or_default(),
         head_digest: s.head_digest,
         matchable: s.matchable,
+        suppressed: s.suppressed,
     }
 }
 

@@ -230,6 +230,7 @@ impl Store {
                     created_ms: now_ms,
                     signed_info: Some(signed),
                     upstream: Some(peer.to_owned()),
+                    suppressed: false,
                 }
             }
         };

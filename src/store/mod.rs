@@ -336,6 +336,7 @@ impl Store {
             created_ms: now_ms,
             signed_info: None,
             upstream: None,
+            suppressed: false,
         };
         let mut state = state;
         if let Some(signer) = self.signer_for(&state) {
@@ -377,6 +378,26 @@ impl Store {
         let mut all: Vec<_> = cache.by_id.values().cloned().collect();
         all.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         all
+    }
+
+    /// Whether a set is switched off on this node (see
+    /// [`SetState::suppressed`]); cheap, for the match path.
+    pub fn is_suppressed(&self, id: &SetId) -> bool {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        cache.by_id.get(id).is_some_and(|s| s.suppressed)
+    }
+
+    /// Switches a set off (or back on) on this node: its entries stop (or
+    /// resume) matching at once, its log keeps syncing, and nothing is sent
+    /// to its origin.
+    pub fn set_suppressed(&self, id: &SetId, suppressed: bool) -> Result<SetState, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self
+            .set(id)
+            .ok_or_else(|| StoreError::UnknownSet(id.clone()))?;
+        state.suppressed = suppressed;
+        self.write_set(sled::Batch::default(), &state)?;
+        Ok(state)
     }
 
     /// The largest PDQ threshold of any set (the default when there are

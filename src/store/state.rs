@@ -38,6 +38,10 @@ pub struct SetState {
     /// this node. Received sets take records from their origin's log only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// Switched off on this node (a kill switch): none of its entries
+    /// match, while its log keeps syncing. Local; peers are not told.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suppressed: bool,
 }
 
 impl SetState {
