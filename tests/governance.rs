@@ -286,3 +286,78 @@ async fn a_suppressed_set_stops_matching_at_once_and_still_syncs() {
             .collect();
     assert_eq!(actions, [Action::SetSuppressed, Action::SetUnsuppressed]);
 }
+
+/// A flood of matches on one entry (as a benign collision would cause)
+/// quarantines it on this node; other entries keep matching, operators see
+/// it in the audit log, and enabling the entry lifts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_matches_on_one_entry_quarantines_it() {
+    use hashfed::database::FloodLimits;
+    use hashfed::service::proto::match_client::MatchClient;
+    let (flooded, quiet) = ([1u8; 32], [2u8; 32]);
+    let a = TestNode::start("a", |db| nodes::add_pdq(db, "a/list", &[flooded, quiet])).await;
+    a.db.set_flood_limits(FloodLimits {
+        per_minute: 50,
+        share: 0.0,
+        min_matches: 0,
+    });
+    let cert = a.issue(ClientRole::Local);
+    let channel = nodes::channel(&a.dir, a.node().addresses().match_, Some(&cert))
+        .await
+        .unwrap();
+    let mut client = MatchClient::new(channel);
+    let mut ask = async |code: [u8; 32]| -> usize {
+        let r = client
+            .match_hashes(proto::MatchRequest {
+                queries: vec![nodes::pdq_query(code.to_vec())],
+                tag: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        r.results[0].hits.len()
+    };
+    // Counts are per minute: start well inside one.
+    while hashfed::database::now_ms() / 1000 % 60 >= 55 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut hits = 0;
+    for _ in 0..60 {
+        hits += ask(flooded).await;
+    }
+    assert_eq!(hits, 50);
+    assert_eq!(ask(flooded).await, 0);
+    assert_eq!(ask(quiet).await, 1);
+    let set: SetId = "a/list".parse().unwrap();
+    let id = EntryId::derive(&set, &Signal::parse("pdq", &nodes::hex(&flooded)).unwrap());
+    let entry = a.db.store().entry(&id).unwrap().unwrap();
+    assert!(entry.disabled && !entry.retracted);
+    let flagged: Vec<_> =
+        a.db.store()
+            .audit_events(0, 100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == Action::Quarantined)
+            .collect();
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(
+        (flagged[0].actor.as_str(), flagged[0].subject.clone()),
+        ("node", id.to_string())
+    );
+    assert!(
+        flagged[0].detail.contains("matches within a minute"),
+        "{}",
+        flagged[0].detail
+    );
+
+    // An operator who finds it sound switches it back on.
+    let mut admin = operator(&a).await;
+    admin
+        .set_entry_disabled(proto::SetEntryDisabledRequest {
+            id: id.to_string(),
+            disabled: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ask(flooded).await, 1);
+}

@@ -148,6 +148,7 @@ impl Database {
             query.radius = Some(0);
             return self.match_pdq(&query);
         }
+        self.flood.query(super::now_ms() / 1000);
         let ids: Vec<EntryId> = self.indexes().exact.get(&signal.key()).to_vec();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -179,6 +180,7 @@ impl Database {
             Some(r) => r,
             None => self.store.max_pdq_threshold(),
         };
+        self.flood.query(super::now_ms() / 1000);
         // Slot -> (distance, variant), nearest variant kept.
         let mut nearest: HashMap<u32, (u32, usize)> = HashMap::new();
         {
@@ -243,6 +245,10 @@ impl Database {
             if distance > limit {
                 return Ok(None);
             }
+        }
+        if let Some(reason) = self.flood.hit(id, super::now_ms() / 1000) {
+            self.quarantine(&id, &reason)?;
+            return Ok(None);
         }
         Ok(Some(Match {
             entry: id,

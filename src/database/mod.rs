@@ -6,6 +6,7 @@
 //! returns, so a change matches (or stops matching) as soon as the write
 //! that made it has landed.
 
+pub mod flood;
 mod matching;
 mod records;
 
@@ -25,6 +26,7 @@ use crate::store::{
     Applied, Change, Confirmed, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError,
     StoreOptions,
 };
+pub use flood::FloodLimits;
 
 /// The in-memory indexes.
 pub struct Indexes {
@@ -76,6 +78,8 @@ pub struct Database {
     /// new set): the federation's subscriptions wait on it to push new
     /// heads at once.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Flood quarantine (see [`flood`]).
+    flood: flood::FloodGuard,
 }
 
 /// Where [`Database::open`] built the indexes from.
@@ -136,6 +140,7 @@ impl Database {
             records: records::RecordWriter::start(store.clone())?,
             store,
             changes: tokio::sync::watch::Sender::new(0),
+            flood: flood::FloodGuard::default(),
         })
     }
 
@@ -355,6 +360,18 @@ impl Database {
 
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Sets when an entry counts as flooding (see [`flood`]).
+    pub fn set_flood_limits(&self, limits: FloodLimits) {
+        self.flood.set_limits(limits);
+    }
+
+    /// Switches off an entry that floods, and says so to operators.
+    fn quarantine(&self, entry: &EntryId, reason: &str) -> Result<(), StoreError> {
+        tracing::warn!(entry = %entry, reason, "entry quarantined: it stopped matching on this node");
+        self.set_disabled(entry, true)?;
+        self.audit("node", Action::Quarantined, &entry.to_string(), reason)
     }
 
     /// Stops (or resumes) matching an entry on this node only.

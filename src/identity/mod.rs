@@ -120,7 +120,7 @@ impl Default for Listen {
 }
 
 /// `hashfed.toml`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     /// Human name of the node (e.g. `hotline-a`).
     pub name: String,
@@ -133,6 +133,10 @@ pub struct Config {
     /// never for production; the CA names follow that set's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dev_certs: bool,
+    /// When an entry that matches too often is switched off on this node
+    /// (`[quarantine]`: `per_minute`, `share`, `min_matches`).
+    #[serde(default)]
+    pub quarantine: crate::database::FloodLimits,
 }
 
 impl Config {
@@ -281,6 +285,7 @@ fn finish(
         node_id: node_id.to_string(),
         listen: Listen::default(),
         dev_certs,
+        quarantine: Default::default(),
     };
     let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
         path: config_path.clone(),

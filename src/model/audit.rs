@@ -34,6 +34,9 @@ pub enum Action {
     EntryRejected,
     /// A set's vetting rule changed.
     VettingSet,
+    /// An entry matched so often that the node switched it off (flood
+    /// quarantine); an operator lifts it with `hashfed entry enable`.
+    Quarantined,
     /// A set was switched off on this node.
     SetSuppressed,
     /// A suppressed set was switched back on.

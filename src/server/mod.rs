@@ -221,6 +221,7 @@ impl Node {
         db: Arc<Database>,
     ) -> Result<Node, ServerError> {
         let metrics = Arc::new(Metrics::new(METHODS));
+        db.set_flood_limits(config.quarantine.clone());
         let (stop, stopped) = watch::channel(false);
         let shutdown = move || {
             let mut stopped = stopped.clone();
