@@ -361,3 +361,163 @@ async fn a_flood_of_matches_on_one_entry_quarantines_it() {
         .unwrap();
     assert_eq!(ask(flooded).await, 1);
 }
+
+/// Reports a false positive on `code` from `node`'s local service: a match
+/// over its match service, then feedback on that match (which travels to
+/// the origin).
+async fn false_positive(node: &TestNode, code: [u8; 32]) {
+    let local = node.issue(ClientRole::Local);
+    let ch = nodes::channel(&node.dir, node.node().addresses().match_, Some(&local))
+        .await
+        .unwrap();
+    let mut client = proto::match_client::MatchClient::new(ch);
+    let answer = client
+        .match_hashes(proto::MatchRequest {
+            queries: vec![nodes::pdq_query(code.to_vec())],
+            tag: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hit = &answer.results[0].hits[0];
+    client
+        .feedback(proto::FeedbackRequest {
+            match_id: hit.match_id.clone(),
+            verdict: proto::Verdict::FalsePositive as i32,
+            reason: proto::FeedbackReason::BenignCollision as i32,
+        })
+        .await
+        .unwrap();
+}
+
+/// K false positives from distinct peers raise an entry at its origin and,
+/// as the origin's policy says, suspend it network-wide until an operator
+/// reviews it; the review brings it back everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn k_false_positives_from_distinct_peers_raise_and_suspend_an_entry() {
+    let set: SetId = "a/list".parse().unwrap();
+    let (disputed, other) = ([3u8; 32], [4u8; 32]);
+    let a = TestNode::start("a", |db| nodes::add_pdq(db, "a/list", &[disputed, other])).await;
+    let peers = [
+        TestNode::start("b", |_| {}).await,
+        TestNode::start("c", |_| {}).await,
+        TestNode::start("d", |_| {}).await,
+    ];
+    for p in &peers {
+        a.add_peer(p, &["a/*"], &[]);
+        p.add_peer(&a, &[], &["a/*"]);
+    }
+    let mut admin = operator(&a).await;
+    admin
+        .set_dispute_policy(proto::SetDisputePolicyRequest {
+            set: set.to_string(),
+            threshold: 2,
+            suspend: true,
+        })
+        .await
+        .unwrap();
+    let pdq = |c: [u8; 32]| Signal::parse("pdq", &nodes::hex(&c)).unwrap();
+    let id = EntryId::derive(&set, &pdq(disputed));
+    for p in &peers {
+        eventually(WAIT, || {
+            !p.db.match_exact(&pdq(disputed)).unwrap().is_empty()
+        })
+        .await
+        .expect("a peer never matched the entry");
+    }
+    let queue = |admin: &mut AdminClient<Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_disputes(proto::ListDisputesRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .disputes
+        }
+    };
+
+    // One report: counted, below the threshold, still matching everywhere.
+    false_positive(&peers[0], disputed).await;
+    let disputes = || a.db.store().disputes(None).unwrap();
+    eventually(WAIT, || {
+        disputes().first().is_some_and(|d| d.false_positives == 1)
+    })
+    .await
+    .expect("the first report never reached A");
+    let q = queue(&mut admin).await;
+    assert!(!q[0].raised && !q[0].retracted);
+    assert_eq!(a.db.match_exact(&pdq(disputed)).unwrap().len(), 1);
+
+    // A second node: raised at the top of the queue and suspended on every
+    // node; the other entry is untouched.
+    false_positive(&peers[1], disputed).await;
+    eventually(WAIT, || {
+        a.db.store()
+            .entry(&id)
+            .unwrap()
+            .is_some_and(|e| e.retracted)
+    })
+    .await
+    .expect("the disputed entry was never suspended");
+    let q = queue(&mut admin).await;
+    assert_eq!(q[0].entry_id, id.to_string());
+    assert_eq!(
+        (q[0].false_positives, q[0].raised, q[0].retracted),
+        (2, true, true)
+    );
+    for p in &peers {
+        eventually(WAIT, || {
+            p.db.match_exact(&pdq(disputed)).unwrap().is_empty()
+        })
+        .await
+        .expect("a peer kept matching the suspended entry");
+        assert_eq!(p.db.match_exact(&pdq(other)).unwrap().len(), 1);
+    }
+    let trail: Vec<Action> =
+        a.db.store()
+            .audit_events(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.subject == id.to_string())
+            .map(|e| e.action)
+            .collect();
+    assert_eq!(
+        trail,
+        [
+            Action::FeedbackReceived,
+            Action::FeedbackReceived,
+            Action::DisputeRaised,
+            Action::DisputeSuspended
+        ]
+    );
+
+    // The operator finds it sound and restores it: matching everywhere
+    // again, and the old reports no longer count.
+    let e = admin
+        .review_dispute(proto::ReviewDisputeRequest {
+            id: id.to_string(),
+            restore: true,
+            reason: "checked: it is the listed image".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!e.retracted);
+    for p in &peers {
+        eventually(WAIT, || {
+            !p.db.match_exact(&pdq(disputed)).unwrap().is_empty()
+        })
+        .await
+        .expect("a peer never matched the restored entry");
+    }
+    assert!(queue(&mut admin).await.is_empty());
+    // A third node's report after the review counts alone.
+    false_positive(&peers[2], disputed).await;
+    eventually(WAIT, || !disputes().is_empty())
+        .await
+        .expect("the third report never reached A");
+    let q = queue(&mut admin).await;
+    assert_eq!((q[0].false_positives, q[0].raised), (1, false));
+    assert!(!a.db.store().entry(&id).unwrap().unwrap().retracted);
+}

@@ -325,6 +325,27 @@ impl NodeAdmin {
         )
     }
 
+    /// Sets a set's dispute policy.
+    pub fn set_dispute_policy(
+        &mut self,
+        request: proto::SetDisputePolicyRequest,
+    ) -> anyhow::Result<proto::SetSummary> {
+        call!(self, set_dispute_policy, request)
+    }
+
+    /// The dispute review queue.
+    pub fn list_disputes(&mut self, set: String) -> anyhow::Result<proto::ListDisputesResponse> {
+        call!(self, list_disputes, proto::ListDisputesRequest { set })
+    }
+
+    /// Reviews a disputed entry.
+    pub fn review_dispute(
+        &mut self,
+        request: proto::ReviewDisputeRequest,
+    ) -> anyhow::Result<proto::Entry> {
+        call!(self, review_dispute, request)
+    }
+
     /// Audit records after `after_seq`.
     pub fn list_audit(
         &mut self,

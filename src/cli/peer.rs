@@ -175,6 +175,37 @@ enum SetAction {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// What happens when distinct peers call an entry of one of this
+    /// node's sets a false positive.
+    DisputePolicy {
+        /// The set.
+        set: String,
+        /// Reports (from distinct nodes, since the entry's last review)
+        /// that raise it for review; 0: off.
+        #[arg(long)]
+        threshold: u32,
+        /// Also suspend a raised entry network-wide until reviewed.
+        #[arg(long)]
+        suspend: bool,
+    },
+    /// The dispute review queue: entries peers sent feedback about since
+    /// their last review, most false positives first.
+    Disputes {
+        /// Only this set.
+        #[arg(long, default_value = "")]
+        set: String,
+    },
+    /// Mark a disputed entry reviewed; --restore adds a suspended one back.
+    Review {
+        /// The entry id.
+        id: String,
+        /// Add the entry back (it was wrongly suspended).
+        #[arg(long)]
+        restore: bool,
+        /// Why, for the audit log.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Undo `suppress`.
     Unsuppress {
         /// The set.
@@ -217,6 +248,53 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
         SetAction::Unsuppress { set } => {
             let s = admin.set_suppressed(set, false, String::new())?;
             println!("{}: matching again", s.id);
+        }
+        SetAction::DisputePolicy {
+            set,
+            threshold,
+            suspend,
+        } => {
+            let s = admin.set_dispute_policy(proto::SetDisputePolicyRequest {
+                set,
+                threshold,
+                suspend,
+            })?;
+            println!("{}  seq {}  {}", s.id, s.head_seq, s.info_json);
+        }
+        SetAction::Disputes { set } => {
+            for d in admin.list_disputes(set)?.disputes {
+                println!(
+                    "{}\t{}\t{} false positive{}, {} confirmed\t{}{}\treporters {}",
+                    d.entry_id,
+                    d.set,
+                    d.false_positives,
+                    if d.false_positives == 1 { "" } else { "s" },
+                    d.confirmed,
+                    if d.raised {
+                        "RAISED"
+                    } else {
+                        "below threshold"
+                    },
+                    if d.retracted { ", withdrawn" } else { "" },
+                    d.reporters.join(",")
+                );
+            }
+        }
+        SetAction::Review {
+            id,
+            restore,
+            reason,
+        } => {
+            let e = admin.review_dispute(proto::ReviewDisputeRequest {
+                id,
+                restore,
+                reason,
+            })?;
+            println!(
+                "{}: reviewed; {}",
+                e.id,
+                if e.retracted { "withdrawn" } else { "matching" }
+            );
         }
         SetAction::Vetting { set, reviewers } => {
             let s = admin.set_vetting(set, reviewers)?;

@@ -6,6 +6,7 @@
 //! returns, so a change matches (or stops matching) as soon as the write
 //! that made it has landed.
 
+mod disputes;
 pub mod flood;
 mod matching;
 mod records;
@@ -26,6 +27,7 @@ use crate::store::{
     Applied, Change, Confirmed, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError,
     StoreOptions,
 };
+pub use disputes::{DisputeOutcome, SUSPENDED};
 pub use flood::FloodLimits;
 
 /// The in-memory indexes.

@@ -390,7 +390,8 @@ fn take_feedback(
                 "{} from node {} (reporter's signature checked: {verified})",
                 note.verdict, note.reporter
             );
-            let entry = note.entry.to_string();
+            let entry_id = note.entry;
+            let entry = entry_id.to_string();
             store
                 .receive_feedback(&ReceivedFeedback {
                     note,
@@ -406,6 +407,7 @@ fn take_feedback(
                         &detail,
                     )
                 })
+                .and_then(|()| fed.db.weigh_dispute(&entry_id).map(|_| ()))
         } else {
             fed.db.queue_feedback(&note)
         };

@@ -37,6 +37,16 @@ pub enum Action {
     /// An entry matched so often that the node switched it off (flood
     /// quarantine); an operator lifts it with `hashfed entry enable`.
     Quarantined,
+    /// Enough nodes called an entry a false positive: it tops the review
+    /// queue.
+    DisputeRaised,
+    /// A disputed entry was suspended network-wide (a retraction record)
+    /// until reviewed.
+    DisputeSuspended,
+    /// An operator reviewed a disputed entry (restored it, or not).
+    DisputeReviewed,
+    /// A set's dispute policy changed.
+    DisputePolicySet,
     /// A set was switched off on this node.
     SetSuppressed,
     /// A suppressed set was switched back on.

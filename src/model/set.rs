@@ -212,6 +212,29 @@ pub struct SetInfo {
     /// (e.g. an import of a list vetted at its source).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub vetting: u32,
+    /// What the origin does when peers dispute an entry.
+    #[serde(default, skip_serializing_if = "DisputePolicy::is_off")]
+    pub disputes: DisputePolicy,
+}
+
+/// What an origin does with false-positive reports from peers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisputePolicy {
+    /// Distinct nodes reporting a false positive (since the entry's last
+    /// review) that raise the entry for review; 0: off.
+    #[serde(default)]
+    pub threshold: u32,
+    /// Also suspend the entry network-wide (a retraction record) until an
+    /// operator reviews it.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+impl DisputePolicy {
+    /// Whether disputes never raise anything.
+    pub fn is_off(&self) -> bool {
+        self.threshold == 0
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -228,6 +251,7 @@ impl SetInfo {
             vocabulary: Vec::new(),
             thresholds: BTreeMap::new(),
             vetting: 0,
+            disputes: DisputePolicy::default(),
         }
     }
 

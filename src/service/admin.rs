@@ -779,6 +779,92 @@ impl Admin for AdminService {
         Ok(Response::new(wire::set_summary(state)))
     }
 
+    async fn set_dispute_policy(
+        &self,
+        request: Request<proto::SetDisputePolicyRequest>,
+    ) -> Result<Response<proto::SetSummary>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let set = set_id(&request.set)?;
+        let policy = crate::model::DisputePolicy {
+            threshold: request.threshold,
+            suspend: request.suspend,
+        };
+        let db = self.db.clone();
+        let state = blocking(move || {
+            let state = db
+                .store()
+                .set_disputes(&set, policy.clone())
+                .map_err(store_error)?;
+            let detail = format!("threshold {}, suspend {}", policy.threshold, policy.suspend);
+            audit(&db, &actor, Action::DisputePolicySet, set.as_str(), &detail)?;
+            Ok(state)
+        })
+        .await?;
+        Ok(Response::new(wire::set_summary(state)))
+    }
+
+    async fn list_disputes(
+        &self,
+        request: Request<proto::ListDisputesRequest>,
+    ) -> Result<Response<proto::ListDisputesResponse>, Status> {
+        let request = request.into_inner();
+        let set = match request.set.as_str() {
+            "" => None,
+            text => Some(set_id(text)?),
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let store = db.store();
+            let mut disputes = Vec::new();
+            for d in store.disputes(set.as_ref()).map_err(store_error)? {
+                let threshold = store.set(&d.set).map_or(0, |s| s.info.disputes.threshold);
+                let retracted = store
+                    .entry(&d.entry)
+                    .map_err(store_error)?
+                    .is_some_and(|e| e.retracted);
+                disputes.push(proto::Dispute {
+                    entry_id: d.entry.to_string(),
+                    set: d.set.to_string(),
+                    false_positives: d.false_positives,
+                    confirmed: d.confirmed,
+                    reporters: d.reporters,
+                    last_ms: d.last_ms,
+                    reviewed_ms: d.reviewed_ms,
+                    threshold,
+                    raised: threshold > 0 && d.false_positives >= threshold,
+                    retracted,
+                });
+            }
+            Ok(proto::ListDisputesResponse { disputes })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn review_dispute(
+        &self,
+        request: Request<proto::ReviewDisputeRequest>,
+    ) -> Result<Response<proto::Entry>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let id = entry_id(&request.id)?;
+        if request.reason.len() > MAX_REASON {
+            return Err(Status::invalid_argument(format!(
+                "reason is over {MAX_REASON} bytes"
+            )));
+        }
+        let db = self.db.clone();
+        blocking(move || {
+            let e = db
+                .review_dispute(&id, request.restore, &actor, &request.reason)
+                .map_err(store_error)?;
+            Ok(wire::entry(&e, request.restore))
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn list_received_feedback(
         &self,
         _request: Request<proto::ListReceivedFeedbackRequest>,

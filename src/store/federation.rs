@@ -171,12 +171,22 @@ impl Store {
     /// Changes who may receive one of this node's own sets; the new policy
     /// is signed with the next version.
     pub fn set_policy(&self, set: &SetId, policy: SetPolicy) -> Result<SetState, StoreError> {
+        self.change_info(set, |info| info.policy = policy)
+    }
+
+    /// Changes the configuration of a set written on this node and signs
+    /// it anew (for this node's own sets), so peers see the change.
+    pub(super) fn change_info(
+        &self,
+        set: &SetId,
+        change: impl FnOnce(&mut SetInfo),
+    ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
         state.writable()?;
-        state.info.policy = policy;
+        change(&mut state.info);
         if let Some(signer) = self.signer_for(&state) {
             self.sign_info(&signer, &mut state)?;
         }

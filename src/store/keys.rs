@@ -21,6 +21,7 @@
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
 //! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see [`super::vetting`]) |
+//! | `z`    | entry id (16)                         | when its disputes were last reviewed (ms u64) |
 //! | `a`    | audit seq u64                         | chain digest (32), audit record (JSON) |
 
 /// Set states.
@@ -43,6 +44,8 @@ pub const FREE_SLOT: u8 = b'f';
 pub const EXTERNAL: u8 = b'x';
 /// Counters.
 pub const META: u8 = b'm';
+/// When an entry's disputes were last reviewed.
+pub const REVIEWED: u8 = b'z';
 /// Entries waiting for vetting.
 pub const PENDING: u8 = b'q';
 /// The audit log (see [`crate::model::audit`]).
@@ -120,6 +123,13 @@ pub fn checkpoint_prefix(set_no: u32) -> [u8; 5] {
 pub fn checkpoint(set_no: u32, seq: u64) -> [u8; 13] {
     let mut k = log(set_no, seq);
     k[0] = CHECKPOINT;
+    k
+}
+
+/// `z` + entry id.
+pub fn reviewed(id: &[u8; 16]) -> [u8; 17] {
+    let mut k = [REVIEWED; 17];
+    k[1..].copy_from_slice(id);
     k
 }
 

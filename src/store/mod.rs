@@ -25,6 +25,7 @@
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
 mod audit;
+mod disputes;
 mod entries;
 mod federation;
 pub mod keys;
@@ -41,6 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use disputes::Dispute;
 pub use federation::ReceivedFeedback;
 pub use snapshot::SnapshotLoad;
 pub use state::{SetState, StoredEntry};

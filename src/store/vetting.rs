@@ -136,17 +136,7 @@ impl Store {
         if reviewers == 1 {
             return Err(VettingRefusal::TooFew(reviewers).into());
         }
-        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = self
-            .set(set)
-            .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
-        state.writable()?;
-        state.info.vetting = reviewers;
-        if let Some(signer) = self.signer_for(&state) {
-            self.sign_info(&signer, &mut state)?;
-        }
-        self.write_set(sled::Batch::default(), &state)?;
-        Ok(state)
+        self.change_info(set, |info| info.vetting = reviewers)
     }
 
     /// Puts an entry up for vetting in `set`, which must ask for it.

@@ -1,0 +1,115 @@
+//! What an origin does when peers dispute its entries: past the set's
+//! threshold of distinct false-positive reports, the entry is raised for
+//! review (audited, top of `hashfed set disputes`) and, if the set's
+//! policy says so, suspended network-wide with a retraction record until
+//! an operator reviews it. A review restores it (an add record) or leaves
+//! it withdrawn; reports from before the review stop counting.
+
+use super::{now_ms, Database};
+use crate::model::audit::Action;
+use crate::model::EntryId;
+use crate::store::{Change, StoreError, StoredEntry};
+
+/// Retraction reasons of suspended entries start with this.
+pub const SUSPENDED: &str = "suspended pending review";
+
+/// What [`Database::weigh_dispute`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisputeOutcome {
+    /// Under the threshold, or no policy.
+    Nothing,
+    /// The entry reached the threshold and is raised for review.
+    Raised(u32),
+    /// Raised, and suspended network-wide.
+    Suspended(u32),
+}
+
+impl Database {
+    /// Weighs the feedback about `entry` (one of this node's own) after a
+    /// report arrived.
+    pub fn weigh_dispute(&self, entry: &EntryId) -> Result<DisputeOutcome, StoreError> {
+        let Some(e) = self.store.entry(entry)? else {
+            return Ok(DisputeOutcome::Nothing);
+        };
+        let Some(set) = self.store.set(&e.set) else {
+            return Ok(DisputeOutcome::Nothing);
+        };
+        let policy = set.info.disputes;
+        if policy.is_off() {
+            return Ok(DisputeOutcome::Nothing);
+        }
+        let Some(d) = self
+            .store
+            .disputes(Some(&e.set))?
+            .into_iter()
+            .find(|d| d.entry == *entry)
+        else {
+            return Ok(DisputeOutcome::Nothing);
+        };
+        let k = d.false_positives;
+        if k < policy.threshold {
+            return Ok(DisputeOutcome::Nothing);
+        }
+        let subject = entry.to_string();
+        if k == policy.threshold {
+            let detail = format!(
+                "{k} nodes reported a false positive (threshold {}): {}",
+                policy.threshold,
+                d.reporters.join(", ")
+            );
+            tracing::warn!(entry = %entry, reports = k, "entry disputed: raised for review");
+            self.audit("node", Action::DisputeRaised, &subject, &detail)?;
+        }
+        if !policy.suspend || e.retracted {
+            return Ok(DisputeOutcome::Raised(k));
+        }
+        let reason = format!("{SUSPENDED}: {k} nodes reported a false positive");
+        self.apply(
+            &e.set,
+            &[Change::RetractEntry {
+                entry: *entry,
+                reason: reason.clone(),
+            }],
+        )?;
+        self.audit("node", Action::DisputeSuspended, &subject, &reason)?;
+        Ok(DisputeOutcome::Suspended(k))
+    }
+
+    /// An operator's review of a disputed entry: reports so far stop
+    /// counting, and with `restore` a withdrawn entry is added back (an add
+    /// record with its content, vetting included: peers follow).
+    pub fn review_dispute(
+        &self,
+        entry: &EntryId,
+        restore: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<StoredEntry, StoreError> {
+        let e = self
+            .store
+            .entry(entry)?
+            .ok_or(StoreError::UnknownEntry(*entry))?;
+        self.store.mark_reviewed(entry, now_ms())?;
+        let restored = restore && e.retracted;
+        if restored {
+            self.apply(&e.set, &[Change::Add(e.data.clone())])?;
+        }
+        let detail = format!(
+            "{}{}",
+            if restored {
+                "restored"
+            } else {
+                "left as it is"
+            },
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(": {reason}")
+            }
+        );
+        self.audit(actor, Action::DisputeReviewed, &entry.to_string(), &detail)?;
+        self.store
+            .entry(entry)?
+            .ok_or(StoreError::UnknownEntry(*entry))
+    }
+}

@@ -1,0 +1,102 @@
+//! Disputes at the origin: feedback from peers aggregated per entry, and
+//! when each entry was last reviewed (`z` + entry id → ms), so reports
+//! that came before a review stop counting.
+
+use std::collections::BTreeMap;
+
+use super::keys;
+use super::{ReceivedFeedback, Store, StoreError};
+use crate::model::{DisputePolicy, EntryId, SetId};
+
+/// One entry's feedback since its last review.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dispute {
+    /// The entry.
+    pub entry: EntryId,
+    /// Its set.
+    pub set: SetId,
+    /// Distinct nodes whose latest verdict is a false positive.
+    pub false_positives: u32,
+    /// Distinct nodes whose latest verdict is a confirmed match.
+    pub confirmed: u32,
+    /// The nodes that reported a false positive.
+    pub reporters: Vec<String>,
+    /// The latest report, ms since the epoch.
+    pub last_ms: u64,
+    /// The last review, ms since the epoch (0: never).
+    pub reviewed_ms: u64,
+}
+
+impl Store {
+    /// Sets what this node does when peers dispute entries of one of its
+    /// sets (signed anew: peers see the policy).
+    pub fn set_disputes(
+        &self,
+        set: &SetId,
+        policy: DisputePolicy,
+    ) -> Result<super::SetState, StoreError> {
+        self.change_info(set, |info| info.disputes = policy)
+    }
+
+    /// When an entry's disputes were last reviewed (0: never).
+    pub fn reviewed_ms(&self, entry: &EntryId) -> Result<u64, StoreError> {
+        Ok(match self.tree.get(keys::reviewed(&entry.0))? {
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("review time is not 8 bytes".into()))?,
+            ),
+            None => 0,
+        })
+    }
+
+    /// Marks an entry's disputes as reviewed at `now_ms`.
+    pub fn mark_reviewed(&self, entry: &EntryId, now_ms: u64) -> Result<(), StoreError> {
+        self.tree
+            .insert(&keys::reviewed(&entry.0)[..], &now_ms.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Feedback since each entry's last review, aggregated per entry (of
+    /// one set, or all), most false positives first.
+    pub fn disputes(&self, set: Option<&SetId>) -> Result<Vec<Dispute>, StoreError> {
+        let mut by_entry: BTreeMap<EntryId, Vec<ReceivedFeedback>> = BTreeMap::new();
+        for item in self.received_feedback()? {
+            if set.is_none_or(|s| *s == item.note.set) {
+                by_entry.entry(item.note.entry).or_default().push(item);
+            }
+        }
+        let mut out = Vec::new();
+        for (entry, items) in by_entry {
+            let reviewed_ms = self.reviewed_ms(&entry)?;
+            let fresh: Vec<_> = items
+                .iter()
+                .filter(|i| i.received_ms > reviewed_ms)
+                .collect();
+            let Some(first) = fresh.first() else { continue };
+            let reporters: Vec<String> = fresh
+                .iter()
+                .filter(|i| i.note.verdict == "false_positive")
+                .map(|i| i.note.reporter.clone())
+                .collect();
+            out.push(Dispute {
+                entry,
+                set: first.note.set.clone(),
+                false_positives: reporters.len() as u32,
+                confirmed: fresh
+                    .iter()
+                    .filter(|i| i.note.verdict == "confirmed")
+                    .count() as u32,
+                reporters,
+                last_ms: fresh.iter().map(|i| i.received_ms).max().unwrap_or(0),
+                reviewed_ms,
+            });
+        }
+        out.sort_by(|a, b| {
+            b.false_positives
+                .cmp(&a.false_positives)
+                .then(b.last_ms.cmp(&a.last_ms))
+        });
+        Ok(out)
+    }
+}
