@@ -11,6 +11,7 @@ pub mod index;
 pub mod metrics;
 pub mod model;
 pub mod peers;
+pub mod report;
 pub mod server;
 pub mod service;
 pub mod signal;

@@ -1,6 +1,7 @@
 //! Data minimisation, end to end through the `hashfed` binary: after
 //! 10,000 non-matching queries (PDQ and exact, as batches, single calls and
-//! a stream), the store holds exactly what it held before, and the node's
+//! a stream), the store holds exactly what it held before (but for the
+//! day's query counts per signal type), and the node's
 //! logs, at their most verbose, hold no query value. A query that does
 //! match leaves one match record, which holds no query value either.
 
@@ -183,11 +184,25 @@ async fn non_matching_queries_leave_no_trace_in_store_or_logs() {
         "the node did not stop cleanly"
     );
 
-    // The store: what it held before, plus one match record.
+    // The store: what it held before, plus one match record and the day's
+    // counts for the transparency report (numbers, under names of signal
+    // types and sets only).
     let after = dump(&store_dir);
-    let added: Vec<&(Vec<u8>, Vec<u8>)> = after.iter().filter(|kv| !before.contains(kv)).collect();
+    let (counts, added): (Vec<_>, Vec<_>) = after
+        .iter()
+        .filter(|kv| !before.contains(kv))
+        .partition(|(k, _)| k[0] == keys::USAGE);
     let removed = before.iter().filter(|kv| !after.contains(kv)).count();
     assert_eq!(removed, 0, "queries changed stored data");
+    let mut named: Vec<String> = counts
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(v.len(), 8, "a count is a u64");
+            String::from_utf8(k[5..].to_vec()).unwrap()
+        })
+        .collect();
+    named.sort();
+    assert_eq!(named, ["mhotline-a/csam\0pdq", "q\0pdq", "q\0sha256"]);
     assert_eq!(added.len(), 1, "exactly one new key (the match record)");
     assert_eq!(added[0].0[0], keys::MATCH);
     let record = String::from_utf8_lossy(&added[0].1);

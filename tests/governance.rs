@@ -521,3 +521,166 @@ async fn k_false_positives_from_distinct_peers_raise_and_suspend_an_entry() {
     assert_eq!((q[0].false_positives, q[0].raised), (1, false));
     assert!(!a.db.store().entry(&id).unwrap().unwrap().retracted);
 }
+
+/// The transparency report's figures equal what the test drove: entries
+/// added and retracted, queries, matches and feedback per signal type and
+/// set, through the real match service and `hashfed report`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_report_counts_exactly_what_happened() {
+    use hashfed::service::proto::match_client::MatchClient;
+    let md5 = |b: u8| Signal::parse("md5", &nodes::hex(&[b; 16])).unwrap();
+    let a = TestNode::start("a", |db| {
+        nodes::add_pdq(db, "a/list", &[[5; 32], [6; 32], [7; 32]]);
+        let set: SetId = "a/list".parse().unwrap();
+        let add = |s: Signal| {
+            Change::Add(EntryData {
+                signal: s,
+                labels: vec![],
+                external_id: None,
+                vetting: vec![],
+            })
+        };
+        db.apply(&set, &[add(md5(1)), add(md5(2))]).unwrap();
+        db.apply(
+            &set,
+            &[Change::RetractValue {
+                signal: Signal::parse("pdq", &nodes::hex(&[7; 32])).unwrap(),
+                reason: "withdrawn".into(),
+            }],
+        )
+        .unwrap();
+    })
+    .await;
+    let cert = a.issue(ClientRole::Local);
+    let ch = nodes::channel(&a.dir, a.node().addresses().match_, Some(&cert))
+        .await
+        .unwrap();
+    let mut client = MatchClient::new(ch);
+    let md5_query = |b: u8| proto::Query {
+        signal: Some(proto::Signal {
+            r#type: proto::SignalType::Md5 as i32,
+            value: vec![b; 16],
+            opaque_type: String::new(),
+        }),
+        pdq_variants: vec![],
+        quality: None,
+        radius: None,
+    };
+    let queries = [
+        nodes::pdq_query(vec![5; 32]),
+        nodes::pdq_query(vec![5; 32]),
+        nodes::pdq_query(vec![6; 32]),
+        nodes::pdq_query(vec![6; 32]),
+        nodes::pdq_query(vec![0x55; 32]),
+        nodes::pdq_query(vec![0xaa; 32]),
+        md5_query(1),
+        md5_query(1),
+        md5_query(9),
+    ];
+    let mut hits = Vec::new();
+    for q in queries {
+        let r = client
+            .match_hashes(proto::MatchRequest {
+                queries: vec![q],
+                tag: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        hits.extend(r.results[0].hits.clone());
+    }
+    assert_eq!(hits.len(), 6);
+    let verdicts = [
+        (0, proto::Verdict::Confirmed),
+        (1, proto::Verdict::FalsePositive),
+        (4, proto::Verdict::FalsePositive),
+    ];
+    for (i, verdict) in verdicts {
+        client
+            .feedback(proto::FeedbackRequest {
+                match_id: hits[i].match_id.clone(),
+                verdict: verdict as i32,
+                reason: proto::FeedbackReason::Reviewed as i32,
+            })
+            .await
+            .unwrap();
+    }
+
+    let today = hashfed::report::date(hashfed::store::usage::today());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args([
+            "report",
+            "--dir",
+            a.dir.to_str().unwrap(),
+            "--from",
+            &today,
+            "--to",
+            &today,
+        ])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: hashfed::report::Report = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.signal_types, ["md5", "pdq"]);
+    let t = &r.total;
+    assert_eq!(
+        (t.queries, t.matches, t.confirmed, t.false_positives),
+        (Some(9), 6, 1, 2)
+    );
+    assert_eq!((t.entries_added, t.entries_retracted), (5, 1));
+    let pdq = &r.by_signal_type["pdq"];
+    assert_eq!(
+        (pdq.queries, pdq.matches, pdq.confirmed, pdq.false_positives),
+        (Some(6), 4, 1, 1)
+    );
+    assert_eq!(pdq.false_positive_rate, Some(0.5));
+    assert_eq!((pdq.entries_added, pdq.entries_retracted), (3, 1));
+    let m = &r.by_signal_type["md5"];
+    assert_eq!(
+        (m.queries, m.matches, m.confirmed, m.false_positives),
+        (Some(3), 2, 0, 1)
+    );
+    assert_eq!(r.by_set.len(), 2);
+    assert!(r
+        .by_set
+        .iter()
+        .all(|s| s.set == "a/list" && s.figures.queries.is_none()));
+
+    // Markdown, for publishing; and a match record past its retention is
+    // deleted while the figures stay.
+    let md = std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args([
+            "report",
+            "--dir",
+            a.dir.to_str().unwrap(),
+            "--from",
+            &today,
+            "--to",
+            &today,
+        ])
+        .output()
+        .unwrap();
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.contains("| a/list | pdq | 4 | 1 | 1 | 50.00% | 3 | 1 |"),
+        "{md}"
+    );
+    let expired =
+        a.db.store()
+            .expire_matches(hashfed::database::now_ms() + 1)
+            .unwrap();
+    assert_eq!(expired, 6);
+    let again =
+        a.db.report(
+            "a",
+            hashfed::store::usage::today(),
+            hashfed::store::usage::today(),
+        )
+        .unwrap();
+    assert_eq!(again.total.matches, 6);
+}

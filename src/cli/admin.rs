@@ -346,6 +346,11 @@ impl NodeAdmin {
         call!(self, review_dispute, request)
     }
 
+    /// The transparency report.
+    pub fn report(&mut self, from_day: u32, to_day: u32) -> anyhow::Result<proto::ReportResponse> {
+        call!(self, report, proto::ReportRequest { from_day, to_day })
+    }
+
     /// Audit records after `after_seq`.
     pub fn list_audit(
         &mut self,

@@ -14,6 +14,7 @@ mod import;
 mod init;
 mod matching;
 mod peer;
+mod report;
 mod serve;
 mod verify;
 
@@ -71,6 +72,9 @@ enum Command {
     Set(peer::SetArgs),
     /// The audit log: list it, or verify its hash chain and signed head.
     Audit(audit::AuditArgs),
+    /// The transparency report over a period: signal types in use, queries,
+    /// matches, feedback, false-positive rate, entries added and retracted.
+    Report(report::ReportArgs),
 }
 
 /// Where a node directory keeps its database.
@@ -98,5 +102,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(args) => peer::run(args),
         Command::Set(args) => peer::run_set(args),
         Command::Audit(args) => audit::run(args),
+        Command::Report(args) => report::run(args),
     }
 }

@@ -149,6 +149,7 @@ impl Database {
             return self.match_pdq(&query);
         }
         self.flood.query(super::now_ms() / 1000);
+        self.records.count_query(signal.kind().name());
         let ids: Vec<EntryId> = self.indexes().exact.get(&signal.key()).to_vec();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -181,6 +182,7 @@ impl Database {
             None => self.store.max_pdq_threshold(),
         };
         self.flood.query(super::now_ms() / 1000);
+        self.records.count_query(SignalType::Pdq.name());
         // Slot -> (distance, variant), nearest variant kept.
         let mut nearest: HashMap<u32, (u32, usize)> = HashMap::new();
         {

@@ -30,6 +30,8 @@ use crate::store::{
 pub use disputes::{DisputeOutcome, SUSPENDED};
 pub use flood::FloodLimits;
 
+use crate::report::Report;
+
 /// The in-memory indexes.
 pub struct Indexes {
     /// PDQ codes by slot.
@@ -362,6 +364,21 @@ impl Database {
 
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The transparency report for days `from` to `to` (both included,
+    /// days since the Unix epoch), after every match and query answered so
+    /// far is counted.
+    pub fn report(&self, node: &str, from: u32, to: u32) -> Result<Report, StoreError> {
+        self.records.flush();
+        Ok(Report::build(node, from, to, &self.store.usage(from, to)?))
+    }
+
+    /// Keeps match records `days` days (0: for ever): they hold only what
+    /// feedback and reporting need, and the report's daily counts outlive
+    /// them.
+    pub fn set_match_retention(&self, days: u32) {
+        self.records.set_retention(days);
     }
 
     /// Sets when an entry counts as flooding (see [`flood`]).

@@ -7,17 +7,50 @@
 //! cost about 40% of the exact-lookup throughput and put the store's
 //! occasional write stalls (hundreds of milliseconds) into query latency.
 //!
+//! The same thread adds the queries counted in memory (per signal type,
+//! for the transparency report: counts only) to the day's counts once a
+//! second, so the query path pays a map increment, not a store write.
+//!
 //! Records reach the store within milliseconds. Reads that depend on them
 //! (feedback on a match, counts) call [`RecordWriter::flush`] first, so
 //! they always see every match already answered. A crash can lose the
 //! records of the last moments, as the store's own write buffer can.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::store::matches::{MatchId, MatchRecord};
+use crate::store::usage::{self, Counter, Increments};
 use crate::store::{Store, StoreError};
+
+/// Queries counted since the last write, by signal type name.
+type QueryCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+
+/// How often counted queries are written.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
+/// How often expired match records are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
+
+/// How long match records are kept (0: for ever), in ms.
+type Retention = Arc<std::sync::atomic::AtomicU64>;
+
+/// Deletes match records older than the retention period.
+fn expire(store: &Store, retention: &Retention) {
+    let keep_ms = retention.load(std::sync::atomic::Ordering::Relaxed);
+    if keep_ms == 0 {
+        return;
+    }
+    let before = super::now_ms().saturating_sub(keep_ms);
+    match store.expire_matches(before) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "expired match records deleted"),
+        Err(e) => tracing::error!(error = %e, "expired match records could not be deleted"),
+    }
+}
 
 /// Records queued before callers wait for the writer.
 const QUEUE: usize = 1 << 16;
@@ -36,6 +69,23 @@ pub(super) struct RecordWriter {
     store: Arc<Store>,
     tx: Mutex<Option<SyncSender<Message>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    queries: QueryCounts,
+    retention: Retention,
+}
+
+/// Adds the counted queries to today's counts.
+fn write_queries(store: &Store, queries: &QueryCounts) {
+    let counted = std::mem::take(&mut *queries.lock().unwrap_or_else(|p| p.into_inner()));
+    if counted.is_empty() {
+        return;
+    }
+    let increments: Increments = counted
+        .into_iter()
+        .map(|(kind, n)| ((Counter::Queries, None, kind), n))
+        .collect();
+    if let Err(e) = store.add_usage(usage::today(), &increments) {
+        tracing::error!(error = %e, "query counts could not be written");
+    }
 }
 
 fn write(store: &Store, batch: &mut Vec<(MatchId, MatchRecord)>) {
@@ -48,27 +98,46 @@ fn write(store: &Store, batch: &mut Vec<(MatchId, MatchRecord)>) {
     batch.clear();
 }
 
-fn run(store: Arc<Store>, rx: Receiver<Message>) {
+fn run(store: Arc<Store>, rx: Receiver<Message>, queries: QueryCounts, retention: Retention) {
     let mut batch = Vec::new();
     let mut flushes = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        while let Some(message) = next {
-            match message {
-                Message::Record(id, record) => batch.push((id, record)),
-                Message::Flush(done) => flushes.push(done),
+    let mut last_count = std::time::Instant::now();
+    let mut last_expiry: Option<std::time::Instant> = None;
+    loop {
+        match rx.recv_timeout(COUNT_EVERY) {
+            Ok(first) => {
+                let mut next = Some(first);
+                while let Some(message) = next {
+                    match message {
+                        Message::Record(id, record) => batch.push((id, record)),
+                        Message::Flush(done) => flushes.push(done),
+                    }
+                    next = if batch.len() < BATCH {
+                        rx.try_recv().ok()
+                    } else {
+                        None
+                    };
+                }
+                write(&store, &mut batch);
             }
-            next = if batch.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
-                None
-            };
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
         }
-        write(&store, &mut batch);
+        // Busy or idle, counts are written every second and expired
+        // records looked for every hour.
+        if !flushes.is_empty() || last_count.elapsed() >= COUNT_EVERY {
+            write_queries(&store, &queries);
+            last_count = std::time::Instant::now();
+        }
         for done in flushes.drain(..) {
             let _ = done.send(());
         }
+        if last_expiry.is_none_or(|t| t.elapsed() >= EXPIRE_EVERY) {
+            expire(&store, &retention);
+            last_expiry = Some(std::time::Instant::now());
+        }
     }
+    write_queries(&store, &queries);
 }
 
 impl RecordWriter {
@@ -76,15 +145,41 @@ impl RecordWriter {
     pub(super) fn start(store: Arc<Store>) -> Result<Self, StoreError> {
         let (tx, rx) = sync_channel(QUEUE);
         let writer = store.clone();
+        let queries = QueryCounts::default();
+        let counted = queries.clone();
+        let retention = Retention::default();
+        let keep = retention.clone();
         let thread = std::thread::Builder::new()
             .name("hashfed-match-records".into())
-            .spawn(move || run(writer, rx))
+            .spawn(move || run(writer, rx, counted, keep))
             .map_err(|e| StoreError::Corrupt(format!("starting the match record writer: {e}")))?;
         Ok(RecordWriter {
             store,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            queries,
+            retention,
         })
+    }
+
+    /// Keeps match records `days` days (0: for ever); older ones are
+    /// deleted within the hour.
+    pub(super) fn set_retention(&self, days: u32) {
+        self.retention.store(
+            u64::from(days) * 86_400_000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Counts one query of signal type `kind` (written within a second).
+    pub(super) fn count_query(&self, kind: &str) {
+        let mut q = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        match q.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                q.insert(kind.to_owned(), 1);
+            }
+        }
     }
 
     fn sender(&self) -> Option<SyncSender<Message>> {
@@ -142,6 +237,7 @@ impl RecordWriter {
                 tracing::error!("the match record writer panicked");
             }
         }
+        write_queries(&self.store, &self.queries);
     }
 }
 

@@ -137,6 +137,24 @@ pub struct Config {
     /// (`[quarantine]`: `per_minute`, `share`, `min_matches`).
     #[serde(default)]
     pub quarantine: crate::database::FloodLimits,
+    /// How long records are kept (`[retention]`: `match_days`).
+    #[serde(default)]
+    pub retention: Retention,
+}
+
+/// How long the node keeps records that only reporting and feedback need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Days a match record is kept (0: for ever). The transparency
+    /// report's daily counts are kept regardless.
+    pub match_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { match_days: 365 }
+    }
 }
 
 impl Config {
@@ -286,6 +304,7 @@ fn finish(
         listen: Listen::default(),
         dev_certs,
         quarantine: Default::default(),
+        retention: Retention::default(),
     };
     let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
         path: config_path.clone(),

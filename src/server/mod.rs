@@ -222,6 +222,7 @@ impl Node {
     ) -> Result<Node, ServerError> {
         let metrics = Arc::new(Metrics::new(METHODS));
         db.set_flood_limits(config.quarantine.clone());
+        db.set_match_retention(config.retention.match_days);
         let (stop, stopped) = watch::channel(false);
         let shutdown = move || {
             let mut stopped = stopped.clone();

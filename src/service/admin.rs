@@ -865,6 +865,28 @@ impl Admin for AdminService {
         .map(Response::new)
     }
 
+    async fn report(
+        &self,
+        request: Request<proto::ReportRequest>,
+    ) -> Result<Response<proto::ReportResponse>, Status> {
+        let request = request.into_inner();
+        if request.from_day > request.to_day {
+            return Err(Status::invalid_argument("the period ends before it starts"));
+        }
+        let db = self.db.clone();
+        let node = self.node_name.clone();
+        blocking(move || {
+            let report = db
+                .report(&node, request.from_day, request.to_day)
+                .map_err(store_error)?;
+            let json = serde_json::to_string(&report)
+                .map_err(|e| Status::internal(format!("report: {e}")))?;
+            Ok(proto::ReportResponse { json })
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn list_received_feedback(
         &self,
         _request: Request<proto::ListReceivedFeedbackRequest>,

@@ -21,6 +21,7 @@
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
 //! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see [`super::vetting`]) |
+//! | `d`    | day u32, counter, set, type           | a daily count for the report (u64; see [`super::usage`]) |
 //! | `z`    | entry id (16)                         | when its disputes were last reviewed (ms u64) |
 //! | `a`    | audit seq u64                         | chain digest (32), audit record (JSON) |
 
@@ -44,6 +45,8 @@ pub const FREE_SLOT: u8 = b'f';
 pub const EXTERNAL: u8 = b'x';
 /// Counters.
 pub const META: u8 = b'm';
+/// Daily counts (see [`super::usage`]).
+pub const USAGE: u8 = b'd';
 /// When an entry's disputes were last reviewed.
 pub const REVIEWED: u8 = b'z';
 /// Entries waiting for vetting.

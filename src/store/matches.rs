@@ -12,6 +12,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use super::usage::{self, Counter, Increments};
 use super::{keys, Store, StoreError};
 use crate::model::{EntryId, SetId};
 
@@ -132,10 +135,24 @@ pub enum FeedbackError {
 
 impl Store {
     /// Records matches under their ids (one batch).
+    /// Records matches under their ids, and adds them to the day's
+    /// counts (one batch).
     pub fn record_matches(&self, records: &[(MatchId, MatchRecord)]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let mut by_day: BTreeMap<u32, Increments> = BTreeMap::new();
         for (id, record) in records {
             batch.insert(&key(id)[..], encode(record)?);
+            let counts = by_day.entry(usage::day_of(record.time_ms)).or_default();
+            let k = (
+                Counter::Matches,
+                Some(record.set.clone()),
+                record.signal_type.clone(),
+            );
+            *counts.entry(k).or_default() += 1;
+        }
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for (day, counts) in &by_day {
+            self.usage_into(&mut batch, *day, counts)?;
         }
         self.tree.apply_batch(batch)?;
         Ok(())
@@ -171,6 +188,18 @@ impl Store {
             }
             record.feedback = Some(feedback.clone());
             tx.insert(&k[..], encode(&record).map_err(|e| Tx::Abort(e.into()))?)?;
+            let counter = match feedback.verdict {
+                Verdict::Confirmed => Counter::Confirmed,
+                Verdict::FalsePositive => Counter::FalsePositive,
+            };
+            let count = usage::key(
+                usage::day_of(feedback.time_ms),
+                counter,
+                Some(&record.set),
+                &record.signal_type,
+            );
+            let old = tx.get(&count)?;
+            tx.insert(count, &usage::plus(old.as_deref(), 1)[..])?;
             if let Some(note) = self.note_for_origin(&record) {
                 let (key, value) = super::federation::outbox_item(&note, &id.0)
                     .map_err(|e| Tx::Abort(e.into()))?;
@@ -183,6 +212,26 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::from(e).into()),
         }
+    }
+
+    /// Deletes the match records of matches answered before `before_ms`
+    /// (retention); the day's counts keep their figures. Returns how many.
+    pub fn expire_matches(&self, before_ms: u64) -> Result<u64, StoreError> {
+        let mut old = Vec::new();
+        for kv in self.tree.scan_prefix([keys::MATCH]) {
+            let (k, v) = kv?;
+            if decode(&v)?.time_ms < before_ms {
+                old.push(k);
+            }
+        }
+        for chunk in old.chunks(4096) {
+            let mut batch = sled::Batch::default();
+            for k in chunk {
+                batch.remove(k.clone());
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        Ok(old.len() as u64)
     }
 
     /// Counts matches and feedback (walks the records).

@@ -33,6 +33,7 @@ pub mod matches;
 mod slots;
 mod snapshot;
 mod state;
+pub mod usage;
 mod verify;
 mod vetting;
 mod write;

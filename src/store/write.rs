@@ -8,6 +8,7 @@ use super::federation::encode_checkpoint;
 use super::keys;
 use super::slots::{self, Chunk};
 use super::state::{EntryState, SetState, NO_SLOT};
+use super::usage::{self, Counter, Increments};
 use super::{set_bytes, valid_slot, Store, StoreError};
 use crate::model::record::chain_digest;
 use crate::model::signed::{Checkpoint, Signer, CHECKPOINT_EVERY};
@@ -127,6 +128,8 @@ pub(super) struct Pending<'a> {
     last_checkpoint: u64,
     /// The log chunk being filled, and its bytes so far.
     log_tail: Option<(u64, Vec<u8>)>,
+    /// Entries added and withdrawn, for the day's counts.
+    usage: Increments,
 }
 
 impl Store {
@@ -230,6 +233,7 @@ impl<'a> Pending<'a> {
             signer,
             last_checkpoint,
             log_tail: None,
+            usage: Increments::new(),
         })
     }
 
@@ -307,6 +311,16 @@ impl<'a> Pending<'a> {
         Ok(n)
     }
 
+    /// Counts an entry added to or withdrawn from the set, for the report.
+    fn count(&mut self, counter: Counter, data: &EntryData) {
+        let key = (
+            counter,
+            Some(self.set.id().clone()),
+            data.signal.kind().name().to_owned(),
+        );
+        *self.usage.entry(key).or_default() += 1;
+    }
+
     /// Adds an entry that its reviewers have vetted (`data.vetting`).
     pub(super) fn add_vetted(&mut self, data: &EntryData) -> Result<(), StoreError> {
         let outcome = self.add(data)?;
@@ -356,6 +370,9 @@ impl<'a> Pending<'a> {
             time_ms: self.now_ms,
             data,
         };
+        if existing.as_ref().is_none_or(|old| old.retracted) {
+            self.count(Counter::Added, &next.data);
+        }
         match existing {
             Some(old) => {
                 self.transition(id, &old, next)?;
@@ -395,6 +412,7 @@ impl<'a> Pending<'a> {
 
     /// What a retract record at `seq` does to entry `id`.
     fn retract_effect(&mut self, id: EntryId, old: EntryState, seq: u64) -> Result<(), StoreError> {
+        self.count(Counter::Retracted, &old.data);
         let next = EntryState {
             retracted: true,
             last_seq: seq,
@@ -631,6 +649,9 @@ impl<'a> Pending<'a> {
             }
         }
         self.write_entries()?;
+        let usage = std::mem::take(&mut self.usage);
+        self.store
+            .usage_into(&mut self.batch, usage::today(), &usage)?;
         if self.next_slot_dirty {
             self.batch
                 .insert(keys::NEXT_SLOT, &self.next_slot.to_be_bytes());
