@@ -684,3 +684,116 @@ async fn the_report_counts_exactly_what_happened() {
         .unwrap();
     assert_eq!(again.total.matches, 6);
 }
+
+/// A backup taken while B serves, restored after B moved on: B comes back
+/// at the backup's heads and converges with its peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_backup_converges_with_its_peers() {
+    let set: SetId = "a/list".parse().unwrap();
+    let code = |i: u32| {
+        let mut c = [0u8; 32];
+        c[..4].copy_from_slice(&i.to_be_bytes());
+        c[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+        c
+    };
+    let a = TestNode::start("a", |db| {
+        nodes::add_pdq(db, "a/list", &(0..100).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.add_peer(&b, &["a/*"], &[]);
+    b.add_peer(&a, &[], &["a/*"]);
+    let head = |n: &TestNode| n.db.store().set(&set).map_or(0, |s| s.head_seq);
+    eventually(WAIT, || head(&b) == 100)
+        .await
+        .expect("B never synced");
+
+    let backup = b.tmp.path().join("b.backup");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "backup",
+        "--dir",
+        b.dir.to_str().unwrap(),
+        "--out",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "a backup holds the sets: owner-only");
+    }
+
+    // The origin moves on; B follows, then is stopped and restored.
+    nodes::add_pdq(&a.db, "a/list", &(100..150).map(code).collect::<Vec<_>>());
+    let retracted = Signal::parse("pdq", &nodes::hex(&code(3))).unwrap();
+    a.db.apply(
+        &set,
+        &[Change::RetractValue {
+            signal: retracted.clone(),
+            reason: "withdrawn".into(),
+        }],
+    )
+    .unwrap();
+    let a_head = head(&a);
+    eventually(WAIT, || head(&b) == a_head)
+        .await
+        .expect("B never followed");
+    let TestNode {
+        tmp,
+        dir,
+        db,
+        mut node,
+    } = b;
+    if let Some(n) = node.take() {
+        n.stop(Duration::from_secs(2)).await.unwrap();
+    }
+    drop(db);
+    let running = run(&[
+        "restore",
+        "--dir",
+        dir.to_str().unwrap(),
+        backup.to_str().unwrap(),
+    ]);
+    assert!(
+        !running.status.success(),
+        "restore over a database needs --force"
+    );
+    let out = run(&[
+        "restore",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--force",
+        backup.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let b = TestNode::start_in(tmp, dir).await;
+    assert_eq!(head(&b), 100, "restored at the backup's head");
+    eventually(WAIT, || head(&b) == a_head)
+        .await
+        .expect("the restored node never converged");
+    let (sa, sb) = (
+        a.db.store().set(&set).unwrap(),
+        b.db.store().set(&set).unwrap(),
+    );
+    assert_eq!(sa.head_digest, sb.head_digest);
+    assert!(b.db.match_exact(&retracted).unwrap().is_empty());
+    assert_eq!(b.db.store().set(&set).unwrap().matchable, 149);
+    assert!(b.db.store().verify().unwrap().is_ok());
+    assert!(b.db.store().check_audit().unwrap().is_ok());
+}

@@ -346,6 +346,34 @@ impl NodeAdmin {
         call!(self, review_dispute, request)
     }
 
+    /// Streams a backup of the database into `out`; returns its bytes.
+    pub fn backup(&mut self, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
+        use tokio_stream::StreamExt;
+        let request = proto::BackupRequest {};
+        let runtime = &self.runtime;
+        let mut stream: std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<proto::BackupChunk, tonic::Status>> + Send>,
+        > = match &mut self.via {
+            Via::Socket(client) => Box::pin(
+                runtime
+                    .block_on(client.backup(request))
+                    .map_err(status)?
+                    .into_inner(),
+            ),
+            Via::InProcess { service, .. } => runtime
+                .block_on(service.backup(Request::new(request)))
+                .map_err(status)?
+                .into_inner(),
+        };
+        let mut bytes = 0;
+        while let Some(chunk) = runtime.block_on(stream.next()) {
+            let chunk = chunk.map_err(status)?;
+            out.write_all(&chunk.data).context("writing the backup")?;
+            bytes += chunk.data.len() as u64;
+        }
+        Ok(bytes)
+    }
+
     /// The transparency report.
     pub fn report(&mut self, from_day: u32, to_day: u32) -> anyhow::Result<proto::ReportResponse> {
         call!(self, report, proto::ReportRequest { from_day, to_day })

@@ -3,6 +3,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod client;
 mod compare;
 mod demo;
@@ -75,6 +76,12 @@ enum Command {
     /// The transparency report over a period: signal types in use, queries,
     /// matches, feedback, false-positive rate, entries added and retracted.
     Report(report::ReportArgs),
+    /// Write a consistent copy of the database to a file, while the node
+    /// serves (owner-only: it holds the sets).
+    Backup(backup::BackupArgs),
+    /// Make the node's database from a backup (the node stopped); it then
+    /// resumes syncing from the cursors the backup holds.
+    Restore(backup::RestoreArgs),
 }
 
 /// Where a node directory keeps its database.
@@ -103,5 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Set(args) => peer::run_set(args),
         Command::Audit(args) => audit::run(args),
         Command::Report(args) => report::run(args),
+        Command::Backup(args) => backup::backup(args),
+        Command::Restore(args) => backup::restore(args),
     }
 }

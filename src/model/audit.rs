@@ -47,6 +47,8 @@ pub enum Action {
     DisputeReviewed,
     /// A set's dispute policy changed.
     DisputePolicySet,
+    /// A backup of the database was taken.
+    BackupTaken,
     /// A set was switched off on this node.
     SetSuppressed,
     /// A suppressed set was switched back on.

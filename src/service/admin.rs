@@ -292,8 +292,42 @@ fn import_blocking(
     Ok(summary)
 }
 
+/// Sends what is written through it to a stream, a chunk at a time.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<proto::BackupChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+/// Bytes per backup message.
+const BACKUP_CHUNK: usize = 1 << 20;
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BACKUP_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(proto::BackupChunk { data }))
+            .map_err(|_| std::io::Error::other("the backup's reader went away"))
+    }
+}
+
+type BackupStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::BackupChunk, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl Admin for AdminService {
+    type BackupStream = BackupStream;
+
     async fn list_sets(
         &self,
         _request: Request<proto::ListSetsRequest>,
@@ -885,6 +919,41 @@ impl Admin for AdminService {
         })
         .await
         .map(Response::new)
+    }
+
+    async fn backup(
+        &self,
+        request: Request<proto::BackupRequest>,
+    ) -> Result<Response<BackupStream>, Status> {
+        let actor = wire::actor(&request);
+        let (tx, rx) = mpsc::channel(4);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::with_capacity(BACKUP_CHUNK),
+            };
+            let result = db.store().backup(&mut out).and_then(|summary| {
+                std::io::Write::flush(&mut out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok(summary)
+            });
+            match result {
+                Ok(summary) => {
+                    tracing::info!(keys = summary.keys, bytes = summary.bytes, "backup taken");
+                    let detail = format!("{} keys, {} bytes", summary.keys, summary.bytes);
+                    if let Err(e) = db.audit(&actor, Action::BackupTaken, "database", &detail) {
+                        tracing::error!(error = %e, "the backup could not be audited");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "backup failed");
+                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn list_received_feedback(

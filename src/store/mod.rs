@@ -25,6 +25,7 @@
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
 mod audit;
+mod backup;
 mod disputes;
 mod entries;
 mod federation;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use backup::BackupSummary;
 pub use disputes::Dispute;
 pub use federation::ReceivedFeedback;
 pub use snapshot::SnapshotLoad;

@@ -80,6 +80,20 @@ impl TestNode {
         }
     }
 
+    /// Starts a node again in the directory of a stopped one (`tmp` keeps
+    /// the temporary directory alive).
+    pub async fn start_in(tmp: tempfile::TempDir, dir: PathBuf) -> TestNode {
+        let db = Arc::new(Database::open(&dir.join("store"), &StoreOptions::default()).unwrap());
+        let config = hashfed::identity::load_config(&dir).unwrap();
+        let node = Node::start(&dir, &config, db.clone()).await.unwrap();
+        TestNode {
+            tmp,
+            dir,
+            db,
+            node: Some(node),
+        }
+    }
+
     pub fn node(&self) -> &Node {
         self.node.as_ref().unwrap()
     }
