@@ -193,7 +193,6 @@ fn check_backup(file: &Path) -> Result<(), StoreError> {
         keys += 1;
     }
     let count = u64::from_be_bytes(take(8)?.try_into().map_err(|_| bad("truncated"))?);
-    drop(take);
     let expected = hasher.finalize();
     let mut digest = [0; 32];
     r.read_exact(&mut digest).map_err(|_| bad("truncated"))?;
