@@ -274,3 +274,95 @@ fn operators_vet_from_the_command_line_with_their_certificates() {
     }
     assert!(ok(&["audit", "verify", "--dir", d(&a)]).contains("head signature valid"));
 }
+
+/// A certificate near its end shows up weeks ahead: `hashfed status` warns
+/// (exit 1) and the running node's metrics carry every expiry date.
+#[test]
+fn certificates_near_expiry_are_reported_ahead() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+
+    let (_t, a) = nodes::node_dir("a");
+    let healthy = hashfed(&["status", "--dir", d(&a)]);
+    assert!(healthy.status.success());
+    let config = hashfed::identity::load_config(&a).unwrap();
+    let ca = hashfed::identity::tls::CertKey {
+        cert: std::fs::read_to_string(a.join("tls/node-ca.pem")).unwrap(),
+        key: std::fs::read_to_string(a.join("tls/node-ca.key")).unwrap(),
+    };
+    let ca_name = format!("hashfed node CA a {}", config.node_id);
+    let names = vec![
+        format!("{}.hashfed", config.node_id),
+        "localhost".into(),
+        "127.0.0.1".into(),
+    ];
+    let short = hashfed::identity::tls::issue(
+        &ca_name,
+        &ca,
+        &names,
+        hashfed::identity::tls::Usage::Server,
+        10,
+    )
+    .unwrap();
+    std::fs::write(a.join("tls/admin.pem"), &short.cert).unwrap();
+    std::fs::write(a.join("tls/admin.key"), &short.key).unwrap();
+
+    let status = hashfed(&["status", "--dir", d(&a)]);
+    assert_eq!(status.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("certificate admin         WARNING: expires in 9 days")
+            || text.contains("certificate admin         WARNING: expires in 10 days"),
+        "{text}"
+    );
+    assert!(
+        text.contains("certificate federation    expires in 36"),
+        "{text}"
+    );
+
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args(["serve", "--dir", d(&a)])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let metrics = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(url) = line.strip_prefix("hashfed: metrics listening on http://") {
+            break url.trim().trim_end_matches("/metrics").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    conn.read_to_string(&mut body).unwrap();
+    let _ = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status();
+    serve.wait().unwrap();
+    let admin_line = body
+        .lines()
+        .find(|l| {
+            l.starts_with("hashfed_certificate_expiry_timestamp_seconds{certificate=\"admin\"}")
+        })
+        .unwrap_or_else(|| panic!("{body}"));
+    let at: i64 = admin_line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (9 * 86_400..=10 * 86_400 + 86_400).contains(&(at - now)),
+        "{admin_line}"
+    );
+    assert_eq!(
+        body.matches("hashfed_certificate_expiry_timestamp_seconds{")
+            .count(),
+        7
+    );
+}

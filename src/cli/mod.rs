@@ -17,6 +17,7 @@ mod matching;
 mod peer;
 mod report;
 mod serve;
+mod status;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -76,6 +77,9 @@ enum Command {
     /// The transparency report over a period: signal types in use, queries,
     /// matches, feedback, false-positive rate, entries added and retracted.
     Report(report::ReportArgs),
+    /// The node at a glance: running or not, certificates and when they
+    /// expire (exit 1 if one does within 30 days), what waits for operators.
+    Status(verify::DirArgs),
     /// Write a consistent copy of the database to a file, while the node
     /// serves (owner-only: it holds the sets).
     Backup(backup::BackupArgs),
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Set(args) => peer::run_set(args),
         Command::Audit(args) => audit::run(args),
         Command::Report(args) => report::run(args),
+        Command::Status(args) => status::run(args),
         Command::Backup(args) => backup::backup(args),
         Command::Restore(args) => backup::restore(args),
     }

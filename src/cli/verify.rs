@@ -14,7 +14,7 @@ use super::admin::NodeAdmin;
 pub struct DirArgs {
     /// The node directory (the database is in DIR/store).
     #[arg(long, value_name = "DIR")]
-    dir: PathBuf,
+    pub dir: PathBuf,
 }
 
 /// Checks every log, entry, entry number and slot; exit 1 on any problem.

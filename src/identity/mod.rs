@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod dev;
+pub mod expiry;
 pub mod keys;
 pub mod peers;
 pub mod roles;

@@ -268,6 +268,8 @@ pub struct Metrics {
     records_received: AtomicU64,
     records_refused: AtomicU64,
     feedback_forwarded: AtomicU64,
+    /// The node's certificates and their ends of validity (Unix seconds).
+    certificates: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 impl Default for Metrics {
@@ -305,6 +307,7 @@ impl Metrics {
             records_received: AtomicU64::new(0),
             records_refused: AtomicU64::new(0),
             feedback_forwarded: AtomicU64::new(0),
+            certificates: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -389,6 +392,13 @@ impl Metrics {
 
     fn method_slots(&self) -> impl Iterator<Item = &MethodSlot> {
         self.methods.iter().chain(std::iter::once(&self.other))
+    }
+
+    /// Records when the node's certificates expire (shown as
+    /// `hashfed_certificate_expiry_timestamp_seconds`, to alert on weeks
+    /// ahead).
+    pub fn set_certificate_expiries(&self, expiries: Vec<(String, i64)>) {
+        *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = expiries;
     }
 
     /// The metrics in the Prometheus text exposition format 0.0.4.
@@ -554,6 +564,26 @@ impl Metrics {
         ] {
             family(&mut out, name, "counter", help);
             sample(&mut out, name, "", value.load(Relaxed));
+        }
+
+        let certificates = self
+            .certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !certificates.is_empty() {
+            family(
+                &mut out,
+                "hashfed_certificate_expiry_timestamp_seconds",
+                "gauge",
+                "When each of the node's certificates expires (Unix time): alert weeks ahead.",
+            );
+            for (name, not_after) in certificates {
+                let _ = writeln!(
+                    out,
+                    "hashfed_certificate_expiry_timestamp_seconds{{certificate=\"{name}\"}} {not_after}"
+                );
+            }
         }
 
         family(

@@ -222,6 +222,14 @@ impl Node {
     ) -> Result<Node, ServerError> {
         let metrics = Arc::new(Metrics::new(METHODS));
         db.set_flood_limits(config.quarantine.clone());
+        match crate::identity::expiry::expiries(dir) {
+            Ok(all) => metrics.set_certificate_expiries(
+                all.into_iter()
+                    .map(|e| (e.name.to_owned(), e.not_after))
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(error = %e, "certificate expiry dates not readable"),
+        }
         db.set_match_retention(config.retention.match_days);
         let (stop, stopped) = watch::channel(false);
         let shutdown = move || {
