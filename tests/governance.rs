@@ -797,3 +797,110 @@ async fn a_restored_backup_converges_with_its_peers() {
     assert!(b.db.store().verify().unwrap().is_ok());
     assert!(b.db.store().check_audit().unwrap().is_ok());
 }
+
+/// Trust per peer: with review on, a peer's new entries sync but do not
+/// match until an operator releases them (one, or a whole set); with it
+/// off, they match as they come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn entries_from_a_peer_under_review_wait_for_release() {
+    let set: SetId = "a/list".parse().unwrap();
+    let code = |i: u8| [i; 32];
+    let pdq = |i: u8| Signal::parse("pdq", &nodes::hex(&code(i))).unwrap();
+    let a = TestNode::start("a", |db| {
+        nodes::add_pdq(db, "a/list", &[code(11), code(12)])
+    })
+    .await;
+    let b = TestNode::start("b", |_| {}).await;
+    a.add_peer(&b, &["a/*"], &[]);
+    b.add_peer(&a, &[], &["a/*"]);
+    let mut admin = operator(&b).await;
+    // Review on before the first sync: B's registry holds `a`.
+    let peer = admin
+        .set_peer_review(proto::SetPeerReviewRequest {
+            name: "a".into(),
+            review: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(peer.review);
+    let head = |n: &TestNode| n.db.store().set(&set).map_or(0, |s| s.head_seq);
+    // Entries that arrived before review was on (if any) are not held;
+    // add fresh ones after it.
+    nodes::add_pdq(&a.db, "a/list", &[code(13), code(14)]);
+    let a_head = head(&a);
+    eventually(WAIT, || head(&b) == a_head)
+        .await
+        .expect("B never synced");
+    let held = admin
+        .list_held(proto::ListHeldRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let held_ids: Vec<String> = held.iter().map(|e| e.id.clone()).collect();
+    let id = |i: u8| EntryId::derive(&set, &pdq(i)).to_string();
+    assert!(
+        held_ids.contains(&id(13)) && held_ids.contains(&id(14)),
+        "{held_ids:?}"
+    );
+    assert!(b.db.match_exact(&pdq(13)).unwrap().is_empty());
+    assert!(b.db.match_exact(&pdq(14)).unwrap().is_empty());
+
+    // One released: it matches at once; the other still waits.
+    let r = admin
+        .release_held(proto::ReleaseHeldRequest {
+            id: id(13),
+            set: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.released, 1);
+    assert_eq!(b.db.match_exact(&pdq(13)).unwrap().len(), 1);
+    assert!(b.db.match_exact(&pdq(14)).unwrap().is_empty());
+    // The rest of the set at once.
+    let r = admin
+        .release_held(proto::ReleaseHeldRequest {
+            id: String::new(),
+            set: set.to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.released >= 1);
+    for i in 11..=14 {
+        assert_eq!(b.db.match_exact(&pdq(i)).unwrap().len(), 1, "entry {i}");
+    }
+    assert!(b.db.store().verify().unwrap().is_ok());
+
+    // Review off: new entries match as they come.
+    admin
+        .set_peer_review(proto::SetPeerReviewRequest {
+            name: "a".into(),
+            review: false,
+        })
+        .await
+        .unwrap();
+    nodes::add_pdq(&a.db, "a/list", &[code(15)]);
+    eventually(WAIT, || !b.db.match_exact(&pdq(15)).unwrap().is_empty())
+        .await
+        .expect("an entry from a trusted peer never matched");
+    let actions: Vec<Action> =
+        b.db.store()
+            .audit_events(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .filter(|a| matches!(a, Action::PeerReview | Action::EntriesReleased))
+            .collect();
+    assert_eq!(
+        actions,
+        [
+            Action::PeerReview,
+            Action::EntriesReleased,
+            Action::EntriesReleased,
+            Action::PeerReview
+        ]
+    );
+}

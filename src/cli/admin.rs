@@ -374,6 +374,29 @@ impl NodeAdmin {
         Ok(bytes)
     }
 
+    /// Switches review of a peer's entries.
+    pub fn set_peer_review(&mut self, name: String, review: bool) -> anyhow::Result<proto::Peer> {
+        call!(
+            self,
+            set_peer_review,
+            proto::SetPeerReviewRequest { name, review }
+        )
+    }
+
+    /// Entries held for review.
+    pub fn list_held(&mut self, set: String) -> anyhow::Result<proto::ListHeldResponse> {
+        call!(self, list_held, proto::ListHeldRequest { set, limit: 0 })
+    }
+
+    /// Releases held entries (one by id, or a set's).
+    pub fn release_held(
+        &mut self,
+        id: String,
+        set: String,
+    ) -> anyhow::Result<proto::ReleaseHeldResponse> {
+        call!(self, release_held, proto::ReleaseHeldRequest { id, set })
+    }
+
     /// The transparency report.
     pub fn report(&mut self, from_day: u32, to_day: u32) -> anyhow::Result<proto::ReportResponse> {
         call!(self, report, proto::ReportRequest { from_day, to_day })

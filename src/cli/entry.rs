@@ -74,6 +74,20 @@ enum Action {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// List entries held for review (from peers under review).
+    Held {
+        /// Only this set.
+        #[arg(long, default_value = "")]
+        set: String,
+    },
+    /// Let held entries match: one by id, or every held entry of --set.
+    Release {
+        /// Entry id (32 hex digits); or none with --set.
+        id: Option<EntryId>,
+        /// Every held entry of this set.
+        #[arg(long, default_value = "")]
+        set: String,
+    },
     /// List entries waiting for confirmations.
     Pending {
         /// Only this set.
@@ -104,6 +118,7 @@ fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
                 "external_id": (!e.external_id.is_empty()).then_some(e.external_id),
                 "retracted": e.retracted,
                 "disabled": e.disabled,
+                "held": e.held,
                 "added_seq": e.added_seq,
                 "last_seq": e.last_seq,
                 "time": e.time_ms,
@@ -154,6 +169,21 @@ fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
         Action::Reject { id, reason } => {
             let p = node.reject_entry(id.to_string(), reason)?;
             eprintln!("{id}: withdrawn from {}'s pending entries", p.set);
+        }
+        Action::Held { set } => {
+            for e in node.list_held(set)?.entries {
+                println!(
+                    "{}\t{}\t{}\tseq {}",
+                    e.id,
+                    e.set,
+                    type_name(&e.signal.unwrap_or_default()),
+                    e.added_seq
+                );
+            }
+        }
+        Action::Release { id, set } => {
+            let r = node.release_held(id.map(|i| i.to_string()).unwrap_or_default(), set)?;
+            eprintln!("{} entries released: they match now", r.released);
         }
         Action::Pending { set } => {
             for p in node.list_pending(set)?.entries {

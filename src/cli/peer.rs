@@ -58,6 +58,16 @@ enum PeerAction {
     },
     /// List peers, their grants, connections and sync state.
     List,
+    /// Hold new entries from a peer for local review (`on`: they sync but
+    /// match only once released with `hashfed entry release`), or accept
+    /// them as they come (`off`).
+    Review {
+        /// The peer's name.
+        name: String,
+        /// `on` or `off`.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(["on", "off"]))]
+        mode: String,
+    },
     /// Cut a peer off until resumed (closes its connections at once).
     Suspend {
         /// The peer's name.
@@ -81,7 +91,7 @@ fn dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 fn print_peer(p: &proto::Peer) {
     println!(
-        "{}  {}  {}  {}  send=[{}] accept=[{}] connections={} sync={}",
+        "{}  {}  {}  {}  send=[{}] accept=[{}] connections={} sync={}{}",
         p.name,
         p.node_id,
         p.endpoint,
@@ -89,7 +99,8 @@ fn print_peer(p: &proto::Peer) {
         p.send.join(","),
         p.accept.join(","),
         p.open_connections,
-        p.sync
+        p.sync,
+        if p.review { "  review=on" } else { "" }
     );
 }
 
@@ -129,6 +140,9 @@ pub fn run(args: PeerArgs) -> anyhow::Result<ExitCode> {
             for p in admin.list_peers()?.peers {
                 print_peer(&p);
             }
+        }
+        PeerAction::Review { name, mode } => {
+            print_peer(&admin.set_peer_review(name, mode == "on")?)
         }
         PeerAction::Suspend { name } => print_peer(&admin.set_peer_status(name, "suspended")?),
         PeerAction::Resume { name } => print_peer(&admin.set_peer_status(name, "active")?),

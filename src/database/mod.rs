@@ -265,9 +265,12 @@ impl Database {
         records: &[Vec<u8>],
         checkpoints: &[Checkpoint],
         peer: &str,
+        hold: bool,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.store.apply_remote(set, records, checkpoints, peer)?;
+        let applied = self
+            .store
+            .apply_remote(set, records, checkpoints, peer, hold)?;
         self.update(&applied.deltas);
         self.changed();
         Ok(applied)
@@ -379,6 +382,15 @@ impl Database {
     /// them.
     pub fn set_match_retention(&self, days: u32) {
         self.records.set_retention(days);
+    }
+
+    /// Releases entries held for review (one entry, or every held entry of
+    /// a set): they match as soon as this returns. Returns how many.
+    pub fn release(&self, set: Option<&SetId>, entry: Option<&EntryId>) -> Result<u64, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let applied = self.store.release(set, entry, now_ms())?;
+        self.update(&applied.deltas);
+        Ok(applied.outcomes.len() as u64)
     }
 
     /// Sets when an entry counts as flooding (see [`flood`]).

@@ -39,7 +39,15 @@ impl Federation {
             } else {
                 "idle".into()
             },
+            review: p.review,
         }
+    }
+
+    /// Switches local review of a peer's entries on or off.
+    pub fn set_peer_review(&self, name: &str, review: bool) -> Result<proto::Peer, Status> {
+        let peer = self.peers.set_review(name, review).map_err(peer_error)?;
+        tracing::info!(peer = %peer.name(), review, "peer review changed");
+        Ok(self.peer_view(&peer))
     }
 
     /// Every peer.

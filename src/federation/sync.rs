@@ -287,14 +287,18 @@ async fn pull(
         }
         let through = cp.seq;
         let (db, set_id, name) = (fed.db.clone(), set.clone(), peer.name().to_owned());
-        let applied =
-            tokio::task::spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name))
-                .await
-                .map_err(|e| SyncError::Store(e.to_string()))?
-                .map_err(|e| match e {
-                    crate::store::StoreError::Rejected(reason) => refused(reason),
-                    other => SyncError::Store(other.to_string()),
-                })?;
+        // The peer's current setting: an operator may switch review on
+        // while a sync runs.
+        let hold = fed.peers.get(&name).is_some_and(|p| p.review);
+        let applied = tokio::task::spawn_blocking(move || {
+            db.apply_remote(&set_id, &records, &[cp], &name, hold)
+        })
+        .await
+        .map_err(|e| SyncError::Store(e.to_string()))?
+        .map_err(|e| match e {
+            crate::store::StoreError::Rejected(reason) => refused(reason),
+            other => SyncError::Store(other.to_string()),
+        })?;
         fed.metrics.records_received(applied.appended);
         applied_through = through;
     }

@@ -47,6 +47,10 @@ pub enum Action {
     DisputeReviewed,
     /// A set's dispute policy changed.
     DisputePolicySet,
+    /// Review of a peer's entries was switched on or off.
+    PeerReview,
+    /// Entries held for review were released.
+    EntriesReleased,
     /// A backup of the database was taken.
     BackupTaken,
     /// A set was switched off on this node.

@@ -111,6 +111,10 @@ pub struct Peer {
     pub accept: Vec<String>,
     /// When it was added, ms since the epoch.
     pub added_ms: u64,
+    /// Hold new entries received from it for local review: they sync but
+    /// do not match until an operator releases them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub review: bool,
 }
 
 impl Peer {
@@ -296,12 +300,24 @@ impl PeerRegistry {
                     .get(&card.name)
                     .map_or(PeerStatus::Active, |p| p.status),
                 added_ms: peers.get(&card.name).map_or(now_ms, |p| p.added_ms),
+                review: peers.get(&card.name).is_some_and(|p| p.review),
                 card,
                 send,
                 accept,
             };
             peers.insert(peer.card.name.clone(), peer.clone());
             Ok(peer)
+        })
+    }
+
+    /// Switches local review of what a peer sends on or off.
+    pub fn set_review(&self, name: &str, review: bool) -> Result<Peer, PeerError> {
+        self.change(|peers| {
+            let peer = peers
+                .get_mut(name)
+                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+            peer.review = review;
+            Ok(peer.clone())
         })
     }
 

@@ -956,6 +956,87 @@ impl Admin for AdminService {
         )))
     }
 
+    async fn set_peer_review(
+        &self,
+        request: Request<proto::SetPeerReviewRequest>,
+    ) -> Result<Response<proto::Peer>, Status> {
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        let request = request.into_inner();
+        blocking(move || {
+            let peer = fed.set_peer_review(&request.name, request.review)?;
+            let detail = if request.review {
+                "new entries held for review"
+            } else {
+                "entries accepted as they come"
+            };
+            audit(&db, &actor, Action::PeerReview, &peer.name, detail)?;
+            Ok(peer)
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_held(
+        &self,
+        request: Request<proto::ListHeldRequest>,
+    ) -> Result<Response<proto::ListHeldResponse>, Status> {
+        let request = request.into_inner();
+        let set = match request.set.as_str() {
+            "" => None,
+            text => Some(set_id(text)?),
+        };
+        let limit = match request.limit {
+            0 => 1000,
+            n => n.min(1000),
+        } as usize;
+        let db = self.db.clone();
+        blocking(move || {
+            let mut entries = Vec::new();
+            for e in db.store().entries(set.as_ref()).map_err(store_error)? {
+                let e = e.map_err(store_error)?;
+                if e.held {
+                    entries.push(wire::entry(&e, false));
+                    if entries.len() == limit {
+                        break;
+                    }
+                }
+            }
+            Ok(proto::ListHeldResponse { entries })
+        })
+        .await
+        .map(Response::new)
+    }
+
+    async fn release_held(
+        &self,
+        request: Request<proto::ReleaseHeldRequest>,
+    ) -> Result<Response<proto::ReleaseHeldResponse>, Status> {
+        let actor = wire::actor(&request);
+        let request = request.into_inner();
+        let (set, id) = match (request.set.as_str(), request.id.as_str()) {
+            ("", "") => return Err(Status::invalid_argument("name an entry or a set")),
+            (set, "") => (Some(set_id(set)?), None),
+            ("", id) => (None, Some(entry_id(id)?)),
+            _ => return Err(Status::invalid_argument("name an entry or a set, not both")),
+        };
+        let db = self.db.clone();
+        blocking(move || {
+            let released = db.release(set.as_ref(), id.as_ref()).map_err(store_error)?;
+            let subject = match (&set, &id) {
+                (Some(s), _) => s.to_string(),
+                (_, Some(i)) => i.to_string(),
+                _ => String::new(),
+            };
+            if released > 0 {
+                let detail = format!("{released} entries released");
+                audit(&db, &actor, Action::EntriesReleased, &subject, &detail)?;
+            }
+            Ok(proto::ReleaseHeldResponse { released })
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn list_received_feedback(
         &self,
         _request: Request<proto::ListReceivedFeedbackRequest>,

@@ -122,6 +122,7 @@ pub fn entry(e: &StoredEntry, changed: bool) -> proto::Entry {
         time_ms: e.time_ms,
         changed,
         reviewers: e.data.vetting.iter().map(|a| a.reviewer.clone()).collect(),
+        held: e.held,
     }
 }
 

@@ -261,6 +261,7 @@ impl Store {
         records: &[Vec<u8>],
         checkpoints: &[Checkpoint],
         peer: &str,
+        hold: bool,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self
@@ -285,6 +286,7 @@ impl Store {
         state.upstream = Some(peer.to_owned());
         // Entry times come from the records themselves.
         let mut p = Pending::new(self, state, 0)?;
+        p.hold = hold;
         let mut next = checkpoints.iter().peekable();
         for (i, bytes) in records.iter().enumerate() {
             p.apply_verbatim(bytes)?;
@@ -526,19 +528,19 @@ mod tests {
         let mut altered = records[..30].to_vec();
         altered[10][20] ^= 1;
         assert!(receiver
-            .apply_remote(&set, &altered, &cps[..1], "a")
+            .apply_remote(&set, &altered, &cps[..1], "a", false)
             .is_err());
         assert_eq!(receiver.set(&set).unwrap().head_seq, 0);
         // Two checkpoints in one call, then the rest.
         receiver
-            .apply_remote(&set, &records[..60], &cps[..2], "a")
+            .apply_remote(&set, &records[..60], &cps[..2], "a", false)
             .unwrap();
         // A gap: records after 70 where 61 is next.
         assert!(receiver
-            .apply_remote(&set, &records[70..100], &cps[3..], "a")
+            .apply_remote(&set, &records[70..100], &cps[3..], "a", false)
             .is_err());
         receiver
-            .apply_remote(&set, &records[60..100], &cps[2..], "a")
+            .apply_remote(&set, &records[60..100], &cps[2..], "a", false)
             .unwrap();
         let (a, b) = (origin.set(&set).unwrap(), receiver.set(&set).unwrap());
         assert_eq!((a.head_seq, &a.head_digest), (b.head_seq, &b.head_digest));

@@ -495,6 +495,7 @@ impl Store {
             set: self.set_id_of(s.set_no)?,
             retracted: s.retracted,
             disabled: s.disabled,
+            held: s.held,
             added_seq: s.added_seq,
             last_seq: s.last_seq,
             time_ms: s.time_ms,

@@ -12,6 +12,7 @@ pub const NO_SLOT: u32 = u32::MAX;
 const ENTRY_STATE_VERSION: u8 = 1;
 const FLAG_RETRACTED: u8 = 1;
 const FLAG_DISABLED: u8 = 2;
+const FLAG_HELD: u8 = 4;
 
 /// A set as stored: its configuration, its log head and its local number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +85,9 @@ pub struct EntryState {
     pub retracted: bool,
     /// Switched off on this node only.
     pub disabled: bool,
+    /// Received from a peer whose records this node reviews first: not
+    /// matching until an operator releases it.
+    pub held: bool,
     /// PDQ slot while matchable, else [`NO_SLOT`].
     pub slot: u32,
     /// Seq of the record that first added it.
@@ -99,7 +103,7 @@ pub struct EntryState {
 impl EntryState {
     /// Whether the entry should be in the match index.
     pub fn matchable(&self) -> bool {
-        !self.retracted && !self.disabled
+        !self.retracted && !self.disabled && !self.held
     }
 
     /// Bytes for the `e` tree.
@@ -107,8 +111,9 @@ impl EntryState {
         let mut w = Vec::with_capacity(96);
         w.push(ENTRY_STATE_VERSION);
         w.extend_from_slice(&self.set_no.to_be_bytes());
-        let flags =
-            u8::from(self.retracted) * FLAG_RETRACTED + u8::from(self.disabled) * FLAG_DISABLED;
+        let flags = u8::from(self.retracted) * FLAG_RETRACTED
+            + u8::from(self.disabled) * FLAG_DISABLED
+            + u8::from(self.held) * FLAG_HELD;
         w.push(flags);
         w.extend_from_slice(&self.slot.to_be_bytes());
         w.extend_from_slice(&self.added_seq.to_be_bytes());
@@ -130,6 +135,7 @@ impl EntryState {
             set_no,
             retracted: flags & FLAG_RETRACTED != 0,
             disabled: flags & FLAG_DISABLED != 0,
+            held: flags & FLAG_HELD != 0,
             slot: r.u32()?,
             added_seq: r.u64()?,
             last_seq: r.u64()?,
@@ -152,6 +158,9 @@ pub struct StoredEntry {
     pub retracted: bool,
     /// Switched off on this node only.
     pub disabled: bool,
+    /// Waiting for an operator's release (received from a peer under
+    /// review).
+    pub held: bool,
     /// Seq of the record that first added it.
     pub added_seq: u64,
     /// Seq of the latest record about it.

@@ -250,3 +250,57 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Releases entries held for review: `entry` alone, or every held entry
+    /// of `set`. One batch per set; the outcomes list the released entries.
+    pub fn release(
+        &self,
+        set: Option<&SetId>,
+        entry: Option<&EntryId>,
+        now_ms: u64,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held: std::collections::BTreeMap<u32, Vec<(EntryId, super::state::EntryState)>> =
+            Default::default();
+        match entry {
+            Some(id) => {
+                let state = self.entry_state(id)?.ok_or(StoreError::UnknownEntry(*id))?;
+                if state.held {
+                    held.entry(state.set_no).or_default().push((*id, state));
+                }
+            }
+            None => {
+                let set_no = match set {
+                    Some(s) => Some(
+                        self.set(s)
+                            .ok_or_else(|| StoreError::UnknownSet(s.clone()))?
+                            .no,
+                    ),
+                    None => None,
+                };
+                for item in self.entry_states() {
+                    let (id, state) = item?;
+                    if state.held && set_no.is_none_or(|n| n == state.set_no) {
+                        held.entry(state.set_no).or_default().push((id, state));
+                    }
+                }
+            }
+        }
+        let mut all = Applied::default();
+        for (set_no, entries) in held {
+            let set_id = self.set_id_of(set_no)?;
+            let state = self
+                .set(&set_id)
+                .ok_or_else(|| StoreError::UnknownSet(set_id.clone()))?;
+            let mut p = Pending::new(self, state, now_ms)?;
+            for (id, old) in entries {
+                p.release(id, &old)?;
+            }
+            let applied = p.commit()?;
+            all.outcomes.extend(applied.outcomes);
+            all.deltas.extend(applied.deltas);
+        }
+        Ok(all)
+    }
+}

@@ -130,6 +130,8 @@ pub(super) struct Pending<'a> {
     log_tail: Option<(u64, Vec<u8>)>,
     /// Entries added and withdrawn, for the day's counts.
     usage: Increments,
+    /// New entries are held for review (records from a peer under review).
+    pub(super) hold: bool,
 }
 
 impl Store {
@@ -234,6 +236,7 @@ impl<'a> Pending<'a> {
             last_checkpoint,
             log_tail: None,
             usage: Increments::new(),
+            hold: false,
         })
     }
 
@@ -328,6 +331,17 @@ impl<'a> Pending<'a> {
         Ok(())
     }
 
+    /// Lets a held entry match (an operator reviewed it).
+    pub(super) fn release(&mut self, id: EntryId, old: &EntryState) -> Result<(), StoreError> {
+        let next = EntryState {
+            held: false,
+            ..old.clone()
+        };
+        self.transition(id, old, next)?;
+        self.applied.outcomes.push(Outcome::Updated(id));
+        Ok(())
+    }
+
     /// Deletes `key` in the same batch.
     pub(super) fn remove_key(&mut self, key: &[u8]) {
         self.batch.remove(key);
@@ -364,6 +378,12 @@ impl<'a> Pending<'a> {
             set_no: self.set.no,
             retracted: false,
             disabled: existing.as_ref().is_some_and(|o| o.disabled),
+            // New (or returning) entries from a peer under review wait for
+            // an operator; entries already released stay released.
+            held: match &existing {
+                Some(old) if !old.retracted => old.held,
+                _ => self.hold,
+            },
             slot: existing.as_ref().map_or(NO_SLOT, |o| o.slot),
             added_seq: existing.as_ref().map_or(seq, |o| o.added_seq),
             last_seq: seq,

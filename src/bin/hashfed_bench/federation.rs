@@ -733,7 +733,13 @@ fn replay_log(a: &Running, dir: &Path, set: &SetId) -> anyhow::Result<Replay> {
     let mut from = 0usize;
     for cp in &checkpoints {
         let to = cp.seq as usize;
-        db.apply_remote(set, &records[from..to], std::slice::from_ref(cp), "a")?;
+        db.apply_remote(
+            set,
+            &records[from..to],
+            std::slice::from_ref(cp),
+            "a",
+            false,
+        )?;
         from = to;
     }
     let apply_s = started.elapsed().as_secs_f64();
