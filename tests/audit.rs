@@ -31,6 +31,27 @@ fn d(dir: &Path) -> &str {
     dir.to_str().unwrap()
 }
 
+/// Starts `hashfed serve` on `dir` and returns it with the rest of its
+/// first log line that starts with `prefix` (an address); the log is
+/// drained from then on.
+fn serve(dir: &Path, prefix: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args(["serve", "--dir", d(dir)])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            break rest.trim().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, found)
+}
+
 #[test]
 fn actions_are_audited_and_a_changed_record_is_named() {
     let (_ta, a) = nodes::node_dir("a");
@@ -174,9 +195,6 @@ fn actions_are_audited_and_a_changed_record_is_named() {
 /// own certificates against a running `hashfed serve`.
 #[test]
 fn operators_vet_from_the_command_line_with_their_certificates() {
-    use std::io::{BufRead, BufReader};
-    use std::process::Stdio;
-
     let (t, a) = nodes::node_dir("a");
     let certs = t.path().join("certs");
     for op in ["ana", "ben", "cy"] {
@@ -206,19 +224,7 @@ fn operators_vet_from_the_command_line_with_their_certificates() {
     ]);
     ok(&["set", "vetting", "--dir", d(&a), "a/vetted", "2"]);
 
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_hashfed"))
-        .args(["serve", "--dir", d(&a)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let admin = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(addr) = line.strip_prefix("hashfed: admin listening on ") {
-            break addr.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut serve, admin) = serve(&a, "hashfed: admin listening on ");
     let as_op = |op: &str, args: &[&str]| -> Output {
         let cert = certs.join(format!("{op}.pem"));
         let key = certs.join(format!("{op}.key"));
@@ -279,8 +285,7 @@ fn operators_vet_from_the_command_line_with_their_certificates() {
 /// (exit 1) and the running node's metrics carry every expiry date.
 #[test]
 fn certificates_near_expiry_are_reported_ahead() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
+    use std::io::{Read, Write};
 
     let (_t, a) = nodes::node_dir("a");
     let healthy = hashfed(&["status", "--dir", d(&a)]);
@@ -320,19 +325,8 @@ fn certificates_near_expiry_are_reported_ahead() {
         "{text}"
     );
 
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_hashfed"))
-        .args(["serve", "--dir", d(&a)])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stderr.take().unwrap()).lines();
-    let metrics = loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(url) = line.strip_prefix("hashfed: metrics listening on http://") {
-            break url.trim().trim_end_matches("/metrics").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut serve, url) = serve(&a, "hashfed: metrics listening on http://");
+    let metrics = url.trim_end_matches("/metrics").to_owned();
     let mut conn = std::net::TcpStream::connect(&metrics).unwrap();
     write!(
         conn,

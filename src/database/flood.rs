@@ -9,7 +9,8 @@
 //! enable` lifts it). The origin is not told; its set is untouched.
 //!
 //! Counting is per fixed minute (queries in an atomic, hits under a mutex:
-//! hits are rare next to queries), so the query path pays one atomic add.
+//! hits are rare next to queries), so the query path pays one atomic add
+//! (and a read of the minute).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,7 +72,11 @@ impl FloodGuard {
     /// Counts one query at `now_s` (seconds since the epoch).
     pub fn query(&self, now_s: u64) {
         let minute = now_s / 60;
-        if self.minute.swap(minute, Ordering::Relaxed) != minute {
+        // Read first: a write to the shared minute on every query would
+        // bounce its cache line between cores.
+        if self.minute.load(Ordering::Relaxed) != minute
+            && self.minute.swap(minute, Ordering::Relaxed) != minute
+        {
             self.queries.store(0, Ordering::Relaxed);
         }
         self.queries.fetch_add(1, Ordering::Relaxed);

@@ -104,6 +104,33 @@ fn store_error(e: StoreError) -> Status {
     }
 }
 
+/// Refuses a reason (free text kept in logs and the audit log) over
+/// [`MAX_REASON`] bytes.
+fn check_reason(reason: &str) -> Result<(), Status> {
+    if reason.len() > MAX_REASON {
+        return Err(Status::invalid_argument(format!(
+            "reason is over {MAX_REASON} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A set named in a list request, or `None` for every set (empty text).
+fn optional_set(text: &str) -> Result<Option<SetId>, Status> {
+    match text {
+        "" => Ok(None),
+        text => set_id(text).map(Some),
+    }
+}
+
+/// Records per page of a list call: `limit`, at most (and by default) 1000.
+fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => 1000,
+        n => n.min(1000) as usize,
+    }
+}
+
 fn set_id(text: &str) -> Result<SetId, Status> {
     text.parse()
         .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))
@@ -188,12 +215,9 @@ fn header(first: &proto::ImportChunk) -> Result<ImportHeader, Status> {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         )
     };
+    check_reason(&first.reason)?;
     let reason = if first.reason.is_empty() {
         "withdrawn at source".to_owned()
-    } else if first.reason.len() > MAX_REASON {
-        return Err(Status::invalid_argument(format!(
-            "reason is over {MAX_REASON} bytes"
-        )));
     } else {
         first.reason.clone()
     };
@@ -360,11 +384,7 @@ impl Admin for AdminService {
         let actor = wire::actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        if request.reason.len() > MAX_REASON {
-            return Err(Status::invalid_argument(format!(
-                "reason is over {MAX_REASON} bytes"
-            )));
-        }
+        check_reason(&request.reason)?;
         let reason = if request.reason.is_empty() {
             "retracted by operator".to_owned()
         } else {
@@ -593,10 +613,7 @@ impl Admin for AdminService {
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
         let request = request.into_inner();
-        let limit = match request.limit {
-            0 => 1000,
-            n => n.min(1000),
-        } as usize;
+        let limit = page_limit(request.limit);
         let db = self.db.clone();
         blocking(move || {
             let events = db
@@ -741,11 +758,7 @@ impl Admin for AdminService {
         let actor = wire::actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        if request.reason.len() > MAX_REASON {
-            return Err(Status::invalid_argument(format!(
-                "reason is over {MAX_REASON} bytes"
-            )));
-        }
+        check_reason(&request.reason)?;
         let db = self.db.clone();
         blocking(move || {
             let pending = db.store().reject(&id).map_err(store_error)?;
@@ -767,10 +780,7 @@ impl Admin for AdminService {
         request: Request<proto::ListPendingRequest>,
     ) -> Result<Response<proto::ListPendingResponse>, Status> {
         let request = request.into_inner();
-        let set = match request.set.as_str() {
-            "" => None,
-            text => Some(set_id(text)?),
-        };
+        let set = optional_set(&request.set)?;
         let db = self.db.clone();
         blocking(move || {
             let pending = db.store().pending(set.as_ref()).map_err(store_error)?;
@@ -789,11 +799,7 @@ impl Admin for AdminService {
         let actor = wire::actor(&request);
         let request = request.into_inner();
         let set = set_id(&request.set)?;
-        if request.reason.len() > MAX_REASON {
-            return Err(Status::invalid_argument(format!(
-                "reason is over {MAX_REASON} bytes"
-            )));
-        }
+        check_reason(&request.reason)?;
         let db = self.db.clone();
         let state = blocking(move || {
             let state = db
@@ -843,10 +849,7 @@ impl Admin for AdminService {
         request: Request<proto::ListDisputesRequest>,
     ) -> Result<Response<proto::ListDisputesResponse>, Status> {
         let request = request.into_inner();
-        let set = match request.set.as_str() {
-            "" => None,
-            text => Some(set_id(text)?),
-        };
+        let set = optional_set(&request.set)?;
         let db = self.db.clone();
         blocking(move || {
             let store = db.store();
@@ -883,11 +886,7 @@ impl Admin for AdminService {
         let actor = wire::actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        if request.reason.len() > MAX_REASON {
-            return Err(Status::invalid_argument(format!(
-                "reason is over {MAX_REASON} bytes"
-            )));
-        }
+        check_reason(&request.reason)?;
         let db = self.db.clone();
         blocking(move || {
             let e = db
@@ -981,14 +980,8 @@ impl Admin for AdminService {
         request: Request<proto::ListHeldRequest>,
     ) -> Result<Response<proto::ListHeldResponse>, Status> {
         let request = request.into_inner();
-        let set = match request.set.as_str() {
-            "" => None,
-            text => Some(set_id(text)?),
-        };
-        let limit = match request.limit {
-            0 => 1000,
-            n => n.min(1000),
-        } as usize;
+        let set = optional_set(&request.set)?;
+        let limit = page_limit(request.limit);
         let db = self.db.clone();
         blocking(move || {
             let mut entries = Vec::new();

@@ -128,8 +128,9 @@ pub(super) struct Pending<'a> {
     last_checkpoint: u64,
     /// The log chunk being filled, and its bytes so far.
     log_tail: Option<(u64, Vec<u8>)>,
-    /// Entries added and withdrawn, for the day's counts.
-    usage: Increments,
+    /// Entries added and withdrawn by signal type, for the day's counts
+    /// (a short list: a batch sees few types; no allocation per record).
+    usage: Vec<(Counter, SignalType, u64)>,
     /// New entries are held for review (records from a peer under review).
     pub(super) hold: bool,
 }
@@ -235,7 +236,7 @@ impl<'a> Pending<'a> {
             signer,
             last_checkpoint,
             log_tail: None,
-            usage: Increments::new(),
+            usage: Vec::new(),
             hold: false,
         })
     }
@@ -316,12 +317,15 @@ impl<'a> Pending<'a> {
 
     /// Counts an entry added to or withdrawn from the set, for the report.
     fn count(&mut self, counter: Counter, data: &EntryData) {
-        let key = (
-            counter,
-            Some(self.set.id().clone()),
-            data.signal.kind().name().to_owned(),
-        );
-        *self.usage.entry(key).or_default() += 1;
+        let kind = data.signal.kind();
+        match self
+            .usage
+            .iter_mut()
+            .find(|(c, k, _)| *c == counter && k == kind)
+        {
+            Some(seen) => seen.2 += 1,
+            None => self.usage.push((counter, kind.clone(), 1)),
+        }
     }
 
     /// Adds an entry that its reviewers have vetted (`data.vetting`).
@@ -669,7 +673,14 @@ impl<'a> Pending<'a> {
             }
         }
         self.write_entries()?;
-        let usage = std::mem::take(&mut self.usage);
+        let usage: Increments = self
+            .usage
+            .drain(..)
+            .map(|(counter, kind, n)| {
+                let key = (counter, Some(self.set.id().clone()), kind.name().to_owned());
+                (key, n)
+            })
+            .collect();
         self.store
             .usage_into(&mut self.batch, usage::today(), &usage)?;
         if self.next_slot_dirty {
