@@ -121,3 +121,52 @@ fn entry_id(_dir: &Path, set: &str, pdq_hex: &str) -> String {
     let signal = hashfed::model::Signal::parse("pdq", pdq_hex).unwrap();
     hashfed::model::EntryId::derive(&set.parse().unwrap(), &signal).to_string()
 }
+
+#[test]
+fn keys_rotate_on_a_stopped_node_keeps_its_id_and_its_audit_log() {
+    let (tmp, dir) = nodes::node_dir("hotline-k");
+    let d = dir.to_str().unwrap();
+    let id = hashfed::identity::load_config(&dir).unwrap().node_id;
+
+    let both = hashfed(&["keys", "rotate", "--dir", d]);
+    assert!(both.status.success(), "{}", text(&both));
+    assert!(
+        text(&both).contains("signing key 1 is now"),
+        "{}",
+        text(&both)
+    );
+    assert!(text(&both).contains("peer-client"), "{}", text(&both));
+    let signing = hashfed(&["keys", "rotate", "--dir", d, "--signing"]);
+    assert!(signing.status.success(), "{}", text(&signing));
+    assert!(text(&signing).contains("signing key 2 is now"));
+    assert!(!text(&signing).contains("certificates"));
+
+    // Same node id; the card carries both rotations; the log verifies.
+    assert_eq!(hashfed::identity::load_config(&dir).unwrap().node_id, id);
+    let card = hashfed::peers::PeerCard::of_node(&dir, "127.0.0.1:1").unwrap();
+    assert_eq!(card.keys().unwrap().len(), 3);
+    let verify = hashfed(&["audit", "verify", "--dir", d]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let list = hashfed(&["audit", "list", "--dir", d]);
+    assert_eq!(
+        text(&list).matches("keys_rotated").count(),
+        2,
+        "{}",
+        text(&list)
+    );
+
+    // Flags that contradict each other, and nodes on the development
+    // certificates (fixed, shared), are refused with a reason.
+    let both_flags = hashfed(&["keys", "rotate", "--dir", d, "--signing", "--tls"]);
+    assert!(!both_flags.status.success());
+    let dev = tmp.path().join("dev");
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    hashfed::identity::init_with(&dev, "dev", Some(&certs)).unwrap();
+    let refused = hashfed(&["keys", "rotate", "--dir", dev.to_str().unwrap(), "--tls"]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused).contains("development certificates"),
+        "{}",
+        text(&refused)
+    );
+}

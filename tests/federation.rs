@@ -342,12 +342,17 @@ mod evil {
         IgnorePolicy,
         /// Sends records and never a checkpoint.
         Flood,
+        /// Claims the origin rotated to the relay's key (a statement the
+        /// relay signed itself) and signs the checkpoint with it.
+        ForgeRotation,
     }
 
     pub struct EvilRelay {
         pub origin: Arc<Database>,
         pub trick: Trick,
         pub own_key: Arc<Signer>,
+        /// Key histories its manifest carries.
+        pub keys: Vec<proto::KeyHistory>,
     }
 
     type S<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -362,6 +367,7 @@ mod evil {
             Ok(Response::new(proto::ManifestResponse {
                 sets,
                 node_id: String::new(),
+                keys: self.keys.clone(),
             }))
         }
 
@@ -391,7 +397,7 @@ mod evil {
                 Trick::Drop => {
                     records.remove(4);
                 }
-                Trick::Forge => {
+                Trick::Forge | Trick::ForgeRotation => {
                     cp = self.own_key.checkpoint(&set, cp.seq, cp.digest);
                 }
                 Trick::IgnorePolicy | Trick::Flood => {}
@@ -455,9 +461,12 @@ mod evil {
         trust.replace(vec![peer]).unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let incoming = hashfed::identity::server::Acceptor::federation(dir, trust)
-            .unwrap()
-            .incoming(tcp);
+        let incoming = hashfed::identity::server::Acceptor::federation(
+            &hashfed::identity::server::ServerCerts::load(dir).unwrap(),
+            trust,
+        )
+        .unwrap()
+        .incoming(tcp);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(FederationServer::new(relay))
@@ -485,23 +494,42 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         (Trick::Forge, true, "signature does not verify"),
         (Trick::IgnorePolicy, false, "does not allow re-sharing"),
         (Trick::Flood, true, "records without a checkpoint"),
+        (Trick::ForgeRotation, true, "signature does not verify"),
     ] {
         policy(&a, reshare);
         let mut c = TestNode::start("c", |_| {}).await;
         let (_evil_tmp, evil_dir) = nodes::node_dir("evil");
         let evil_config = hashfed::identity::load_config(&evil_dir).unwrap();
         let c_card = hashfed::peers::PeerCard::parse(&c.card()).unwrap();
+        let evil_key = hashfed::identity::keys::read(&evil_dir).unwrap();
         let signer = std::sync::Arc::new(hashfed::model::signed::Signer::new(
             "a",
             &evil_config.node_id,
-            hashfed::identity::keys::read(&evil_dir).unwrap(),
+            evil_key.clone(),
         ));
+        // A's history as the relay would have it: one rotation to the
+        // relay's key, signed by the relay.
+        let mut forged = hashfed::identity::keys::history(&a.dir).unwrap();
+        forged.rotations.push(hashfed::model::keychain::rotate(
+            &forged.node_id,
+            &evil_key,
+            1,
+            &evil_key.verifying_key(),
+            1,
+        ));
+        let keys = match trick {
+            Trick::ForgeRotation => {
+                vec![hashfed::federation::service::key_history(&forged)]
+            }
+            _ => vec![],
+        };
         let addr = evil::serve(
             &evil_dir,
             EvilRelay {
                 origin: a.db.clone(),
                 trick,
                 own_key: signer,
+                keys,
             },
             hashfed::identity::peers::TrustedPeer {
                 name: "c".into(),
@@ -527,6 +555,11 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         // Nothing of it was kept.
         assert_eq!(head(&c.db, "a/list"), 0, "{trick:?}");
         assert_eq!(matches(&c.db, &code(3)), 0, "{trick:?}");
+        let a_card = c.node().federation().peers().get("a").unwrap().card;
+        assert!(
+            a_card.rotations.is_empty(),
+            "{trick:?}: a forged rotation was learnt"
+        );
         assert!(c.db.store().verify().unwrap().problems.is_empty());
         let metrics = c.node().metrics().render();
         assert!(
@@ -535,4 +568,141 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         );
         c.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records() {
+    use hashfed::identity::server::Listener;
+    use hashfed::service::proto::admin_client::AdminClient;
+
+    let (a, b, c) = three(100).await;
+    policy(&a, true);
+    eventually(WAIT, || head(&c.db, "a/list") == 100)
+        .await
+        .expect("C never caught up before the rotation");
+    let old_card = a.card();
+    let old_cert = a.node().federation().certs().current(Listener::Federation);
+
+    // An operator rotates A's signing key and renews its certificates
+    // while it serves; the operator's connection stays up throughout.
+    let operator = a.issue(hashfed::identity::roles::ClientRole::Operator);
+    let channel = nodes::channel(&a.dir, a.node().addresses().admin, Some(&operator))
+        .await
+        .unwrap();
+    let mut admin = AdminClient::new(channel);
+    let rotated = admin
+        .rotate_keys(proto::RotateKeysRequest {
+            signing: true,
+            tls: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rotated.key_number, 1);
+    assert_eq!(rotated.certificates.len(), 4, "{:?}", rotated.certificates);
+    assert_ne!(
+        a.node().federation().certs().current(Listener::Federation),
+        old_cert,
+        "the federation listener serves the renewed certificate"
+    );
+    let nothing = admin
+        .rotate_keys(proto::RotateKeysRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(nothing.code(), tonic::Code::InvalidArgument);
+
+    // Records signed by the new key reach B and, relayed, C: both learnt
+    // the rotation from the statement the old key signed.
+    let fresh: Vec<[u8; 32]> = (100..150).map(code).collect();
+    add_pdq(&a.db, "a/list", &fresh);
+    eventually(WAIT, || {
+        head(&b.db, "a/list") == 150 && head(&c.db, "a/list") == 150
+    })
+    .await
+    .expect("B and C stopped syncing after A rotated its key");
+    assert_eq!(matches(&c.db, &code(140)), 1);
+    for node in [&b, &c] {
+        let learnt = node.node().federation().peers().get("a").unwrap();
+        assert_eq!(learnt.card.rotations.len(), 1);
+        assert_eq!(
+            learnt
+                .card
+                .keys()
+                .unwrap()
+                .last()
+                .map(|k| nodes::hex(k.as_bytes())),
+            Some(rotated.signing_key.clone())
+        );
+        assert!(node.db.store().verify().unwrap().problems.is_empty());
+    }
+    let b_audit = b.db.store().audit_events(0, 10_000).unwrap();
+    assert!(b_audit.iter().any(|e| e.action == Action::PeerKeyRotated));
+
+    // A new provider D that holds only A's card from before the rotation
+    // syncs everything from scratch through B: records signed by the old
+    // key and by the new one all verify.
+    let d = TestNode::start("d", |_| {}).await;
+    b.add_peer(&d, &["a/*"], &[]);
+    d.add_peer(&b, &[], &["*"]);
+    d.add_card(old_card, &[], &[]);
+    eventually(WAIT, || head(&d.db, "a/list") == 150)
+        .await
+        .expect("a new node never synced A's rotated set");
+    assert_eq!(matches(&d.db, &code(3)), 1);
+    assert_eq!(matches(&d.db, &code(149)), 1);
+    let sa = a.db.store().set(&"a/list".parse().unwrap()).unwrap();
+    let sd = d.db.store().set(&"a/list".parse().unwrap()).unwrap();
+    assert_eq!(sa.head_digest, sd.head_digest);
+
+    // A fresh connection to A's renewed federation listener works (B
+    // compares its copy with A's), and A's audit log, its head now signed
+    // by the new key, verifies and records the rotation.
+    let compared = b.node().federation().verify_sets().await;
+    let with_a = compared.comparisons.iter().find(|c| c.peer == "a").unwrap();
+    assert_eq!(with_a.verdict, "equal", "{compared:?}");
+    let audit = admin
+        .verify_audit(proto::VerifyAuditRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(audit.ok, "{audit:?}");
+    let a_audit = a.db.store().audit_events(0, 10_000).unwrap();
+    assert!(a_audit.iter().any(|e| e.action == Action::KeysRotated));
+
+    // B rotates too. A never pulls from B, so it learns B's new key from
+    // the feedback batch that carries B's note: the note, signed by the
+    // new key, is accepted as B's.
+    b.node().federation().rotate_keys(true, false).unwrap();
+    let local = b.issue(hashfed::identity::roles::ClientRole::Local);
+    let ch = nodes::channel(&b.dir, b.node().addresses().match_, Some(&local))
+        .await
+        .unwrap();
+    let mut client = proto::match_client::MatchClient::new(ch);
+    let answer = client
+        .match_hashes(proto::MatchRequest {
+            queries: vec![nodes::pdq_query(code(120).to_vec())],
+            tag: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .feedback(proto::FeedbackRequest {
+            match_id: answer.results[0].hits[0].match_id.clone(),
+            verdict: proto::Verdict::Confirmed as i32,
+            reason: proto::FeedbackReason::Reviewed as i32,
+        })
+        .await
+        .unwrap();
+    let fed_a = a.node().federation().clone();
+    eventually(WAIT, || {
+        fed_a
+            .received_feedback()
+            .is_ok_and(|r| r.items.iter().any(|i| i.via == "b"))
+    })
+    .await
+    .expect("B's feedback never reached A after B rotated");
+    let fb = fed_a.received_feedback().unwrap().items;
+    assert!(fb[0].verified, "{fb:?}");
+    assert_eq!(fed_a.peers().get("b").unwrap().card.rotations.len(), 1);
 }

@@ -90,5 +90,8 @@ fn bad_names_and_a_forged_node_id_are_refused() {
     let id = load_config(&dir).unwrap().node_id;
     std::fs::write(&path, text.replace(&id, &"a".repeat(32))).unwrap();
     let err = load_config(&dir).unwrap_err().to_string();
-    assert!(err.contains("does not belong to keys/signing.pem"), "{err}");
+    assert!(
+        err.contains("does not belong to the node's signing key"),
+        "{err}"
+    );
 }

@@ -415,6 +415,15 @@ impl NodeAdmin {
         )
     }
 
+    /// Rotates the signing key and/or renews the certificates.
+    pub fn rotate_keys(
+        &mut self,
+        signing: bool,
+        tls: bool,
+    ) -> anyhow::Result<proto::RotateKeysResponse> {
+        call!(self, rotate_keys, proto::RotateKeysRequest { signing, tls })
+    }
+
     /// Checks the audit log's chain and signed head.
     pub fn verify_audit(&mut self) -> anyhow::Result<proto::VerifyAuditResponse> {
         call!(self, verify_audit, proto::VerifyAuditRequest {})

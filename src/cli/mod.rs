@@ -13,6 +13,7 @@ mod export;
 mod hash;
 mod import;
 mod init;
+mod keys;
 mod matching;
 mod peer;
 mod report;
@@ -74,6 +75,8 @@ enum Command {
     Set(peer::SetArgs),
     /// The audit log: list it, or verify its hash chain and signed head.
     Audit(audit::AuditArgs),
+    /// Rotate the signing key and renew the certificates, while the node serves.
+    Keys(keys::KeysArgs),
     /// The transparency report over a period: signal types in use, queries,
     /// matches, feedback, false-positive rate, entries added and retracted.
     Report(report::ReportArgs),
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peer(args) => peer::run(args),
         Command::Set(args) => peer::run_set(args),
         Command::Audit(args) => audit::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Report(args) => report::run(args),
         Command::Status(args) => status::run(args),
         Command::Backup(args) => backup::backup(args),

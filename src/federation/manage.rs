@@ -8,6 +8,7 @@ use tonic::Status;
 
 use super::sync::connect;
 use super::Federation;
+use crate::model::signed::Signer;
 use crate::model::{SetId, SetPolicy};
 use crate::peers::{Peer, PeerCard, PeerError, PeerStatus};
 use crate::service::proto;
@@ -242,6 +243,58 @@ impl Federation {
             }
         }
         out
+    }
+
+    /// Rotates this node's signing key and/or renews its certificates while
+    /// it serves. The new key signs from now on and reaches peers in the
+    /// next manifest (with the statement the old key signed); new
+    /// certificates serve from the next handshake. One rotation at a time.
+    pub fn rotate_keys(
+        &self,
+        signing: bool,
+        tls: bool,
+    ) -> Result<proto::RotateKeysResponse, Status> {
+        let internal = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
+        let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = proto::RotateKeysResponse {
+            node_id: self.config.node_id.clone(),
+            ..Default::default()
+        };
+        if tls && self.config.dev_certs {
+            return Err(Status::failed_precondition(
+                "this node uses the fixed development certificates; they are not renewed",
+            ));
+        }
+        if signing {
+            let (key, history) =
+                crate::identity::keys::rotate(&self.dir, crate::database::now_ms())
+                    .map_err(|e| internal(&e))?;
+            let keys = history.keys().map_err(|e| internal(&e))?;
+            let signer =
+                Signer::new(&self.config.name, &self.config.node_id, key).with_history(&keys);
+            self.db
+                .set_signer(Arc::new(signer))
+                .map_err(|e| internal(&e))?;
+            tracing::info!(keys = keys.len(), "signing key rotated");
+            self.keys.send_replace(history);
+        }
+        if tls {
+            out.certificates = crate::identity::renew::renew(&self.dir)
+                .map_err(|e| internal(&e))?
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            self.certs.reload().map_err(|e| internal(&e))?;
+            self.metrics.load_certificate_expiries(&self.dir);
+            tracing::info!("certificates renewed");
+        }
+        let history = self.key_history();
+        out.key_number = history.rotations.len() as u32;
+        out.signing_key = history
+            .rotations
+            .last()
+            .map_or(history.first_key.clone(), |r| r.key.clone());
+        Ok(out)
     }
 
     /// Feedback received about this node's entries.

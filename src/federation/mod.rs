@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
+use crate::identity::keys::KeyHistory;
 use crate::identity::peers::{PeerIdentity, PeerTrust};
+use crate::identity::server::ServerCerts;
 use crate::identity::Config;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
@@ -59,7 +61,13 @@ pub struct Federation {
     db: Arc<Database>,
     peers: Arc<PeerRegistry>,
     trust: PeerTrust,
-    signer: Arc<Signer>,
+    /// The server certificates the listeners serve (renewed live).
+    certs: ServerCerts,
+    /// This node's key history; subscribers follow it, so peers hear of a
+    /// rotation at once.
+    keys: tokio::sync::watch::Sender<KeyHistory>,
+    /// Held while keys rotate: one rotation at a time.
+    rotating: Mutex<()>,
     /// Per peer: what our sync with it is doing (for `hashfed peer list`).
     sync_status: Mutex<HashMap<String, String>>,
     /// Cancelled when the node stops: background tasks and open
@@ -70,33 +78,11 @@ pub struct Federation {
 }
 
 impl Federation {
-    /// The federation of the node in `dir`.
-    pub fn new(
-        dir: &Path,
-        config: &Config,
-        db: Arc<Database>,
-        peers: Arc<PeerRegistry>,
-        trust: PeerTrust,
-        signer: Arc<Signer>,
-        metrics: Arc<Metrics>,
-    ) -> Arc<Self> {
-        Arc::new(Federation {
-            dir: dir.to_owned(),
-            config: config.clone(),
-            db,
-            peers,
-            trust,
-            signer,
-            sync_status: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
-            metrics,
-        })
-    }
-
     /// The federation of the node in `dir`: its peer registry, its signer
     /// (set on `db`, which signs what its own sets lack), the TLS trust
-    /// for its peers, and the client certificate it dials peers with.
-    /// Starts nothing; see [`Federation::run`].
+    /// for its peers, its server certificates, and the client certificate
+    /// it dials peers with. Finishes a key rotation or certificate renewal
+    /// a crash interrupted. Starts nothing; see [`Federation::run`].
     pub fn for_node(
         dir: &Path,
         config: &Config,
@@ -104,9 +90,13 @@ impl Federation {
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, FederationError> {
         let peers = Arc::new(PeerRegistry::open(dir, config)?);
+        crate::identity::renew::recover(dir)?;
         let key = crate::identity::keys::read(dir)?;
-        let signer = Arc::new(Signer::new(&config.name, &config.node_id, key));
-        let signed = db.set_signer(signer.clone())?;
+        let history = crate::identity::keys::history(dir)?;
+        let signer = Arc::new(
+            Signer::new(&config.name, &config.node_id, key).with_history(&history.keys()?),
+        );
+        let signed = db.set_signer(signer)?;
         if !signed.is_empty() {
             tracing::info!(
                 sets = signed.len(),
@@ -118,9 +108,29 @@ impl Federation {
         if !config.dev_certs {
             crate::identity::client::ensure_peer_client_cert(dir)?;
         }
-        Ok(Federation::new(
-            dir, config, db, peers, trust, signer, metrics,
-        ))
+        Ok(Arc::new(Federation {
+            dir: dir.to_owned(),
+            config: config.clone(),
+            db,
+            peers,
+            trust,
+            certs: ServerCerts::load(dir)?,
+            keys: tokio::sync::watch::Sender::new(history),
+            rotating: Mutex::new(()),
+            sync_status: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            metrics,
+        }))
+    }
+
+    /// The server certificates the node's listeners serve.
+    pub fn certs(&self) -> &ServerCerts {
+        &self.certs
+    }
+
+    /// This node's key history.
+    pub fn key_history(&self) -> KeyHistory {
+        self.keys.borrow().clone()
     }
 
     /// The peer registry.
@@ -164,7 +174,7 @@ impl Federation {
         if !own && !set.info.policy.reshare {
             return false;
         }
-        if own && !self.signer.owns(set.id()) {
+        if own && set.id().origin() != self.config.name {
             return false;
         }
         let share_with = &set.info.policy.share_with;
@@ -224,7 +234,7 @@ impl Federation {
                 .map(|p| (p.name().to_owned(), p))
                 .collect();
             tasks.retain(|name, (peer, token)| {
-                let keep = wanted.get(name) == Some(peer);
+                let keep = wanted.get(name).is_some_and(|w| w.same_but_keys(peer));
                 if !keep {
                     token.cancel();
                     self.set_sync_status(name, "idle".into());

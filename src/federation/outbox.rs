@@ -6,13 +6,13 @@
 //! down gets it when it comes back. The next hop either keeps it (it is the
 //! origin) or queues it the same way.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::service::feedback_item;
+use super::service::{feedback_item, key_history};
 use super::sync::connect;
 use super::Federation;
 use crate::service::proto;
@@ -36,6 +36,25 @@ pub async fn run(fed: Arc<Federation>, stop: CancellationToken) {
             () = tokio::time::sleep(PERIOD) => {}
         }
     }
+}
+
+/// The key histories of the reporters of `items` that rotated: ours, and
+/// those of the downstream nodes whose notes we pass on (as far as we
+/// know them), so the origin can check notes signed by a newer key.
+fn reporter_keys(fed: &Federation, items: &[proto::FeedbackItem]) -> Vec<proto::KeyHistory> {
+    let reporters: BTreeSet<&str> = items.iter().map(|i| i.reporter_node_id.as_str()).collect();
+    reporters
+        .into_iter()
+        .filter_map(|r| {
+            if r == fed.config.node_id {
+                Some(fed.key_history())
+            } else {
+                fed.peers.by_node_id(r).map(|p| p.card.history())
+            }
+        })
+        .filter(|h| !h.rotations.is_empty())
+        .map(|h| key_history(&h))
+        .collect()
 }
 
 /// Sends what the outbox holds to each set's upstream peer.
@@ -66,8 +85,12 @@ async fn drain(fed: &Federation) -> Result<(), String> {
         };
         let mut client = connect(fed, &peer).await.map_err(|e| e.to_string())?;
         let (keys, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
+        let histories = reporter_keys(fed, &items);
         let ack = client
-            .send_feedback(proto::FeedbackBatch { items })
+            .send_feedback(proto::FeedbackBatch {
+                items,
+                keys: histories,
+            })
             .await
             .map_err(|e| e.to_string())?
             .into_inner();

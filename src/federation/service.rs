@@ -12,7 +12,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Federation;
+use crate::identity::keys::KeyHistory;
 use crate::identity::peers::{PeerConnectInfo, PeerIdentity};
+use crate::model::keychain::KeyRotation;
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
 use crate::model::{EntryId, SetId};
 use crate::peers::Peer;
@@ -74,10 +76,27 @@ impl FederationService {
         }
     }
 
+    /// The sets `peer` may see, with the key histories that check them:
+    /// ours, and those of the rotated origins we relay.
     fn manifest(&self, peer: &Peer) -> proto::ManifestResponse {
+        let sets = self.fed.visible(peer);
+        let origins: std::collections::BTreeSet<&str> = sets
+            .iter()
+            .map(|s| s.id().origin())
+            .filter(|o| *o != self.fed.config.name)
+            .collect();
+        let mut keys = vec![key_history(&self.fed.key_history())];
+        keys.extend(
+            origins
+                .into_iter()
+                .filter_map(|o| self.fed.peers.get(o))
+                .filter(|p| !p.card.rotations.is_empty())
+                .map(|p| key_history(&p.card.history())),
+        );
         proto::ManifestResponse {
-            sets: self.fed.visible(peer).iter().map(head).collect(),
+            sets: sets.iter().map(head).collect(),
             node_id: self.fed.config.node_id.clone(),
+            keys,
         }
     }
 }
@@ -89,6 +108,42 @@ pub fn head(s: &SetState) -> proto::SetHead {
         head_seq: s.head_seq,
         head_digest: s.digest().to_vec(),
         info: s.signed_info.as_ref().map(signed_info),
+    }
+}
+
+/// A key history to the wire's.
+pub fn key_history(h: &KeyHistory) -> proto::KeyHistory {
+    proto::KeyHistory {
+        node_id: h.node_id.clone(),
+        first_key: h.first_key.clone(),
+        rotations: h
+            .rotations
+            .iter()
+            .map(|r| proto::KeyRotation {
+                n: r.n,
+                key: r.key.clone(),
+                time_ms: r.time_ms,
+                signature: r.signature.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The wire's key history to ours (checked by whoever uses it).
+pub fn key_history_from(h: &proto::KeyHistory) -> KeyHistory {
+    KeyHistory {
+        node_id: h.node_id.clone(),
+        first_key: h.first_key.clone(),
+        rotations: h
+            .rotations
+            .iter()
+            .map(|r| KeyRotation {
+                n: r.n,
+                key: r.key.clone(),
+                time_ms: r.time_ms,
+                signature: r.signature.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -223,6 +278,7 @@ impl FederationRpc for FederationService {
         tokio::spawn(async move {
             let mut sets = fed.db.changes();
             let mut peers = fed.peers.changes();
+            let mut keys = fed.keys.subscribe();
             let mut last = None;
             loop {
                 let Some(current) = fed.active_peer(&identity) else {
@@ -246,6 +302,7 @@ impl FederationRpc for FederationService {
                     () = tx.closed() => return,
                     changed = sets.changed() => if changed.is_err() { return },
                     changed = peers.changed() => if changed.is_err() { return },
+                    changed = keys.changed() => if changed.is_err() { return },
                     () = tokio::time::sleep(SUBSCRIBE_RECHECK) => {}
                 }
             }
@@ -276,7 +333,7 @@ impl FederationRpc for FederationService {
         request: Request<proto::FeedbackBatch>,
     ) -> Result<Response<proto::FeedbackAck>, Status> {
         let peer = self.caller(&request)?;
-        let items = request.into_inner().items;
+        let proto::FeedbackBatch { items, keys } = request.into_inner();
         if items.len() > MAX_FEEDBACK_ITEMS {
             return Err(Status::invalid_argument(format!(
                 "at most {MAX_FEEDBACK_ITEMS} feedback items per call, got {}",
@@ -284,9 +341,12 @@ impl FederationRpc for FederationService {
             )));
         }
         let fed = self.fed.clone();
-        let ack = tokio::task::spawn_blocking(move || take_feedback(&fed, &peer, &items))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+        let ack = tokio::task::spawn_blocking(move || {
+            super::sync::learn_keys(&fed, &peer, &keys);
+            take_feedback(&fed, &peer, &items)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(ack))
     }
 }
@@ -362,12 +422,12 @@ fn take_feedback(
                 .push(format!("set {} was not sent to you", note.set));
             continue;
         };
-        let reporter_key = fed
+        let reporter_keys = fed
             .peers
             .by_node_id(&note.reporter)
-            .and_then(|p| p.card.key().ok());
-        let verified = match reporter_key {
-            Some(key) => match note.verify(&key) {
+            .and_then(|p| p.card.keys().ok());
+        let verified = match reporter_keys {
+            Some(keys) => match note.verify(&keys) {
                 Ok(()) => true,
                 Err(_) => {
                     tracing::warn!(peer = %peer.name(), "feedback with a bad reporter signature refused");

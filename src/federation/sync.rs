@@ -126,12 +126,53 @@ async fn session(fed: &Federation, peer: &Peer) -> Result<(), SyncError> {
     fed.set_sync_status(peer.name(), "connected".into());
     tracing::info!(peer = %peer.name(), "subscribed");
     while let Some(manifest) = manifests.message().await? {
+        learn_keys(fed, peer, &manifest.keys);
         for head in manifest.sets {
             sync_set(fed, peer, &mut client, head).await?;
         }
         fed.set_sync_status(peer.name(), "connected".into());
     }
     Ok(())
+}
+
+/// Most key histories read from one manifest (ours, its own, and one per
+/// origin it relays: a manifest with more is not honest).
+const MAX_HISTORIES: usize = 1024;
+
+/// Learns the key rotations a manifest or a feedback batch carries (the
+/// peer's own, and those of the nodes it relays for), before checking
+/// anything those keys signed. A history that does not verify, or forks
+/// what we know, is refused and logged; the caller goes on with the keys
+/// we have.
+pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyHistory]) {
+    for wire in histories.iter().take(MAX_HISTORIES) {
+        let history = super::service::key_history_from(wire);
+        match fed.peers.learn_keys(&history) {
+            Ok(None) => {}
+            Ok(Some(origin)) => {
+                let detail = format!(
+                    "key {} of node {}, learnt via {}",
+                    history.rotations.len(),
+                    history.node_id,
+                    peer.name()
+                );
+                tracing::info!(peer = %peer.name(), origin = %origin, keys = history.rotations.len() + 1, "learnt a key rotation");
+                let actor = format!("peer:{}", peer.name());
+                if let Err(e) = fed.db.audit(
+                    &actor,
+                    crate::model::audit::Action::PeerKeyRotated,
+                    &origin,
+                    &detail,
+                ) {
+                    tracing::warn!(error = %e, "key rotation not audited");
+                }
+            }
+            Err(e) => {
+                fed.metrics.records_refused();
+                tracing::warn!(peer = %peer.name(), error = %e, "key history refused");
+            }
+        }
+    }
 }
 
 /// Brings one set up to the head the peer announced, if we take it.
@@ -155,7 +196,7 @@ async fn sync_set(
             reason,
         }
     };
-    let Some(key) = fed.peers.origin_key(set.origin()) else {
+    let Some(keys) = fed.peers.origin_keys(set.origin()) else {
         tracing::debug!(peer = %peer.name(), set = %set, "origin unknown here (no active card); set ignored");
         return Ok(());
     };
@@ -167,7 +208,7 @@ async fn sync_set(
         version: wire.version,
         signature: wire.signature,
     };
-    let info = signed.verify(&key).map_err(|e| {
+    let info = signed.verify(&keys).map_err(|e| {
         tracing::warn!(peer = %peer.name(), set = %set, error = %e, "set configuration refused");
         refused(format!("configuration: {e}"))
     })?;
@@ -217,7 +258,7 @@ async fn sync_set(
         }
     };
     if head.head_seq > local.head_seq {
-        pull(fed, peer, client, &set, &key, local.head_seq).await?;
+        pull(fed, peer, client, &set, &keys, local.head_seq).await?;
     } else if head.head_seq == local.head_seq && head.head_digest != local.digest() {
         tracing::warn!(peer = %peer.name(), set = %set, seq = local.head_seq, "peer's log differs from ours at the same head");
     }
@@ -230,7 +271,7 @@ async fn pull(
     peer: &Peer,
     client: &mut FederationClient<Channel>,
     set: &SetId,
-    key: &VerifyingKey,
+    keys: &[VerifyingKey],
     after_seq: u64,
 ) -> Result<(), SyncError> {
     let mut stream = client
@@ -274,7 +315,7 @@ async fn pull(
         }
         let Some(cp) = chunk.checkpoint else { continue };
         let cp = checkpoint_from(&cp).map_err(refused)?;
-        verify_checkpoint(key, set, &cp)
+        verify_checkpoint(keys, set, &cp)
             .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
         buffered_bytes = 0;

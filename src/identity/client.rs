@@ -37,10 +37,8 @@ fn read(path: &Path) -> Result<String, IdentityError> {
 }
 
 /// Issues the peer client certificate from the node CA (`ca_name`, `ca`)
-/// into `tls_dir`, after checking it chains to that CA for client
-/// authentication (a CA name that does not match the CA certificate would
-/// otherwise give a certificate no peer accepts). The key is written
-/// first and the certificate last, so a certificate file means both are
+/// into `tls_dir` (see [`peer_client_cert`]). The key is written first
+/// and the certificate last, so a certificate file means both are
 /// complete.
 pub(super) fn issue_peer_client(
     tls_dir: &Path,
@@ -48,6 +46,24 @@ pub(super) fn issue_peer_client(
     ca: &CertKey,
     node_id: &str,
 ) -> Result<(), IdentityError> {
+    let leaf = peer_client_cert(ca_name, ca, node_id)?;
+    write_file(&tls_dir.join(format!("{PEER_CLIENT}.key")), &leaf.key, true)?;
+    write_file(
+        &tls_dir.join(format!("{PEER_CLIENT}.pem")),
+        &leaf.cert,
+        false,
+    )
+}
+
+/// A peer client certificate from the node CA (`ca_name`, `ca`), checked
+/// to chain to that CA for client authentication (a CA name that does not
+/// match the CA certificate would otherwise give a certificate no peer
+/// accepts).
+pub(super) fn peer_client_cert(
+    ca_name: &str,
+    ca: &CertKey,
+    node_id: &str,
+) -> Result<CertKey, IdentityError> {
     let leaf = tls::issue(
         ca_name,
         ca,
@@ -66,12 +82,7 @@ pub(super) fn issue_peer_client(
                  was the node renamed in hashfed.toml?"
             ))
         })?;
-    write_file(&tls_dir.join(format!("{PEER_CLIENT}.key")), &leaf.key, true)?;
-    write_file(
-        &tls_dir.join(format!("{PEER_CLIENT}.pem")),
-        &leaf.cert,
-        false,
-    )
+    Ok(leaf)
 }
 
 /// Makes sure the node in `dir` has its client certificate towards peers
@@ -106,7 +117,7 @@ pub fn ensure_peer_client_cert(dir: &Path) -> Result<(), IdentityError> {
         cert: read(&tls_dir.join("node-ca.pem"))?,
         key: read(&tls_dir.join("node-ca.key"))?,
     };
-    let ca_name = format!("hashfed node CA {} {}", config.name, config.node_id);
+    let ca_name = super::node_ca_name(&config.name, &config.node_id);
     issue_peer_client(&tls_dir, &ca_name, &ca, &config.node_id)?;
     tracing::info!(node = %config.node_id, "peer client certificate issued");
     Ok(())

@@ -1,15 +1,31 @@
-//! The node's signing key and the node id derived from it.
+//! The node's signing key, the node id derived from it, and the key's
+//! rotations.
 //!
-//! The node id is the only name a node has: peers pin it, set ids start
-//! with it, and it is derived from the signing key, so nobody can claim an
-//! id without holding the key.
+//! The node id is the only name a node has: peers pin it and it is derived
+//! from the node's first signing key, so nobody can claim an id without
+//! holding that key. A rotated node keeps its id: `DIR/keys/rotations.json`
+//! (public) holds its first key and the signed statements that lead from
+//! it to the key in `DIR/keys/signing.pem` (see
+//! [`crate::model::keychain`]).
+//!
+//! A rotation writes the new key beside the old (`signing.next.pem`), then
+//! commits by replacing `rotations.json` (temporary file, fsync, rename),
+//! then moves the new key over the old. A crash before the commit leaves
+//! the old key in use (the stray file is replaced next time); a crash
+//! after it is finished by the next [`read`]. The old private key is gone
+//! afterwards: a rotation made because a key may have leaked must not
+//! leave it on disk.
 
 use std::fmt;
 
+use std::path::Path;
+
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
 
 use super::IdentityError;
+use crate::model::keychain::{self, KeyRotation};
 
 /// Bytes of the BLAKE3 digest of the public key kept in a node id (160
 /// bits: collisions need 2^80 work).
@@ -78,14 +94,148 @@ pub fn from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
     SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))
 }
 
-/// The signing key of the node in `dir` (`DIR/keys/signing.pem`).
-pub fn read(dir: &std::path::Path) -> Result<SigningKey, IdentityError> {
-    let path = dir.join("keys/signing.pem");
-    let pem = std::fs::read_to_string(&path).map_err(|source| IdentityError::Io {
-        path: path.clone(),
+const SIGNING: &str = "keys/signing.pem";
+const NEXT: &str = "keys/signing.next.pem";
+const ROTATIONS: &str = "keys/rotations.json";
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
+    move |source| IdentityError::Io {
+        path: path.to_owned(),
         source,
-    })?;
-    from_pem(&pem)
+    }
+}
+
+fn read_pem(path: &Path) -> Result<SigningKey, IdentityError> {
+    from_pem(&std::fs::read_to_string(path).map_err(io(path))?)
+}
+
+/// A node's keys over time: its first public key (which its id derives
+/// from) and the rotations since. What `DIR/keys/rotations.json` holds;
+/// public, and what peer cards and manifests carry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyHistory {
+    /// The node id.
+    pub node_id: String,
+    /// The first Ed25519 public key, hex.
+    pub first_key: String,
+    /// Rotations, oldest first.
+    #[serde(default)]
+    pub rotations: Vec<KeyRotation>,
+}
+
+impl KeyHistory {
+    /// Every key, oldest first, after checking that the id derives from
+    /// the first key and that each rotation is signed by the key before.
+    pub fn keys(&self) -> Result<Vec<VerifyingKey>, IdentityError> {
+        let first = crate::model::signal::decode_hex(&self.first_key)
+            .and_then(|b| crate::model::signed::verifying_key(&b).ok())
+            .ok_or_else(|| IdentityError::Key("first key must be 64 hex digits".into()))?;
+        let derived = NodeId::of(&first);
+        if derived.as_str() != self.node_id {
+            return Err(IdentityError::Key(format!(
+                "node id {} does not derive from the first key (which gives {derived})",
+                self.node_id
+            )));
+        }
+        keychain::walk(&self.node_id, &first, &self.rotations)
+            .map_err(|e| IdentityError::Key(e.to_string()))
+    }
+}
+
+/// The key history of the node in `dir`: `keys/rotations.json`, or for a
+/// node never rotated, its signing key alone. Checked (see
+/// [`KeyHistory::keys`]).
+pub fn history(dir: &Path) -> Result<KeyHistory, IdentityError> {
+    let path = dir.join(ROTATIONS);
+    let history = match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<KeyHistory>(&text)
+            .map_err(|e| IdentityError::Key(format!("{}: {e}", path.display())))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = read_pem(&dir.join(SIGNING))?.verifying_key();
+            KeyHistory {
+                node_id: NodeId::of(&key).to_string(),
+                first_key: crate::signal::exact::to_hex(key.as_bytes()),
+                rotations: Vec::new(),
+            }
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    history.keys()?;
+    Ok(history)
+}
+
+/// The current signing key of the node in `dir` (`DIR/keys/signing.pem`),
+/// checked against its key history; finishes a rotation a crash
+/// interrupted after its commit.
+pub fn read(dir: &Path) -> Result<SigningKey, IdentityError> {
+    let path = dir.join(SIGNING);
+    let key = read_pem(&path)?;
+    let keys = history(dir)?.keys()?;
+    let current = keys.last().copied();
+    if current == Some(key.verifying_key()) {
+        return Ok(key);
+    }
+    let next_path = dir.join(NEXT);
+    if next_path.is_file() {
+        let next = read_pem(&next_path)?;
+        if current == Some(next.verifying_key()) {
+            tracing::warn!("finishing a key rotation interrupted after its commit");
+            std::fs::rename(&next_path, &path).map_err(io(&path))?;
+            sync_dir(&dir.join("keys"));
+            return Ok(next);
+        }
+    }
+    Err(IdentityError::Key(format!(
+        "{} is not the current key of keys/rotations.json",
+        path.display()
+    )))
+}
+
+/// Rotates the signing key of the node in `dir`: a new key, the statement
+/// signed by the current one, both made durable (see the module's notes).
+/// Returns the new key and the history now on disk. The caller makes sure
+/// one rotation runs at a time.
+pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), IdentityError> {
+    let current = read(dir)?;
+    let mut history = history(dir)?;
+    let next = generate();
+    let n = history.rotations.len() as u32 + 1;
+    let rotation = keychain::rotate(&history.node_id, &current, n, &next.verifying_key(), now_ms);
+    history.rotations.push(rotation);
+    history.keys()?;
+
+    let next_path = dir.join(NEXT);
+    match std::fs::remove_file(&next_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&next_path)(e)),
+    }
+    super::write_file(&next_path, &to_pem(&next)?, true)?;
+    let json =
+        serde_json::to_string_pretty(&history).map_err(|e| IdentityError::Key(e.to_string()))?;
+    let path = dir.join(ROTATIONS);
+    let tmp = dir.join("keys/rotations.json.tmp");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&tmp)(e)),
+    }
+    super::write_file(&tmp, &json, false)?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    sync_dir(&dir.join("keys"));
+    // Committed: the new key is the node's from here on.
+    std::fs::rename(&next_path, dir.join(SIGNING)).map_err(io(&next_path))?;
+    sync_dir(&dir.join("keys"));
+    Ok((next, history))
+}
+
+/// Makes a directory's entries (renames) durable; best effort, as not
+/// every platform can open a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 #[cfg(test)]
@@ -109,5 +259,44 @@ mod tests {
         assert_eq!(NodeId::of(&back.verifying_key()), id);
         assert_ne!(NodeId::of(&generate().verifying_key()), id);
         assert!(from_pem("not a key").is_err());
+    }
+
+    #[test]
+    fn a_rotated_node_keeps_its_id_and_a_crash_after_the_commit_is_finished() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a");
+        let made = crate::identity::init(&dir, "a").unwrap();
+        let first = read(&dir).unwrap();
+        let (second, history) = rotate(&dir, 1).unwrap();
+        assert_eq!(history.node_id, made.config.node_id);
+        assert_eq!(read(&dir).unwrap().verifying_key(), second.verifying_key());
+        assert_eq!(
+            history.keys().unwrap(),
+            vec![first.verifying_key(), second.verifying_key()]
+        );
+        assert!(crate::identity::load_config(&dir).is_ok());
+        assert!(!dir.join(NEXT).exists());
+
+        // A crash between the commit and the last rename.
+        let (third, _) = rotate(&dir, 2).unwrap();
+        std::fs::rename(dir.join(SIGNING), dir.join(NEXT)).unwrap();
+        write_over(&dir.join(SIGNING), &to_pem(&second).unwrap());
+        assert_eq!(read(&dir).unwrap().verifying_key(), third.verifying_key());
+        assert!(!dir.join(NEXT).exists());
+
+        // A crash before the commit: the stray key is not used.
+        write_over(&dir.join(NEXT), &to_pem(&generate()).unwrap());
+        assert_eq!(read(&dir).unwrap().verifying_key(), third.verifying_key());
+        let (fourth, history) = rotate(&dir, 3).unwrap();
+        assert_eq!(history.rotations.len(), 3);
+        assert_eq!(read(&dir).unwrap().verifying_key(), fourth.verifying_key());
+
+        // A key that belongs to no history is refused.
+        write_over(&dir.join(SIGNING), &to_pem(&generate()).unwrap());
+        assert!(read(&dir).is_err());
+    }
+
+    fn write_over(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
     }
 }

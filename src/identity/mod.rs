@@ -7,13 +7,16 @@
 //! * [`server`]: TLS 1.3 for the listeners (rustls), one trusted CA per role;
 //! * [`peers`]: the federation listener's peer trust, changed while the
 //!   node runs, and each peer's open connections (closed on revocation);
-//! * [`client`]: dialling a peer's federation listener with mTLS.
+//! * [`client`]: dialling a peer's federation listener with mTLS;
+//! * [`renew`]: new server and peer-client certificates from the node CA,
+//!   swapped in while the node serves.
 //!
 //! `hashfed init` lays a node directory out like this (keys owner-only):
 //!
 //! ```text
 //! DIR/hashfed.toml            name, node id, listen addresses
 //! DIR/keys/signing.pem        Ed25519 signing key (PKCS#8)
+//! DIR/keys/rotations.json     its first key and rotations (after `hashfed keys rotate`)
 //! DIR/tls/node-ca.{pem,key}   signs this node's server certificates; peers pin it
 //! DIR/tls/{federation,match,admin}.{pem,key}   one server certificate per listener
 //! DIR/tls/clients-ca.{pem,key}    issues local services' client certificates
@@ -28,6 +31,7 @@ pub mod dev;
 pub mod expiry;
 pub mod keys;
 pub mod peers;
+pub mod renew;
 pub mod roles;
 pub mod server;
 #[cfg(test)]
@@ -268,14 +272,10 @@ pub fn init_with(
         write_file(&tls_dir.join(format!("{stem}.pem")), &ck.cert, false)?;
         write_file(&tls_dir.join(format!("{stem}.key")), &ck.key, true)
     };
-    let ca_name = format!("hashfed node CA {name} {node_id}");
+    let ca_name = node_ca_name(name, node_id.as_str());
     let node_ca = tls::new_ca(&ca_name, CA_DAYS)?;
     save("node-ca", &node_ca)?;
-    let names = vec![
-        format!("{node_id}.hashfed"),
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-    ];
+    let names = server_names(node_id.as_str());
     for listener in ["federation", "match", "admin"] {
         let cert = tls::issue(&ca_name, &node_ca, &names, tls::Usage::Server, SERVER_DAYS)?;
         save(listener, &cert)?;
@@ -288,6 +288,21 @@ pub fn init_with(
     // older node gets it from `client::ensure_peer_client_cert`).
     client::issue_peer_client(&tls_dir, &ca_name, &node_ca, node_id.as_str())?;
     finish(dir, name, node_id, node_ca.cert, false)
+}
+
+/// The node CA's name (its certificate's subject) for node `name`/`node_id`.
+fn node_ca_name(name: &str, node_id: &str) -> String {
+    format!("hashfed node CA {name} {node_id}")
+}
+
+/// The names a node's server certificates carry: `<node id>.hashfed` (what
+/// peers dial it as) and loopback (local services and operators).
+fn server_names(node_id: &str) -> Vec<String> {
+    vec![
+        format!("{node_id}.hashfed"),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ]
 }
 
 /// Writes the configuration, the last file of a node directory.
@@ -316,7 +331,8 @@ fn finish(
     Ok(Initialized { config, node_ca })
 }
 
-/// Reads `DIR/hashfed.toml` and checks the node id against the signing key.
+/// Reads `DIR/hashfed.toml` and checks the node id against the node's
+/// first signing key (see [`keys::history`]).
 pub fn load_config(dir: &Path) -> Result<Config, IdentityError> {
     let path = dir.join("hashfed.toml");
     let text = fs::read_to_string(&path).map_err(io(&path))?;
@@ -324,15 +340,13 @@ pub fn load_config(dir: &Path) -> Result<Config, IdentityError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let key_path = dir.join("keys/signing.pem");
-    let key = keys::from_pem(&fs::read_to_string(&key_path).map_err(io(&key_path))?)?;
-    let derived = NodeId::of(&key.verifying_key());
-    if derived.as_str() != config.node_id {
+    let history = keys::history(dir)?;
+    if history.node_id != config.node_id {
         return Err(IdentityError::Config {
             path,
             message: format!(
-                "node_id {} does not belong to keys/signing.pem (which gives {derived})",
-                config.node_id
+                "node_id {} does not belong to the node's signing key (which gives {})",
+                config.node_id, history.node_id
             ),
         });
     }

@@ -17,7 +17,8 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
@@ -53,6 +54,14 @@ impl Listener {
             Listener::Federation => "federation",
             Listener::Match => "match",
             Listener::Admin => "admin",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Listener::Federation => 0,
+            Listener::Match => 1,
+            Listener::Admin => 2,
         }
     }
 }
@@ -96,29 +105,102 @@ fn trusted_cas(dir: &Path, listener: Listener) -> Vec<std::path::PathBuf> {
     }
 }
 
-/// The listener's TLS settings: TLS 1.3 only, the node's server
+/// The server certificates of a node's listeners as its TLS serves them.
+///
+/// Every handshake asks for the current certificate, so
+/// [`ServerCerts::reload`] (after `hashfed keys rotate` re-issued them)
+/// takes effect at the next handshake, without a restart and without
+/// touching open connections.
+#[derive(Clone)]
+pub struct ServerCerts {
+    dir: std::path::PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// Indexed by [`Listener::index`].
+    live: Arc<[Arc<LiveCert>; 3]>,
+}
+
+/// One listener's certificate and key, swapped whole.
+#[derive(Debug)]
+struct LiveCert(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for LiveCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl ServerCerts {
+    /// Reads the node's three server certificates and keys from `DIR/tls`.
+    pub fn load(dir: &Path) -> Result<Self, IdentityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let [f, m, a] = Self::read_all(dir, &provider)?;
+        let slot = |c| Arc::new(LiveCert(std::sync::RwLock::new(Arc::new(c))));
+        Ok(ServerCerts {
+            dir: dir.to_owned(),
+            provider,
+            live: Arc::new([slot(f), slot(m), slot(a)]),
+        })
+    }
+
+    /// Reads the files again and serves them from the next handshake on.
+    /// All three are read and checked before any is swapped, so a bad file
+    /// leaves every listener as it was.
+    pub fn reload(&self) -> Result<(), IdentityError> {
+        let fresh = Self::read_all(&self.dir, &self.provider)?;
+        for (slot, cert) in self.live.iter().zip(fresh) {
+            *slot.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(cert);
+        }
+        Ok(())
+    }
+
+    /// The DER of the certificate `listener` serves now.
+    pub fn current(&self, listener: Listener) -> Vec<u8> {
+        let cert = self.live[listener.index()]
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        cert.cert.first().map(|c| c.to_vec()).unwrap_or_default()
+    }
+
+    fn read_all(
+        dir: &Path,
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<[CertifiedKey; 3], IdentityError> {
+        let tls = dir.join("tls");
+        let one = |listener: Listener| -> Result<CertifiedKey, IdentityError> {
+            let path = tls.join(format!("{}.pem", listener.name()));
+            let chain = certificates(&path)?;
+            let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
+            CertifiedKey::from_der(chain, key, provider)
+                .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+        };
+        Ok([
+            one(Listener::Federation)?,
+            one(Listener::Match)?,
+            one(Listener::Admin)?,
+        ])
+    }
+}
+
+/// The listener's TLS settings: TLS 1.3 only, the node's current server
 /// certificate for `listener`, client certificates checked by `verifier`,
 /// HTTP/2.
 fn server_config(
-    dir: &Path,
+    certs: &ServerCerts,
     listener: Listener,
-    provider: Arc<rustls::crypto::CryptoProvider>,
     verifier: Arc<dyn ClientCertVerifier>,
 ) -> Result<tokio_rustls::TlsAcceptor, IdentityError> {
-    let tls = dir.join("tls");
-    let chain = certificates(&tls.join(format!("{}.pem", listener.name())))?;
-    let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(certs.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| IdentityError::Certificate(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| IdentityError::Certificate(e.to_string()))?;
+        .with_cert_resolver(certs.live[listener.index()].clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accepts TLS connections for one listener of the node in `dir`.
+/// Accepts TLS connections for one listener of a node.
 #[derive(Clone)]
 pub struct Acceptor {
     inner: tokio_rustls::TlsAcceptor,
@@ -132,8 +214,9 @@ impl Acceptor {
     ///
     /// For [`Listener::Federation`] this refuses every client: peers are
     /// admitted by [`Acceptor::federation`], from the peer registry.
-    pub fn new(dir: &Path, listener: Listener) -> Result<Self, IdentityError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+    pub fn new(certs: &ServerCerts, listener: Listener) -> Result<Self, IdentityError> {
+        let dir = certs.dir.as_path();
+        let provider = certs.provider.clone();
         let mut roots = RootCertStore::empty();
         for ca in trusted_cas(dir, listener) {
             for cert in certificates(&ca)? {
@@ -151,7 +234,7 @@ impl Acceptor {
                 .map_err(|e| IdentityError::Certificate(e.to_string()))?
         };
         Ok(Acceptor {
-            inner: server_config(dir, listener, provider, verifier)?,
+            inner: server_config(certs, listener, verifier)?,
             listener,
         })
     }
@@ -161,9 +244,11 @@ impl Acceptor {
     /// [`PeerTrust::replace`]), and yielding each connection as a
     /// [`PeerStream`] that knows its peer and is closed when the peer is
     /// revoked.
-    pub fn federation(dir: &Path, trust: PeerTrust) -> Result<FederationAcceptor, IdentityError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let inner = server_config(dir, Listener::Federation, provider, trust.verifier())?;
+    pub fn federation(
+        certs: &ServerCerts,
+        trust: PeerTrust,
+    ) -> Result<FederationAcceptor, IdentityError> {
+        let inner = server_config(certs, Listener::Federation, trust.verifier())?;
         Ok(FederationAcceptor { inner, trust })
     }
 

@@ -87,9 +87,10 @@ pub async fn listen(
 ) {
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = tcp.local_addr().unwrap();
-    let incoming = Acceptor::federation(&node.dir, trust)
-        .unwrap()
-        .incoming(tcp);
+    let incoming =
+        Acceptor::federation(&super::server::ServerCerts::load(&node.dir).unwrap(), trust)
+            .unwrap()
+            .incoming(tcp);
     (addr, incoming)
 }
 

@@ -401,6 +401,19 @@ impl Metrics {
         *self.certificates.lock().unwrap_or_else(|p| p.into_inner()) = expiries;
     }
 
+    /// Reads the expiry dates of the certificates of the node in `dir` (at
+    /// start, and after a renewal); an unreadable certificate is logged.
+    pub fn load_certificate_expiries(&self, dir: &std::path::Path) {
+        match crate::identity::expiry::expiries(dir) {
+            Ok(all) => self.set_certificate_expiries(
+                all.into_iter()
+                    .map(|e| (e.name.to_owned(), e.not_after))
+                    .collect(),
+            ),
+            Err(e) => tracing::warn!(error = %e, "certificate expiry dates not readable"),
+        }
+    }
+
     /// The metrics in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);

@@ -79,6 +79,10 @@ pub enum Action {
     SetReceived,
     /// Feedback about one of this node's entries arrived from a peer.
     FeedbackReceived,
+    /// This node rotated its signing key or renewed its certificates.
+    KeysRotated,
+    /// A peer's key rotation was learnt (from it or a relay).
+    PeerKeyRotated,
 }
 
 /// One audit record.

@@ -10,9 +10,11 @@
 //! * [`record`]: log records and their canonical bytes, chain digests;
 //! * [`signed`]: what an origin signs (checkpoints over the chain, set
 //!   configurations) and how receivers check it;
-//! * [`audit`]: audit records and their hash chain.
+//! * [`audit`]: audit records and their hash chain;
+//! * [`keychain`]: a node's signing keys over time (rotation statements).
 
 pub mod audit;
+pub mod keychain;
 pub mod record;
 pub mod set;
 pub mod signal;

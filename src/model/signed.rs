@@ -17,6 +17,10 @@
 //! signed too, with a version number, so a relay can neither widen the
 //! policy (say, turn re-sharing on) nor replay an older one.
 //!
+//! Signatures verify against every key of the signer's chain (see
+//! [`super::keychain`]), so rotating a key leaves what was signed before
+//! valid.
+//!
 //! Every statement starts with its own domain-separation prefix, so a
 //! signature over one kind can never be passed off as another.
 
@@ -86,12 +90,13 @@ pub fn info_statement(version: u64, json: &str) -> Vec<u8> {
 }
 
 impl SignedInfo {
-    /// Checks the signature with `key` and returns the configuration.
-    pub fn verify(&self, key: &VerifyingKey) -> Result<SetInfo, SignatureError> {
+    /// Checks the signature with any of the origin's `keys` and returns
+    /// the configuration.
+    pub fn verify(&self, keys: &[VerifyingKey]) -> Result<SetInfo, SignatureError> {
         let signature: [u8; 64] = super::signal::decode_hex(&self.signature)
             .and_then(|b| b.try_into().ok())
             .ok_or(SignatureError::Malformed)?;
-        verify(key, &info_statement(self.version, &self.json), &signature)?;
+        verify_any(keys, &info_statement(self.version, &self.json), &signature)?;
         serde_json::from_str(&self.json).map_err(|e| SignatureError::BadInfo(e.to_string()))
     }
 }
@@ -106,27 +111,47 @@ pub fn verify(
         .map_err(|_| SignatureError::Invalid)
 }
 
-/// Checks a checkpoint for `set` with the origin's key.
+/// Checks a signature against every key of a node's chain (see
+/// [`super::keychain`]), newest first: what a node signed before rotating
+/// its key stays valid.
+pub fn verify_any(
+    keys: &[VerifyingKey],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), SignatureError> {
+    if keys
+        .iter()
+        .rev()
+        .any(|key| verify(key, message, signature).is_ok())
+    {
+        Ok(())
+    } else {
+        Err(SignatureError::Invalid)
+    }
+}
+
+/// Checks a checkpoint for `set` with any of the origin's keys.
 pub fn verify_checkpoint(
-    key: &VerifyingKey,
+    keys: &[VerifyingKey],
     set: &SetId,
     checkpoint: &Checkpoint,
 ) -> Result<(), SignatureError> {
-    verify(
-        key,
+    verify_any(
+        keys,
         &checkpoint_statement(set, checkpoint.seq, &checkpoint.digest),
         &checkpoint.signature,
     )
 }
 
-/// Checks the node's signature over its audit log's head.
+/// Checks the node's signature over its audit log's head with any of its
+/// keys.
 pub fn verify_audit_head(
-    key: &VerifyingKey,
+    keys: &[VerifyingKey],
     seq: u64,
     digest: &[u8; 32],
     signature: &[u8; 64],
 ) -> Result<(), SignatureError> {
-    verify(key, &super::audit::head_statement(seq, digest), signature)
+    verify_any(keys, &super::audit::head_statement(seq, digest), signature)
 }
 
 /// A public key from its 32 bytes.
@@ -175,12 +200,12 @@ impl FeedbackNote {
         m
     }
 
-    /// Checks the reporter's signature with its key.
-    pub fn verify(&self, key: &VerifyingKey) -> Result<(), SignatureError> {
+    /// Checks the reporter's signature with any of its keys.
+    pub fn verify(&self, keys: &[VerifyingKey]) -> Result<(), SignatureError> {
         let signature: [u8; 64] = super::signal::decode_hex(&self.signature)
             .and_then(|b| b.try_into().ok())
             .ok_or(SignatureError::Malformed)?;
-        verify(key, &self.statement(), &signature)
+        verify_any(keys, &self.statement(), &signature)
     }
 }
 
@@ -189,16 +214,39 @@ pub struct Signer {
     origin: String,
     node_id: String,
     key: SigningKey,
+    /// Every key the node has had, oldest first, ending with `key`'s.
+    keys: Vec<VerifyingKey>,
 }
 
 impl Signer {
     /// The signer of node `node_id` for sets named `<origin>/...`.
     pub fn new(origin: &str, node_id: &str, key: SigningKey) -> Self {
+        let keys = vec![key.verifying_key()];
         Signer {
             origin: origin.to_owned(),
             node_id: node_id.to_owned(),
             key,
+            keys,
         }
+    }
+
+    /// As [`Signer::new`] for a node whose key was rotated: `earlier` are
+    /// its previous keys, oldest first (what it signed with them still
+    /// verifies here).
+    pub fn with_history(mut self, earlier: &[VerifyingKey]) -> Self {
+        let current = self.key.verifying_key();
+        self.keys = earlier
+            .iter()
+            .copied()
+            .filter(|k| *k != current)
+            .chain(std::iter::once(current))
+            .collect();
+        self
+    }
+
+    /// Every key of this node, oldest first; the last signs from now on.
+    pub fn public_keys(&self) -> &[VerifyingKey] {
+        &self.keys
     }
 
     /// The node id.
@@ -280,7 +328,7 @@ mod tests {
         let s = signer();
         let set = SetId::new("hotline-a", "x").unwrap();
         let cp = s.checkpoint(&set, 5, [1; 32]);
-        let key = s.public_key();
+        let key = [s.public_key()];
         assert!(verify_checkpoint(&key, &set, &cp).is_ok());
         let other = SetId::new("hotline-a", "y").unwrap();
         assert_eq!(
@@ -299,7 +347,7 @@ mod tests {
         ] {
             assert!(verify_checkpoint(&key, &set, &changed).is_err());
         }
-        let stranger = SigningKey::from_bytes(&[8; 32]).verifying_key();
+        let stranger = [SigningKey::from_bytes(&[8; 32]).verifying_key()];
         assert!(verify_checkpoint(&stranger, &set, &cp).is_err());
     }
 
@@ -309,21 +357,21 @@ mod tests {
         let mut info = SetInfo::new(SetId::new("hotline-a", "x").unwrap());
         info.policy.reshare = false;
         let signed = s.info(&info, 3).unwrap();
-        assert_eq!(signed.verify(&s.public_key()).unwrap(), info);
+        assert_eq!(signed.verify(s.public_keys()).unwrap(), info);
         let widened = SignedInfo {
             json: signed.json.replace("\"reshare\":false", "\"reshare\":true"),
             ..signed.clone()
         };
         assert_ne!(widened.json, signed.json);
         assert_eq!(
-            widened.verify(&s.public_key()),
+            widened.verify(s.public_keys()),
             Err(SignatureError::Invalid)
         );
         let replayed = SignedInfo {
             version: 4,
             ..signed.clone()
         };
-        assert!(replayed.verify(&s.public_key()).is_err());
+        assert!(replayed.verify(s.public_keys()).is_err());
         assert!(format!("{s:?}").contains("hotline-a"));
     }
 
@@ -340,11 +388,28 @@ mod tests {
             signature: String::new(),
         });
         assert_eq!(note.reporter, "node-a");
-        assert!(note.verify(&s.public_key()).is_ok());
+        assert!(note.verify(s.public_keys()).is_ok());
         let changed = FeedbackNote {
             verdict: "confirmed".into(),
             ..note.clone()
         };
-        assert!(changed.verify(&s.public_key()).is_err());
+        assert!(changed.verify(s.public_keys()).is_err());
+    }
+
+    #[test]
+    fn what_an_old_key_signed_verifies_after_a_rotation() {
+        let old = signer();
+        let set = SetId::new("hotline-a", "x").unwrap();
+        let before = old.checkpoint(&set, 1, [1; 32]);
+        let rotated = Signer::new("hotline-a", "node-a", SigningKey::from_bytes(&[9; 32]))
+            .with_history(old.public_keys());
+        assert_eq!(rotated.public_keys().len(), 2);
+        let after = rotated.checkpoint(&set, 2, [2; 32]);
+        for cp in [&before, &after] {
+            assert!(verify_checkpoint(rotated.public_keys(), &set, cp).is_ok());
+        }
+        // A receiver that knows only the old key cannot take the new one's
+        // word for it: it must learn the chain first.
+        assert!(verify_checkpoint(old.public_keys(), &set, &after).is_err());
     }
 }

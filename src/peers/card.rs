@@ -2,8 +2,9 @@
 //!
 //! A card is public: the node's name and id, where its federation listener
 //! is, its node CA (which the other side pins for TLS) and its Ed25519
-//! signing key (which checks the records it originates). The node id is
-//! derived from the signing key, so a card whose id and key disagree is
+//! signing keys (which check the records it originates): its first key and
+//! the rotations since (see [`crate::model::keychain`]). The node id is
+//! derived from the first key, so a card whose id and key disagree is
 //! refused: nobody can hand out a card claiming another node's id.
 
 use std::path::Path;
@@ -11,9 +12,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::PeerError;
-use crate::identity::NodeId;
-use crate::model::signal::decode_hex;
-use crate::model::signed::verifying_key;
+use crate::identity::keys::KeyHistory;
+use crate::model::keychain::KeyRotation;
 
 /// Largest card accepted (a CA certificate is about 600 bytes).
 pub const MAX_CARD_BYTES: usize = 16 << 10;
@@ -28,10 +28,13 @@ pub struct PeerCard {
     pub node_id: String,
     /// `host:port` of its federation listener.
     pub endpoint: String,
-    /// Its Ed25519 public key, hex.
+    /// Its first Ed25519 public key, hex (its node id derives from it).
     pub signing_key: String,
     /// Its node CA certificate, PEM.
     pub ca: String,
+    /// Its signing key's rotations since `signing_key`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rotations: Vec<KeyRotation>,
 }
 
 impl PeerCard {
@@ -45,7 +48,7 @@ impl PeerCard {
                     .into(),
             ));
         }
-        let key = crate::identity::keys::read(dir)?;
+        let history = crate::identity::keys::history(dir)?;
         let ca_path = dir.join("tls/node-ca.pem");
         let ca = std::fs::read_to_string(&ca_path).map_err(|source| PeerError::Io {
             path: ca_path,
@@ -55,8 +58,9 @@ impl PeerCard {
             name: config.name,
             node_id: config.node_id,
             endpoint: endpoint.to_owned(),
-            signing_key: crate::signal::exact::to_hex(key.verifying_key().as_bytes()),
+            signing_key: history.first_key,
             ca,
+            rotations: history.rotations,
         };
         card.check()?;
         Ok(card)
@@ -85,13 +89,30 @@ impl PeerCard {
         ))
     }
 
-    /// The signing key's 32 bytes.
-    pub fn key(&self) -> Result<ed25519_dalek::VerifyingKey, PeerError> {
-        decode_hex(&self.signing_key)
-            .and_then(|b| verifying_key(&b).ok())
-            .ok_or_else(|| {
-                PeerError::Invalid("signing_key must be 64 hex digits of an Ed25519 key".into())
-            })
+    /// Its key history, as the card carries it (unchecked).
+    pub fn history(&self) -> KeyHistory {
+        KeyHistory {
+            node_id: self.node_id.clone(),
+            first_key: self.signing_key.clone(),
+            rotations: self.rotations.clone(),
+        }
+    }
+
+    /// Every signing key it has had, oldest first (the last signs now),
+    /// after checking the node id against the first and each rotation.
+    pub fn keys(&self) -> Result<Vec<ed25519_dalek::VerifyingKey>, PeerError> {
+        self.history()
+            .keys()
+            .map_err(|e| PeerError::Invalid(format!("peer card of {:?}: {e}", self.name)))
+    }
+
+    /// The card without its key history: what identifies the node and
+    /// where to reach it.
+    pub fn identity(&self) -> PeerCard {
+        PeerCard {
+            rotations: Vec::new(),
+            ..self.clone()
+        }
     }
 
     fn check(&self) -> Result<(), PeerError> {
@@ -107,13 +128,7 @@ impl PeerCard {
                 self.name.chars().take(80).collect::<String>()
             )));
         }
-        let derived = NodeId::of(&self.key()?);
-        if derived.as_str() != self.node_id {
-            return Err(PeerError::Invalid(format!(
-                "node_id {:?} does not belong to the card's signing key (which gives {derived})",
-                self.node_id.chars().take(40).collect::<String>()
-            )));
-        }
+        self.keys()?;
         check_endpoint(&self.endpoint)?;
         if !self.ca.contains("-----BEGIN CERTIFICATE-----") {
             return Err(PeerError::Invalid("ca must be a PEM certificate".into()));
@@ -167,7 +182,7 @@ mod tests {
         assert!(PeerCard::parse(&forged.to_toml().unwrap())
             .unwrap_err()
             .to_string()
-            .contains("does not belong"));
+            .contains("does not derive"));
         for endpoint in ["nohost", "h:99999", ":1", "a b:1"] {
             let bad = PeerCard {
                 endpoint: endpoint.into(),
@@ -182,5 +197,22 @@ mod tests {
         assert!(PeerCard::parse(&"x".repeat(MAX_CARD_BYTES + 1)).is_err());
         let extra = format!("{text}\nsurprise = 1\n");
         assert!(PeerCard::parse(&extra).is_err());
+    }
+
+    #[test]
+    fn a_rotated_nodes_card_carries_its_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a");
+        crate::identity::init(&dir, "hotline-a").unwrap();
+        let before = PeerCard::of_node(&dir, "127.0.0.1:7701").unwrap();
+        let (key, _) = crate::identity::keys::rotate(&dir, 5).unwrap();
+        let card = PeerCard::of_node(&dir, "127.0.0.1:7701").unwrap();
+        assert_eq!(card.node_id, before.node_id);
+        assert_eq!(card.identity(), before);
+        let parsed = PeerCard::parse(&card.to_toml().unwrap()).unwrap();
+        assert_eq!(parsed.keys().unwrap().last(), Some(&key.verifying_key()));
+        let mut forged = card.clone();
+        forged.rotations[0].time_ms += 1;
+        assert!(PeerCard::parse(&forged.to_toml().unwrap()).is_err());
     }
 }

@@ -11,7 +11,9 @@
 //! `<its name>/...` are checked against its signing key, whichever node
 //! relays them. A node can therefore hold the card of an origin it never
 //! connects to (no grants), just to trust that origin's sets arriving
-//! through a relay.
+//! through a relay. When an origin rotates its key, the statement signed
+//! by its old key reaches us in manifests (from it or any relay) and
+//! extends its card here ([`PeerRegistry::learn_keys`]).
 //!
 //! The registry lives in `DIR/peers.toml`, rewritten atomically (temporary
 //! file, fsync, rename) on every change; the running node owns it, and the
@@ -28,8 +30,10 @@ use serde::{Deserialize, Serialize};
 
 pub use card::PeerCard;
 
+use crate::identity::keys::KeyHistory;
 use crate::identity::peers::TrustedPeer;
 use crate::identity::{Config, IdentityError};
+use crate::model::keychain::{self, merge};
 use crate::model::SetId;
 
 /// Why a peer operation failed.
@@ -121,6 +125,16 @@ impl Peer {
     /// Its name.
     pub fn name(&self) -> &str {
         &self.card.name
+    }
+
+    /// Whether `other` is this peer, at most with more key rotations
+    /// learnt (nothing a running sync with it must restart for).
+    pub fn same_but_keys(&self, other: &Peer) -> bool {
+        let plain = |p: &Peer| Peer {
+            card: p.card.identity(),
+            ..p.clone()
+        };
+        plain(self) == plain(other)
     }
 
     /// Whether it is active.
@@ -232,13 +246,51 @@ impl PeerRegistry {
             .cloned()
     }
 
-    /// The signing key of the origin named `origin`, if it is a known,
-    /// active peer.
-    pub fn origin_key(&self, origin: &str) -> Option<ed25519_dalek::VerifyingKey> {
+    /// The signing keys (oldest first) of the origin named `origin`, if it
+    /// is a known, active peer.
+    pub fn origin_keys(&self, origin: &str) -> Option<Vec<ed25519_dalek::VerifyingKey>> {
         self.read()
             .get(origin)
             .filter(|p| p.active())
-            .and_then(|p| p.card.key().ok())
+            .and_then(|p| p.card.keys().ok())
+    }
+
+    /// Learns a peer's key rotations from `history`, whoever passed it on:
+    /// it must start at the key the peer's card starts at, verify, and
+    /// extend what we know (a fork is refused). Returns the peer's name
+    /// when something was learnt; a history of a node we do not know is
+    /// ignored.
+    pub fn learn_keys(&self, history: &KeyHistory) -> Result<Option<String>, PeerError> {
+        let Some(known) = self.by_node_id(&history.node_id) else {
+            return Ok(None);
+        };
+        if known.card.signing_key != history.first_key {
+            return Err(PeerError::Invalid(format!(
+                "key history of {} starts at another key than its card",
+                known.name()
+            )));
+        }
+        let fork = |e: keychain::ChainError| PeerError::Conflict(format!("{}: {e}", known.name()));
+        // Cheap comparisons first: manifests repeat what we know.
+        if merge(&known.card.rotations, &history.rotations)
+            .map_err(fork)?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        history
+            .keys()
+            .map_err(|e| PeerError::Invalid(format!("key history of {}: {e}", known.name())))?;
+        self.change(|peers| {
+            let peer = peers
+                .values_mut()
+                .find(|p| p.card.node_id == history.node_id)
+                .ok_or_else(|| PeerError::Unknown(known.name().to_owned()))?;
+            if let Some(longer) = merge(&peer.card.rotations, &history.rotations).map_err(fork)? {
+                peer.card.rotations = longer;
+            }
+            Ok(Some(peer.name().to_owned()))
+        })
     }
 
     /// What the federation listener's TLS trusts: every peer, active or not
@@ -283,7 +335,7 @@ impl PeerRegistry {
                 if same.status == PeerStatus::Revoked {
                     return Err(PeerError::Revoked(same.card.name.clone()));
                 }
-                if same.card != card {
+                if same.card.identity() != card.identity() {
                     return Err(PeerError::Conflict(format!(
                         "node {} is already a peer as {:?} with another card; revoke it first",
                         card.node_id, same.card.name
@@ -294,6 +346,13 @@ impl PeerRegistry {
                     "another node is already a peer under the name {:?}",
                     card.name
                 )));
+            }
+            // A card may be older or newer than what we learnt since.
+            let mut card = card;
+            if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
+                card.rotations = merge(&same.card.rotations, &card.rotations)
+                    .map_err(|e| PeerError::Conflict(format!("{}: {e}", card.name)))?
+                    .unwrap_or_else(|| same.card.rotations.clone());
             }
             let peer = Peer {
                 status: peers
@@ -427,12 +486,12 @@ mod tests {
         let set: SetId = "a/list".parse().unwrap();
         assert!(reg.get("b").unwrap().sends(&set));
         assert!(!reg.get("b").unwrap().sends(&"c/list".parse().unwrap()));
-        assert!(reg.origin_key("b").is_some());
+        assert!(reg.origin_keys("b").is_some());
         assert!(reg.add(b.clone(), vec!["../x".into()], vec![], 1).is_err());
 
         reg.set_status("b", PeerStatus::Suspended).unwrap();
         assert!(!reg.get("b").unwrap().sends(&set));
-        assert!(reg.origin_key("b").is_none());
+        assert!(reg.origin_keys("b").is_none());
         assert!(!reg.trusted()[0].active);
 
         let again = PeerRegistry::open(&dir, &config).unwrap();
@@ -450,6 +509,40 @@ mod tests {
             again.set_status("nobody", PeerStatus::Active),
             Err(PeerError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn rotations_are_learnt_kept_and_forks_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dir, config, _) = node(tmp.path(), "a");
+        let (b_dir, _, old_card) = node(tmp.path(), "b");
+        let reg = PeerRegistry::open(&dir, &config).unwrap();
+        reg.add(old_card.clone(), vec![], vec!["b/*".into()], 1)
+            .unwrap();
+        let first = crate::identity::keys::read(&b_dir).unwrap();
+        let (key, history) = crate::identity::keys::rotate(&b_dir, 7).unwrap();
+        assert_eq!(reg.learn_keys(&history).unwrap(), Some("b".to_owned()));
+        assert_eq!(reg.learn_keys(&history).unwrap(), None);
+        let keys = reg.origin_keys("b").unwrap();
+        assert_eq!(keys.last(), Some(&key.verifying_key()));
+        // The old card again (say, re-added from a file): what was learnt stays.
+        reg.add(old_card, vec![], vec!["b/*".into()], 2).unwrap();
+        assert_eq!(reg.origin_keys("b").unwrap().len(), 2);
+        let again = PeerRegistry::open(&dir, &config).unwrap();
+        assert_eq!(again.origin_keys("b").unwrap().len(), 2);
+        // Someone else's statement, or a fork by a leaked old key.
+        let mut forged = history.clone();
+        forged.rotations[0].time_ms += 1;
+        assert!(again.learn_keys(&forged).is_err());
+        let elsewhere = crate::identity::keys::generate().verifying_key();
+        let mut fork = history.clone();
+        fork.rotations[0] =
+            crate::model::keychain::rotate(&history.node_id, &first, 1, &elsewhere, 8);
+        assert!(matches!(
+            again.learn_keys(&fork),
+            Err(PeerError::Conflict(_))
+        ));
+        assert_eq!(again.origin_keys("b").unwrap().len(), 2);
     }
 
     #[test]

@@ -222,14 +222,7 @@ impl Node {
     ) -> Result<Node, ServerError> {
         let metrics = Arc::new(Metrics::new(METHODS));
         db.set_flood_limits(config.quarantine.clone());
-        match crate::identity::expiry::expiries(dir) {
-            Ok(all) => metrics.set_certificate_expiries(
-                all.into_iter()
-                    .map(|e| (e.name.to_owned(), e.not_after))
-                    .collect(),
-            ),
-            Err(e) => tracing::warn!(error = %e, "certificate expiry dates not readable"),
-        }
+        metrics.load_certificate_expiries(dir);
         db.set_match_retention(config.retention.match_days);
         let (stop, stopped) = watch::channel(false);
         let shutdown = move || {
@@ -306,7 +299,8 @@ impl Node {
         // revoked.
         let tcp = bind("federation", &config.listen.federation).await?;
         let federation_addr = local_addr("federation", &tcp)?;
-        let incoming = Acceptor::federation(dir, federation.trust().clone())?.incoming(tcp);
+        let incoming =
+            Acceptor::federation(federation.certs(), federation.trust().clone())?.incoming(tcp);
         serve!(
             "federation",
             builder()
@@ -323,7 +317,7 @@ impl Node {
         // Match over mTLS, and over a Unix socket if configured.
         let tcp = bind("match", &config.listen.match_).await?;
         let match_addr = local_addr("match", &tcp)?;
-        let incoming = Acceptor::new(dir, Listener::Match)?.incoming(tcp);
+        let incoming = Acceptor::new(federation.certs(), Listener::Match)?.incoming(tcp);
         serve!("match", match_router()?, incoming);
         let match_socket = match &config.listen.match_socket {
             Some(path) => {
@@ -342,7 +336,7 @@ impl Node {
         // Admin over mTLS, and over the owner's Unix socket.
         let tcp = bind("admin", &config.listen.admin).await?;
         let admin_addr = local_addr("admin", &tcp)?;
-        let incoming = Acceptor::new(dir, Listener::Admin)?.incoming(tcp);
+        let incoming = Acceptor::new(federation.certs(), Listener::Admin)?.incoming(tcp);
         serve!("admin", admin_router()?, incoming);
         let socket_path = admin_socket(dir);
         if let Some(run) = socket_path.parent() {

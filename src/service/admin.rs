@@ -521,6 +521,42 @@ impl Admin for AdminService {
         .map(Response::new)
     }
 
+    async fn rotate_keys(
+        &self,
+        request: Request<proto::RotateKeysRequest>,
+    ) -> Result<Response<proto::RotateKeysResponse>, Status> {
+        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        let req = request.into_inner();
+        if !req.signing && !req.tls {
+            return Err(Status::invalid_argument(
+                "nothing to rotate: ask for the signing key, the certificates or both",
+            ));
+        }
+        blocking(move || {
+            let out = fed.rotate_keys(req.signing, req.tls)?;
+            let mut detail = Vec::new();
+            if req.signing {
+                detail.push(format!(
+                    "signing key {} ({})",
+                    out.key_number, out.signing_key
+                ));
+            }
+            if req.tls {
+                detail.push(format!("certificates {}", out.certificates.join(", ")));
+            }
+            audit(
+                &db,
+                &actor,
+                Action::KeysRotated,
+                &out.node_id,
+                &detail.join("; "),
+            )?;
+            Ok(out)
+        })
+        .await
+        .map(Response::new)
+    }
+
     async fn list_peers(
         &self,
         _request: Request<proto::ListPeersRequest>,

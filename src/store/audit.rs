@@ -139,7 +139,7 @@ impl Store {
         if let Some(signer) = signer {
             check.head_signed = Some(match head.signature {
                 Some(sig) => {
-                    verify_audit_head(&signer.public_key(), head.seq, &head.digest, &sig).is_ok()
+                    verify_audit_head(signer.public_keys(), head.seq, &head.digest, &sig).is_ok()
                 }
                 None => head.seq == 0,
             });

@@ -699,7 +699,7 @@ fn replay_log(a: &Running, dir: &Path, set: &SetId) -> anyhow::Result<Replay> {
         .signed_info
         .clone()
         .ok_or_else(|| anyhow!("{set} on a is not signed"))?;
-    let key = PeerCard::of_node(&a.dir, "127.0.0.1:0")?.key()?;
+    let key = PeerCard::of_node(&a.dir, "127.0.0.1:0")?.keys()?;
 
     let started = Instant::now();
     let records: Vec<Vec<u8>> =
