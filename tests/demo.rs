@@ -34,6 +34,7 @@ fn the_federation_demo_walks_every_step_and_cleans_up() {
         "[feedback]",
         "[retract]",
         "[no match]",
+        "[rotate]",
         "[verify]",
         "[stop]",
     ] {
@@ -43,6 +44,8 @@ fn the_federation_demo_walks_every_step_and_cleans_up() {
         "hotline-a → hotline-b → provider: all 4 matchable after",
         "PDQ distance 0 and MD5 exact",
         "via hotline-b",
+        "analyst-0 may not confirm their own entry",
+        "learnt the key through hotline-b",
         "→ no match",
         "equal",
         "every step behaved as expected",

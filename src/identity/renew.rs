@@ -63,10 +63,18 @@ fn files(tls_dir: &Path, stem: &str) -> [(std::path::PathBuf, std::path::PathBuf
 /// the node directory owned by this process.
 pub fn recover(dir: &Path) -> Result<(), IdentityError> {
     let tls_dir = dir.join("tls");
-    let marker = tls_dir.join(MARKER);
-    let committed = marker.is_file();
+    let committed = tls_dir.join(MARKER).is_file();
+    if committed {
+        tracing::warn!("finishing a certificate renewal interrupted after its commit");
+    }
+    roll(&tls_dir, committed)
+}
+
+/// Renames the staged files over the old ones and removes the marker
+/// (`committed`), or removes the staged files.
+fn roll(tls_dir: &Path, committed: bool) -> Result<(), IdentityError> {
     for stem in LEAVES {
-        for (path, staged, _) in files(&tls_dir, stem) {
+        for (path, staged, _) in files(tls_dir, stem) {
             if !staged.exists() {
                 continue;
             }
@@ -78,9 +86,8 @@ pub fn recover(dir: &Path) -> Result<(), IdentityError> {
         }
     }
     if committed {
-        tracing::warn!("finished a certificate renewal interrupted after its commit");
-        sync_dir(&tls_dir);
-        remove_if_there(&marker)?;
+        sync_dir(tls_dir);
+        remove_if_there(&tls_dir.join(MARKER))?;
     }
     Ok(())
 }
@@ -122,10 +129,9 @@ pub fn renew(dir: &Path) -> Result<Vec<&'static str>, IdentityError> {
             write_file(&staged, text, secret)?;
         }
     }
-    let marker = tls_dir.join(MARKER);
-    write_file(&marker, "", false)?;
+    write_file(&tls_dir.join(MARKER), "", false)?;
     sync_dir(&tls_dir);
-    recover(dir)?;
+    roll(&tls_dir, true)?;
     Ok(issued.into_iter().map(|(stem, _)| stem).collect())
 }
 

@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 use hashfed::database::{now_ms, Database};
 use hashfed::identity::roles::{issue_client, ClientRole};
-use hashfed::model::{Attestation, EntryData, EntryId, SetId, SetInfo, Signal, SignalType};
+use hashfed::model::{EntryData, SetId, SetInfo, Signal, SignalType};
 use hashfed::peers::PeerCard;
 use hashfed::server::Node;
 use hashfed::service::proto;
 use hashfed::service::proto::match_client::MatchClient;
 use hashfed::signal::content::{hash_image, HashOptions};
 use hashfed::signal::pdq::{PdqHasher, DEFAULT_MATCH_THRESHOLD};
-use hashfed::store::{Change, Outcome, StoreOptions};
+use hashfed::store::{Change, Confirmed, StoreOptions};
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -469,6 +469,7 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     // The origin's set, with a signed policy that lets hotline-b relay it.
     let t = Instant::now();
     a.db.create_set(SetInfo::new(set.clone()))?;
+    a.db.store().set_vetting(&set, 2)?;
     a.fed()
         .set_policy(proto::SetPolicyRequest {
             set: SET.into(),
@@ -507,55 +508,27 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
         ),
     );
 
-    // Publish: three PDQ hashes and the MD5 of stand-in #2's file, each
-    // with two reviewers' confirmations.
-    let vetting = || {
-        let time_ms = now_ms();
-        vec![
-            Attestation {
-                reviewer: "analyst-1".into(),
-                time_ms,
-            },
-            Attestation {
-                reviewer: "analyst-2".into(),
-                time_ms,
-            },
-        ]
-    };
+    // Publish: three PDQ hashes and the MD5 of stand-in #2's file, put up
+    // for vetting by one analyst; they enter the signed log only once two
+    // others confirmed them.
     let mut signals: Vec<Signal> = images.iter().map(|i| i.pdq.clone()).collect();
     signals.push(images[1].md5.clone());
-    let changes: Vec<Change> = signals
-        .iter()
-        .map(|signal| {
-            Change::Add(EntryData {
-                signal: signal.clone(),
-                labels: vec!["A1".into()],
-                external_id: None,
-                vetting: vetting(),
-            })
-        })
-        .collect();
-    let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
-    let published = Instant::now();
-    let applied = a.db.apply(&set, &changes)?;
-    let write = published.elapsed();
-    let added = applied
-        .outcomes
-        .iter()
-        .filter(|o| matches!(o, Outcome::Added(_)))
-        .count();
+    let mut ids = Vec::with_capacity(signals.len());
+    for signal in &signals {
+        let data = EntryData {
+            signal: signal.clone(),
+            labels: vec!["A1".into()],
+            external_id: None,
+            vetting: Vec::new(),
+        };
+        ids.push(a.db.store().submit(&set, data, "analyst-0", now_ms())?.id);
+    }
+    let (pending_seq, _) = a.head(&set);
+    let pending = a.db.store().pending(Some(&set))?.len();
     ensure!(
-        added == signals.len(),
-        "publish: {added} of {} entries added ({:?})",
-        signals.len(),
-        applied.outcomes
+        pending == signals.len() && pending_seq == 0,
+        "publish: {pending} pending, head seq {pending_seq}"
     );
-    let all_matchable = |db: &Database| signals.iter().all(|s| matchable(db, &set, s));
-    let (on_b, on_p) = tokio::join!(
-        until(&b.db, b_changes, published, all_matchable),
-        until(&p.db, p_changes, published, all_matchable),
-    );
-    let (a_seq, a_digest) = a.head(&set);
     let listed: Vec<String> = signals
         .iter()
         .map(|s| format!("{} {}", s.kind().name(), short(&s.value_hex(), 8)))
@@ -563,15 +536,38 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     step(
         "publish",
         format_args!(
-            "hotline-a appends {} entries to {SET}, label A1: {}; signed, head seq {a_seq} ({})",
+            "analyst-0 submits {} entries to {SET}, label A1: {}; pending, not in the log \
+             (head seq {pending_seq})",
             signals.len(),
-            listed.join(", "),
-            ms(write)
+            listed.join(", ")
         ),
     );
 
-    // Vet: the confirmations travel inside the signed records.
-    let first = EntryId::derive(&set, &images[0].pdq);
+    // Vet: the submitter may not confirm; two other analysts do, and the
+    // confirmations travel inside the signed records.
+    let own = a.db.confirm(&ids[0], "analyst-0");
+    ensure!(own.is_err(), "vet: the submitter confirmed their own entry");
+    for id in &ids {
+        a.db.confirm(id, "analyst-1")?;
+    }
+    let still = a.head(&set).0;
+    ensure!(still == 0, "vet: one confirmation put entries in the log");
+    let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
+    let published = Instant::now();
+    for id in &ids {
+        ensure!(
+            matches!(a.db.confirm(id, "analyst-2")?, Confirmed::Vetted(..)),
+            "vet: entry {id} not vetted after two confirmations"
+        );
+    }
+    let write = published.elapsed();
+    let all_matchable = |db: &Database| signals.iter().all(|s| matchable(db, &set, s));
+    let (on_b, on_p) = tokio::join!(
+        until(&b.db, b_changes, published, all_matchable),
+        until(&p.db, p_changes, published, all_matchable),
+    );
+    let (a_seq, a_digest) = a.head(&set);
+    let first = ids[0];
     let reviewers = |n: &DemoNode| -> anyhow::Result<Vec<String>> {
         let entry =
             n.db.store()
@@ -596,9 +592,11 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     step(
         "vet",
         format_args!(
-            "every entry carries two distinct reviewers' confirmations ({}), inside the signed \
-             record; enforcing two-person vetting as a workflow comes with governance",
-            at_origin.join(" and ")
+            "analyst-0 may not confirm their own entry (refused); with analyst-1 alone nothing \
+             enters the log; with {}, all {} enter it, signed, head seq {a_seq} ({})",
+            at_origin.join(" and "),
+            signals.len(),
+            ms(write)
         ),
     );
 
@@ -850,6 +848,63 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
         ),
     );
     drop(client);
+
+    // Keys over time: hotline-a rotates its signing key and renews its
+    // certificates while serving; what the new key signs verifies
+    // downstream, the provider learning the key through hotline-b.
+    let rotated = a
+        .fed()
+        .rotate_keys(true, true)
+        .map_err(|s| anyhow!("rotate: {}", s.message()))?;
+    let extra = Signal::from_bytes(
+        SignalType::Pdq,
+        blake3::hash(b"hashfed demo: an entry after the rotation")
+            .as_bytes()
+            .to_vec(),
+    )?;
+    let data = EntryData {
+        signal: extra.clone(),
+        labels: vec!["A1".into()],
+        external_id: None,
+        vetting: Vec::new(),
+    };
+    let id = a.db.store().submit(&set, data, "analyst-0", now_ms())?.id;
+    a.db.confirm(&id, "analyst-1")?;
+    let p_changes = p.db.changes();
+    let signed_new = Instant::now();
+    a.db.confirm(&id, "analyst-2")?;
+    let took = until(&p.db, p_changes, signed_new, |db| {
+        matchable(db, &set, &extra)
+    })
+    .await
+    .ok_or_else(|| anyhow!("rotate: the provider never got the entry signed by the new key"))?;
+    let learnt = p
+        .fed()
+        .peers()
+        .get("hotline-a")
+        .map_or(0, |peer| peer.card.rotations.len());
+    ensure!(
+        learnt == 1,
+        "rotate: the provider knows {learnt} rotations of hotline-a"
+    );
+    step(
+        "rotate",
+        format_args!(
+            "hotline-a: signing key {} {} (announced by a statement key 0 signed), \
+             certificates renewed ({}), node id unchanged, nothing restarted",
+            rotated.key_number,
+            short(&rotated.signing_key, 8),
+            rotated.certificates.join(", ")
+        ),
+    );
+    step(
+        "rotate",
+        format_args!(
+            "a new entry signed by the new key: matchable on the provider after {}, which \
+             learnt the key through hotline-b; earlier records still verify",
+            ms(took)
+        ),
+    );
 
     // Everyone agrees, and every store is consistent.
     let (a_seq, a_digest) = a.head(&set);
