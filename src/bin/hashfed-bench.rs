@@ -20,6 +20,11 @@
 //! batched and streamed PDQ and exact lookups, plus the server's resident
 //! memory (see `hashfed_bench/grpc.rs`).
 //!
+//! `hashfed-bench soak [--n N] [--secs S]` runs an origin and a provider
+//! as `hashfed serve` processes under matches, feedback, imports,
+//! retractions, syncs and operator calls at once, sampling memory and file
+//! descriptors (see `hashfed_bench/soak.rs`).
+//!
 //! `hashfed-bench federation [--n N] [--dir DIR] [--keep]` runs two nodes
 //! in-process over loopback mutual TLS: initial sync of N entries (entries
 //! per second, memory), then publish → matchable and retract → unmatched
@@ -35,6 +40,8 @@ use rayon::prelude::*;
 mod federation;
 #[path = "hashfed_bench/grpc.rs"]
 mod grpc;
+#[path = "hashfed_bench/soak.rs"]
+mod soak;
 
 struct Args {
     mode: String,
@@ -76,8 +83,8 @@ fn parse() -> Result<Args, String> {
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some(mode @ ("index" | "store" | "grpc" | "federation")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]".into()),
+        Some(mode @ ("index" | "store" | "grpc" | "federation" | "soak")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]\n       hashfed-bench soak [--n N] [--secs S] [--dir DIR] [--seed S] [--server-bin PATH]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -201,6 +208,13 @@ fn main() {
     let (codes, queries) = generate(&args);
     if args.mode == "federation" {
         if let Err(e) = federation::run(&args, &codes) {
+            eprintln!("hashfed-bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.mode == "soak" {
+        if let Err(e) = soak::run(&args, &codes) {
             eprintln!("hashfed-bench: {e:#}");
             std::process::exit(1);
         }

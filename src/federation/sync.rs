@@ -27,6 +27,10 @@ use crate::service::MAX_MESSAGE_BYTES;
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// First pause after a failed session, and the pause after one that
+/// applied records.
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+
 /// Most records held unverified (a relay cannot make us buffer without
 /// bound by never sending a checkpoint).
 const MAX_UNVERIFIED: usize = 2 * CHECKPOINT_EVERY as usize;
@@ -92,12 +96,19 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 /// Syncs from `peer` until `stop` is cancelled, reconnecting with backoff.
 pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
     let name = peer.name().to_owned();
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = MIN_BACKOFF;
     loop {
+        let mut applied = 0u64;
         let outcome = tokio::select! {
             () = stop.cancelled() => return,
-            outcome = session(&fed, &peer) => outcome,
+            outcome = session(&fed, &peer, &mut applied) => outcome,
         };
+        // A session that moved us on was worth having: a link that breaks
+        // now and then (but carries records each time) is retried at once,
+        // not after a pause that kept doubling over the day.
+        if applied > 0 {
+            backoff = MIN_BACKOFF;
+        }
         match outcome {
             Ok(()) => {
                 fed.set_sync_status(&name, "disconnected".into());
@@ -116,8 +127,9 @@ pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
     }
 }
 
-/// One connection: subscribe, then follow the manifest.
-async fn session(fed: &Federation, peer: &Peer) -> Result<(), SyncError> {
+/// One connection: subscribe, then follow the manifest. Counts the records
+/// applied in `applied`, whatever the outcome.
+async fn session(fed: &Federation, peer: &Peer, applied: &mut u64) -> Result<(), SyncError> {
     let mut client = connect(fed, peer).await?;
     let mut manifests = client
         .subscribe(proto::ManifestRequest {})
@@ -128,7 +140,7 @@ async fn session(fed: &Federation, peer: &Peer) -> Result<(), SyncError> {
     while let Some(manifest) = manifests.message().await? {
         learn_keys(fed, peer, &manifest.keys);
         for head in manifest.sets {
-            sync_set(fed, peer, &mut client, head).await?;
+            sync_set(fed, peer, &mut client, head, applied).await?;
         }
         fed.set_sync_status(peer.name(), "connected".into());
     }
@@ -175,12 +187,14 @@ pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyH
     }
 }
 
-/// Brings one set up to the head the peer announced, if we take it.
+/// Brings one set up to the head the peer announced, if we take it,
+/// counting the records applied in `applied`.
 async fn sync_set(
     fed: &Federation,
     peer: &Peer,
     client: &mut FederationClient<Channel>,
     head: proto::SetHead,
+    applied: &mut u64,
 ) -> Result<(), SyncError> {
     let Ok(set) = head.set.parse::<SetId>() else {
         tracing::warn!(peer = %peer.name(), "manifest names a malformed set id; ignored");
@@ -258,14 +272,15 @@ async fn sync_set(
         }
     };
     if head.head_seq > local.head_seq {
-        pull(fed, peer, client, &set, &keys, local.head_seq).await?;
+        pull(fed, peer, client, &set, &keys, local.head_seq, applied).await?;
     } else if head.head_seq == local.head_seq && head.head_digest != local.digest() {
         tracing::warn!(peer = %peer.name(), set = %set, seq = local.head_seq, "peer's log differs from ours at the same head");
     }
     Ok(())
 }
 
-/// Pulls `set` after `after_seq` and applies it checkpoint by checkpoint.
+/// Pulls `set` after `after_seq` and applies it checkpoint by checkpoint,
+/// counting the records applied in `applied_records`.
 async fn pull(
     fed: &Federation,
     peer: &Peer,
@@ -273,6 +288,7 @@ async fn pull(
     set: &SetId,
     keys: &[VerifyingKey],
     after_seq: u64,
+    applied_records: &mut u64,
 ) -> Result<(), SyncError> {
     let mut stream = client
         .pull(proto::PullRequest {
@@ -341,6 +357,7 @@ async fn pull(
             other => SyncError::Store(other.to_string()),
         })?;
         fed.metrics.records_received(applied.appended);
+        *applied_records += applied.appended;
         applied_through = through;
     }
     Ok(())

@@ -2,7 +2,7 @@
 //!
 //! Node `a` (the origin) and node `b` each get an `init`ed directory, a
 //! real sled store and every listener on 127.0.0.1 port 0, and are served
-//! in this process (as `tests/federation.rs` does), talking to each other
+//! in this process (as `tests/it/federation.rs` does), talking to each other
 //! over mutual TLS. What it measures, against the targets of the issue:
 //!
 //! - `origin load`: `--n` random PDQ entries (seeded, labels `["A1"]`)

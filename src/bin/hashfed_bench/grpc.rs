@@ -60,8 +60,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the server may take to stop (grace, then the snapshot write).
 const STOP_TIMEOUT: Duration = Duration::from_secs(300);
 
-const PDQ_SET: &str = "grpc-pdq";
-const SHA_SET: &str = "grpc-sha256";
+/// The sets the node is filled with (`bench/...`).
+pub(crate) const PDQ_SET: &str = "grpc-pdq";
+/// See [`PDQ_SET`].
+pub(crate) const SHA_SET: &str = "grpc-sha256";
 
 /// Runs the mode; see the module documentation.
 pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
@@ -252,7 +254,7 @@ fn round3(x: f64) -> f64 {
 }
 
 /// `--server-bin`, else `hashfed` next to this executable.
-fn server_bin(args: &Args) -> anyhow::Result<PathBuf> {
+pub(crate) fn server_bin(args: &Args) -> anyhow::Result<PathBuf> {
     let bin = match &args.server_bin {
         Some(b) => PathBuf::from(b),
         None => std::env::current_exe()
@@ -269,7 +271,7 @@ fn server_bin(args: &Args) -> anyhow::Result<PathBuf> {
 }
 
 /// Removes a directory when dropped (the default work dir).
-struct RemoveDir(PathBuf);
+pub(crate) struct RemoveDir(pub(crate) PathBuf);
 
 impl Drop for RemoveDir {
     fn drop(&mut self) {
@@ -278,7 +280,7 @@ impl Drop for RemoveDir {
 }
 
 /// `count` seeded random SHA-256 values.
-fn sha_values(seed: u64, count: usize) -> Vec<[u8; 32]> {
+pub(crate) fn sha_values(seed: u64, count: usize) -> Vec<[u8; 32]> {
     let mut rng = Rng(splitmix64(seed ^ 0x5348_4132_3536) | 1);
     (0..count).map(|_| words_bytes(rng.code())).collect()
 }
@@ -292,7 +294,7 @@ fn words_bytes(words: [u64; 4]) -> [u8; 32] {
 }
 
 /// Makes the node directory (if new) and fills its store (if empty).
-fn prepare(node: &Path, codes: &[[u64; 4]], sha: &[[u8; 32]]) -> anyhow::Result<()> {
+pub(crate) fn prepare(node: &Path, codes: &[[u64; 4]], sha: &[[u8; 32]]) -> anyhow::Result<()> {
     if !node.join("hashfed.toml").exists() {
         hashfed::identity::init(node, "bench")?;
         // Every listener on an ephemeral loopback port.
@@ -375,17 +377,21 @@ fn fill(db: &Database, name: &str, signals: Vec<Signal>) -> anyhow::Result<()> {
 }
 
 /// `hashfed serve` in a child process.
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
-    addr: std::net::SocketAddr,
+    /// Its match listener.
+    pub(crate) addr: std::net::SocketAddr,
+    /// Its federation listener.
+    pub(crate) federation: std::net::SocketAddr,
     /// The rest of its stderr, read by a thread: whether it said it
     /// stopped cleanly.
     stderr: Option<std::thread::JoinHandle<bool>>,
 }
 
 impl Server {
-    /// Starts the server and waits for its "match listening on" line.
-    fn spawn(bin: &Path, node: &Path) -> anyhow::Result<Server> {
+    /// Starts the server and waits until it listens (its "metrics listening
+    /// on" line), noting its match and federation addresses.
+    pub(crate) fn spawn(bin: &Path, node: &Path) -> anyhow::Result<Server> {
         let mut child = Command::new(bin)
             .arg("serve")
             .arg("--dir")
@@ -399,19 +405,32 @@ impl Server {
             .stderr
             .take()
             .ok_or_else(|| anyhow!("no stderr pipe"))?;
-        let (tx, rx) = std::sync::mpsc::channel::<Result<std::net::SocketAddr, String>>();
+        type Listening = (std::net::SocketAddr, std::net::SocketAddr);
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Listening, String>>();
         // Keeps reading (a full pipe would block the server), echoing
         // warnings and errors, and remembers the clean-stop line.
         let reader = std::thread::spawn(move || {
             let mut clean = false;
             let mut tx = Some(tx);
             let mut early = Vec::new();
+            let (mut matching, mut federation) = (String::new(), String::new());
+            let addr_in = |rest: &str| rest.split_whitespace().next().unwrap_or("").to_owned();
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if let Some(rest) = line.split("match listening on ").nth(1) {
+                    matching = addr_in(rest);
+                }
+                if let Some(rest) = line.split("federation listening on ").nth(1) {
+                    federation = addr_in(rest);
+                }
+                // The last line the server prints once it listens.
+                if line.contains("metrics listening on ") {
                     if let Some(tx) = tx.take() {
-                        let addr = rest.split_whitespace().next().unwrap_or("");
-                        let _ = tx.send(addr.parse().map_err(|e| format!("{line}: {e}")));
+                        let both = matching
+                            .parse()
+                            .and_then(|m| federation.parse().map(|f| (m, f)))
+                            .map_err(|e| format!("{line}: {e}"));
+                        let _ = tx.send(both);
                     }
                 } else if tx.is_some() {
                     early.push(line.clone());
@@ -431,22 +450,26 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             addr: ([127, 0, 0, 1], 0).into(),
+            federation: ([127, 0, 0, 1], 0).into(),
             stderr: Some(reader),
         };
         match rx.recv_timeout(START_TIMEOUT) {
-            Ok(Ok(addr)) => server.addr = addr,
+            Ok(Ok((addr, federation))) => {
+                server.addr = addr;
+                server.federation = federation;
+            }
             Ok(Err(output)) => bail!("the server exited before listening:\n{output}"),
             Err(_) => bail!("the server did not listen within {START_TIMEOUT:?}"),
         }
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
     /// (VmRSS, VmHWM) in bytes.
-    fn rss(&self) -> anyhow::Result<(u64, u64)> {
+    pub(crate) fn rss(&self) -> anyhow::Result<(u64, u64)> {
         let path = format!("/proc/{}/status", self.pid());
         let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let field = |name: &str| -> anyhow::Result<u64> {
@@ -466,7 +489,7 @@ impl Server {
     }
 
     /// SIGTERM, then waits; true if it exited 0 saying "stopped cleanly".
-    fn stop(&mut self) -> anyhow::Result<bool> {
+    pub(crate) fn stop(&mut self) -> anyhow::Result<bool> {
         let Some(mut child) = self.child.take() else {
             return Ok(false);
         };

@@ -3,19 +3,21 @@
 //! head, written in the same batch as the records), asks for nothing it
 //! already has, and ends with the origin's digest. Real `hashfed serve`
 //! processes, real mTLS, real sled. 50,000 entries by default; the full
-//! size runs with `HASHFED_CRASH_N=1000000 cargo test --release --test
+//! size runs with `HASHFED_CRASH_N=1000000 cargo test --release --test it
 //! federation_crash -- --nocapture`.
 
-mod nodes;
+use crate::nodes;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::nodes::process::{add_peer, card, kill, serve};
 use hashfed::database::Database;
 use hashfed::store::{Store, StoreOptions};
+
+/// (head, digest) of `a/list` on the running node in `dir`.
+fn head(dir: &std::path::Path) -> (u64, String) {
+    nodes::process::head(dir, "a/list")
+}
 
 /// Entries in the origin's set (`HASHFED_CRASH_N`, default 50,000).
 fn entries() -> u32 {
@@ -23,108 +25,6 @@ fn entries() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000)
-}
-
-fn hashfed(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hashfed"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// A running `hashfed serve`; its log lines are collected.
-struct Serve {
-    child: Child,
-    federation: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-fn serve(dir: &Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hashfed"))
-        .args(["serve", "--dir", dir.to_str().unwrap()])
-        .env("RUST_LOG", "hashfed=info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut federation = String::new();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    loop {
-        let line = lines.next().expect("serve exited early").unwrap();
-        if let Some(addr) = line.strip_prefix("hashfed: federation listening on ") {
-            federation = addr.trim().to_owned();
-        }
-        let done = line.contains("metrics listening");
-        log.lock().unwrap().push(line);
-        if done {
-            break;
-        }
-    }
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    Serve {
-        child,
-        federation,
-        log,
-    }
-}
-
-/// (head, digest) of `a/list` as the running node in `dir` reports it.
-fn head(dir: &Path) -> (u64, String) {
-    let out = hashfed(&["sets", "--dir", dir.to_str().unwrap()]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("a/list\thead ") {
-            let mut parts = rest.split('\t');
-            let seq = parts.next().unwrap_or("0").parse().unwrap_or(0);
-            let digest = parts
-                .find_map(|p| p.strip_prefix("digest "))
-                .unwrap_or("")
-                .to_owned();
-            return (seq, digest);
-        }
-    }
-    (0, String::new())
-}
-
-fn card(dir: &Path, endpoint: &str, out: &Path) {
-    let o = hashfed(&[
-        "peer",
-        "invite",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--endpoint",
-        endpoint,
-        "-o",
-        out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn add_peer(dir: &Path, card: &Path, grant: &str, pattern: &str) {
-    let o = hashfed(&[
-        "peer",
-        "add",
-        "--dir",
-        dir.to_str().unwrap(),
-        card.to_str().unwrap(),
-        grant,
-        pattern,
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn kill(child: &mut Child, signal: &str) {
-    assert!(Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    child.wait().unwrap();
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! that regenerates them: a node built on them serves the right roles and
 //! refuses the rest.
 
-mod nodes;
+use crate::nodes;
 
 use std::path::Path;
 use std::sync::Arc;

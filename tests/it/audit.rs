@@ -3,7 +3,7 @@
 //! record makes `hashfed audit verify` fail and name that record. Real node
 //! directories (identity, signing key), real sled.
 
-mod nodes;
+use crate::nodes;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -5,16 +5,16 @@
 //! logs, at their most verbose, hold no query value. A query that does
 //! match leaves one match record, which holds no query value either.
 
-mod nodes;
+use crate::nodes;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use crate::nodes::{add_pdq, channel, hex, pdq_query};
 use hashfed::database::Database;
 use hashfed::identity::roles::ClientRole;
 use hashfed::service::proto::{self, match_client::MatchClient};
 use hashfed::store::{keys, Store, StoreOptions};
-use nodes::{add_pdq, channel, hex, pdq_query};
 
 /// A deterministic stream of pseudo-random bytes (xorshift), so a failure
 /// names values that can be reproduced.

@@ -1,16 +1,16 @@
 //! Governance over real nodes (loopback, real mTLS, real sled): two-person
 //! vetting by operator certificates, and the audit trail it leaves.
 
-mod nodes;
+use crate::nodes;
 
 use std::time::Duration;
 
+use crate::nodes::{eventually, TestNode};
 use hashfed::identity::roles::ClientRole;
 use hashfed::model::audit::Action;
 use hashfed::model::{EntryData, EntryId, SetId, SetInfo, Signal};
 use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::{Change, StoreError, VettingRefusal};
-use nodes::{eventually, TestNode};
 use tonic::transport::Channel;
 use tonic::Code;
 

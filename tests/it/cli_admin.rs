@@ -2,7 +2,7 @@
 //! `entry` and `stats` go through the node's admin socket (the node holds
 //! the database), and work on the database directly when it is stopped.
 
-mod nodes;
+use crate::nodes;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

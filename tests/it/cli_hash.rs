@@ -1,7 +1,7 @@
 //! The `hashfed hash` and `hashfed compare` commands, run as a user runs
 //! them, on generated images and on hostile inputs.
 
-mod common;
+use crate::common;
 
 use std::io::{Cursor, Write};
 use std::path::Path;

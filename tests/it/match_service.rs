@@ -2,12 +2,12 @@
 //! and real certificates: who is let in on which listener, what malformed
 //! and oversized requests get, and what each match-service call does.
 
-mod nodes;
+use crate::nodes;
 
+use crate::nodes::{add_pdq, channel, pdq_query, TestNode};
 use hashfed::identity::roles::{issue_client_between, ClientRole};
 use hashfed::identity::tls::CertKey;
 use hashfed::service::proto::{self, admin_client::AdminClient, match_client::MatchClient};
-use nodes::{add_pdq, channel, pdq_query, TestNode};
 use tonic::Code;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 

@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod process;
+pub mod proxy;
+
 use hashfed::database::Database;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::identity::tls::CertKey;

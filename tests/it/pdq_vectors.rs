@@ -7,7 +7,7 @@
 //! * end to end from the image files through our decoder: lossless formats
 //!   exact, JPEGs within Meta's criterion (≤ 10 bits where quality ≥ 80).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -4,16 +4,16 @@
 //! A is the origin (a hotline), B a relay (another hotline), C a provider
 //! that peers with B only but holds A's card to trust A's signatures.
 
-mod nodes;
+use crate::nodes;
 
 use std::time::Duration;
 
+use crate::nodes::{add_pdq, eventually, TestNode};
 use hashfed::database::Database;
 use hashfed::model::audit::Action;
 use hashfed::model::{Signal, SignalType};
 use hashfed::service::proto;
 use hashfed::store::Change;
-use nodes::{add_pdq, eventually, TestNode};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -345,6 +345,10 @@ mod evil {
         /// Claims the origin rotated to the relay's key (a statement the
         /// relay signed itself) and signs the checkpoint with it.
         ForgeRotation,
+        /// Sends the first records, then the same records again.
+        Replay,
+        /// Cuts the last record in half.
+        Truncate,
     }
 
     pub struct EvilRelay {
@@ -400,7 +404,22 @@ mod evil {
                 Trick::Forge | Trick::ForgeRotation => {
                     cp = self.own_key.checkpoint(&set, cp.seq, cp.digest);
                 }
-                Trick::IgnorePolicy | Trick::Flood => {}
+                Trick::Truncate => {
+                    let last = records.last_mut().unwrap();
+                    last.truncate(last.len() / 2);
+                }
+                Trick::IgnorePolicy | Trick::Flood | Trick::Replay => {}
+            }
+            if let Trick::Replay = self.trick {
+                let again = |first_seq| {
+                    Ok(proto::PullChunk {
+                        first_seq,
+                        records: records[..4].to_vec(),
+                        checkpoint: None,
+                    })
+                };
+                let chunks = vec![again(1), again(1)];
+                return Ok(Response::new(Box::pin(tokio_stream::iter(chunks))));
             }
             if let Trick::Flood = self.trick {
                 let chunks: Vec<Result<proto::PullChunk, Status>> = (0..4u64)
@@ -495,6 +514,12 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         (Trick::IgnorePolicy, false, "does not allow re-sharing"),
         (Trick::Flood, true, "records without a checkpoint"),
         (Trick::ForgeRotation, true, "signature does not verify"),
+        (
+            Trick::Replay,
+            true,
+            "chunk starts at seq 1 where 5 was next",
+        ),
+        (Trick::Truncate, true, "refused"),
     ] {
         policy(&a, reshare);
         let mut c = TestNode::start("c", |_| {}).await;
