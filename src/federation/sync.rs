@@ -137,14 +137,36 @@ async fn session(fed: &Federation, peer: &Peer, applied: &mut u64) -> Result<(),
         .into_inner();
     fed.set_sync_status(peer.name(), "connected".into());
     tracing::info!(peer = %peer.name(), "subscribed");
-    while let Some(manifest) = manifests.message().await? {
+    // The peer sends a manifest when its sets change; our registry can
+    // change meanwhile (an origin's card added, a key learnt), which may
+    // make a set we ignored verifiable: then the last manifest is looked
+    // at again.
+    let mut registry = fed.peers.changes();
+    let mut last: Option<proto::ManifestResponse> = None;
+    loop {
+        tokio::select! {
+            manifest = manifests.message() => match manifest? {
+                Some(manifest) => last = Some(manifest),
+                None => return Ok(()),
+            },
+            changed = registry.changed() => if changed.is_err() { return Ok(()) },
+        }
+        // Grants changed or the peer was cut off: the federation restarts
+        // this task with the registry's view; nothing is done on a stale one.
+        if !fed
+            .peers
+            .get(peer.name())
+            .is_some_and(|p| p.same_but_keys(peer))
+        {
+            return Ok(());
+        }
+        let Some(manifest) = &last else { continue };
         learn_keys(fed, peer, &manifest.keys);
-        for head in manifest.sets {
+        for head in manifest.sets.clone() {
             sync_set(fed, peer, &mut client, head, applied).await?;
         }
         fed.set_sync_status(peer.name(), "connected".into());
     }
-    Ok(())
 }
 
 /// Most key histories read from one manifest (ours, its own, and one per

@@ -107,29 +107,14 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
 
     // C's local service matches it over the match service and says it is
     // a false positive; the feedback travels C -> B -> A.
-    let local = c.issue(hashfed::identity::roles::ClientRole::Local);
-    let ch = nodes::channel(&c.dir, c.node().addresses().match_, Some(&local))
-        .await
-        .unwrap();
-    let mut client = proto::match_client::MatchClient::new(ch);
-    let answer = client
-        .match_hashes(proto::MatchRequest {
-            queries: vec![nodes::pdq_query(fresh.to_vec())],
-            tag: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let hit = &answer.results[0].hits[0];
+    let hit = &nodes::match_and_give_feedback(
+        &c,
+        fresh,
+        proto::Verdict::FalsePositive,
+        proto::FeedbackReason::BenignCollision,
+    )
+    .await;
     assert_eq!(hit.set, "a/list");
-    client
-        .feedback(proto::FeedbackRequest {
-            match_id: hit.match_id.clone(),
-            verdict: proto::Verdict::FalsePositive as i32,
-            reason: proto::FeedbackReason::BenignCollision as i32,
-        })
-        .await
-        .unwrap();
     let fed_a = a.node().federation().clone();
     eventually(WAIT, || {
         fed_a
@@ -698,27 +683,13 @@ async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records(
     // the feedback batch that carries B's note: the note, signed by the
     // new key, is accepted as B's.
     b.node().federation().rotate_keys(true, false).unwrap();
-    let local = b.issue(hashfed::identity::roles::ClientRole::Local);
-    let ch = nodes::channel(&b.dir, b.node().addresses().match_, Some(&local))
-        .await
-        .unwrap();
-    let mut client = proto::match_client::MatchClient::new(ch);
-    let answer = client
-        .match_hashes(proto::MatchRequest {
-            queries: vec![nodes::pdq_query(code(120).to_vec())],
-            tag: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    client
-        .feedback(proto::FeedbackRequest {
-            match_id: answer.results[0].hits[0].match_id.clone(),
-            verdict: proto::Verdict::Confirmed as i32,
-            reason: proto::FeedbackReason::Reviewed as i32,
-        })
-        .await
-        .unwrap();
+    nodes::match_and_give_feedback(
+        &b,
+        code(120),
+        proto::Verdict::Confirmed,
+        proto::FeedbackReason::Reviewed,
+    )
+    .await;
     let fed_a = a.node().federation().clone();
     eventually(WAIT, || {
         fed_a

@@ -366,28 +366,13 @@ async fn a_flood_of_matches_on_one_entry_quarantines_it() {
 /// over its match service, then feedback on that match (which travels to
 /// the origin).
 async fn false_positive(node: &TestNode, code: [u8; 32]) {
-    let local = node.issue(ClientRole::Local);
-    let ch = nodes::channel(&node.dir, node.node().addresses().match_, Some(&local))
-        .await
-        .unwrap();
-    let mut client = proto::match_client::MatchClient::new(ch);
-    let answer = client
-        .match_hashes(proto::MatchRequest {
-            queries: vec![nodes::pdq_query(code.to_vec())],
-            tag: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let hit = &answer.results[0].hits[0];
-    client
-        .feedback(proto::FeedbackRequest {
-            match_id: hit.match_id.clone(),
-            verdict: proto::Verdict::FalsePositive as i32,
-            reason: proto::FeedbackReason::BenignCollision as i32,
-        })
-        .await
-        .unwrap();
+    nodes::match_and_give_feedback(
+        node,
+        code,
+        proto::Verdict::FalsePositive,
+        proto::FeedbackReason::BenignCollision,
+    )
+    .await;
 }
 
 /// K false positives from distinct peers raise an entry at its origin and,
@@ -782,8 +767,16 @@ async fn a_restored_backup_converges_with_its_peers() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Restored at the backup's head (looked at before the node starts: it
+    // catches up at once).
+    let restored = hashfed::store::Store::open(&dir.join("store"), &Default::default()).unwrap();
+    assert_eq!(
+        restored.set(&set).map(|s| s.head_seq),
+        Some(100),
+        "restored at the backup's head"
+    );
+    drop(restored);
     let b = TestNode::start_in(tmp, dir).await;
-    assert_eq!(head(&b), 100, "restored at the backup's head");
     eventually(WAIT, || head(&b) == a_head)
         .await
         .expect("the restored node never converged");

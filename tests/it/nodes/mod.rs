@@ -72,21 +72,17 @@ impl TestNode {
         let (tmp, dir) = node_dir(name);
         let db = Database::open(&dir.join("store"), &StoreOptions::default()).unwrap();
         seed(&db);
-        let db = Arc::new(db);
-        let config = hashfed::identity::load_config(&dir).unwrap();
-        let node = Node::start(&dir, &config, db.clone()).await.unwrap();
-        TestNode {
-            tmp,
-            dir,
-            db,
-            node: Some(node),
-        }
+        Self::serve(tmp, dir, Arc::new(db)).await
     }
 
     /// Starts a node again in the directory of a stopped one (`tmp` keeps
     /// the temporary directory alive).
     pub async fn start_in(tmp: tempfile::TempDir, dir: PathBuf) -> TestNode {
-        let db = Arc::new(Database::open(&dir.join("store"), &StoreOptions::default()).unwrap());
+        let db = Database::open(&dir.join("store"), &StoreOptions::default()).unwrap();
+        Self::serve(tmp, dir, Arc::new(db)).await
+    }
+
+    async fn serve(tmp: tempfile::TempDir, dir: PathBuf, db: Arc<Database>) -> TestNode {
         let config = hashfed::identity::load_config(&dir).unwrap();
         let node = Node::start(&dir, &config, db.clone()).await.unwrap();
         TestNode {
@@ -211,6 +207,41 @@ impl TestNode {
             })
             .unwrap();
     }
+}
+
+/// A local service of `node` looks `code` up over the match service (it
+/// must hit) and gives `verdict` with `reason` on the first hit, which
+/// then travels toward the entry's origin. Returns that hit.
+pub async fn match_and_give_feedback(
+    node: &TestNode,
+    code: [u8; 32],
+    verdict: hashfed::service::proto::Verdict,
+    reason: hashfed::service::proto::FeedbackReason,
+) -> hashfed::service::proto::Hit {
+    use hashfed::service::proto;
+    let local = node.issue(ClientRole::Local);
+    let ch = channel(&node.dir, node.node().addresses().match_, Some(&local))
+        .await
+        .unwrap();
+    let mut client = proto::match_client::MatchClient::new(ch);
+    let answer = client
+        .match_hashes(proto::MatchRequest {
+            queries: vec![pdq_query(code.to_vec())],
+            tag: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let hit = answer.results[0].hits[0].clone();
+    client
+        .feedback(proto::FeedbackRequest {
+            match_id: hit.match_id.clone(),
+            verdict: verdict as i32,
+            reason: reason as i32,
+        })
+        .await
+        .unwrap();
+    hit
 }
 
 /// Polls `check` every 10 ms until it holds or `limit` passes; returns how
