@@ -90,6 +90,15 @@ pub enum DecodeError {
         /// Configured limit.
         limit: u64,
     },
+    /// A width or height of zero: nothing to hash (found by fuzzing: the
+    /// PDQ resize step indexed an empty row).
+    #[error("image declares {width}×{height} pixels: nothing to hash")]
+    NoPixels {
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+    },
     /// Not a format we recognise from its first bytes.
     #[error("unrecognised image format (supported: JPEG, PNG, GIF, WebP, BMP, TIFF, PNM)")]
     UnknownFormat,
@@ -140,6 +149,9 @@ pub fn decode(bytes: &[u8], options: &DecodeOptions) -> Result<DecodedImage, Dec
         reader.limits(decoder_limits);
         let mut decoder = reader.into_decoder().map_err(malformed)?;
         let (width, height) = decoder.dimensions();
+        if width == 0 || height == 0 {
+            return Err(DecodeError::NoPixels { width, height });
+        }
         if u64::from(width) * u64::from(height) > limits.max_pixels {
             return Err(DecodeError::TooManyPixels {
                 width,
@@ -255,6 +267,18 @@ mod tests {
             Err(DecodeError::TooLarge { .. })
         ));
         assert!(matches!(decode(&[], &opts), Err(DecodeError::Empty)));
+        // Found by fuzzing (match_requests): a 0×600 bitmap passed the
+        // pixel limit and panicked in the PDQ resize step.
+        for header in [&b"P4\n0 600\n"[..], b"P5\n600 0\n255\n", b"P4\n0 0\n"] {
+            assert!(
+                matches!(
+                    decode(header, &DecodeOptions::default()),
+                    Err(DecodeError::NoPixels { .. })
+                ),
+                "{:?}",
+                decode(header, &DecodeOptions::default())
+            );
+        }
         assert!(matches!(
             decode(b"definitely not an image", &DecodeOptions::default()),
             Err(DecodeError::UnknownFormat)
