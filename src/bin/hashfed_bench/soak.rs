@@ -448,6 +448,5 @@ async fn soak(
                 .unwrap_or_else(|p| p.into_inner())
         );
     }
-    let _ = last.errors;
     Ok(())
 }
