@@ -91,8 +91,7 @@ impl Federation {
     ) -> Result<Arc<Self>, FederationError> {
         let peers = Arc::new(PeerRegistry::open(dir, config)?);
         crate::identity::renew::recover(dir)?;
-        let key = crate::identity::keys::read(dir)?;
-        let history = crate::identity::keys::history(dir)?;
+        let (key, history) = crate::identity::keys::read_with_history(dir)?;
         let signer = Arc::new(
             Signer::new(&config.name, &config.node_id, key).with_history(&history.keys()?),
         );

@@ -24,7 +24,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use super::IdentityError;
+use super::{io, remove_if_there, sync_dir, IdentityError};
 use crate::model::keychain::{self, KeyRotation};
 
 /// Bytes of the BLAKE3 digest of the public key kept in a node id (160
@@ -98,13 +98,6 @@ const SIGNING: &str = "keys/signing.pem";
 const NEXT: &str = "keys/signing.next.pem";
 const ROTATIONS: &str = "keys/rotations.json";
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
 fn read_pem(path: &Path) -> Result<SigningKey, IdentityError> {
     from_pem(&std::fs::read_to_string(path).map_err(io(path))?)
 }
@@ -169,12 +162,17 @@ pub fn history(dir: &Path) -> Result<KeyHistory, IdentityError> {
 /// checked against its key history; finishes a rotation a crash
 /// interrupted after its commit.
 pub fn read(dir: &Path) -> Result<SigningKey, IdentityError> {
+    read_with_history(dir).map(|(key, _)| key)
+}
+
+/// As [`read`], with the key history it was checked against (read once).
+pub fn read_with_history(dir: &Path) -> Result<(SigningKey, KeyHistory), IdentityError> {
     let path = dir.join(SIGNING);
     let key = read_pem(&path)?;
-    let keys = history(dir)?.keys()?;
-    let current = keys.last().copied();
+    let history = history(dir)?;
+    let current = history.keys()?.last().copied();
     if current == Some(key.verifying_key()) {
-        return Ok(key);
+        return Ok((key, history));
     }
     let next_path = dir.join(NEXT);
     if next_path.is_file() {
@@ -183,7 +181,7 @@ pub fn read(dir: &Path) -> Result<SigningKey, IdentityError> {
             tracing::warn!("finishing a key rotation interrupted after its commit");
             std::fs::rename(&next_path, &path).map_err(io(&path))?;
             sync_dir(&dir.join("keys"));
-            return Ok(next);
+            return Ok((next, history));
         }
     }
     Err(IdentityError::Key(format!(
@@ -197,8 +195,7 @@ pub fn read(dir: &Path) -> Result<SigningKey, IdentityError> {
 /// Returns the new key and the history now on disk. The caller makes sure
 /// one rotation runs at a time.
 pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), IdentityError> {
-    let current = read(dir)?;
-    let mut history = history(dir)?;
+    let (current, mut history) = read_with_history(dir)?;
     let next = generate();
     let n = history.rotations.len() as u32 + 1;
     let rotation = keychain::rotate(&history.node_id, &current, n, &next.verifying_key(), now_ms);
@@ -206,21 +203,13 @@ pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), Ident
     history.keys()?;
 
     let next_path = dir.join(NEXT);
-    match std::fs::remove_file(&next_path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&next_path)(e)),
-    }
+    remove_if_there(&next_path)?;
     super::write_file(&next_path, &to_pem(&next)?, true)?;
     let json =
         serde_json::to_string_pretty(&history).map_err(|e| IdentityError::Key(e.to_string()))?;
     let path = dir.join(ROTATIONS);
     let tmp = dir.join("keys/rotations.json.tmp");
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(&tmp)(e)),
-    }
+    remove_if_there(&tmp)?;
     super::write_file(&tmp, &json, false)?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(&dir.join("keys"));
@@ -228,14 +217,6 @@ pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), Ident
     std::fs::rename(&next_path, dir.join(SIGNING)).map_err(io(&next_path))?;
     sync_dir(&dir.join("keys"));
     Ok((next, history))
-}
-
-/// Makes a directory's entries (renames) durable; best effort, as not
-/// every platform can open a directory.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 #[cfg(test)]

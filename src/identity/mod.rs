@@ -185,6 +185,23 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
     }
 }
 
+/// Removes `path` if it exists (a stray file from an interrupted write).
+fn remove_if_there(path: &Path) -> Result<(), IdentityError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Makes a directory's entries (renames) durable; best effort, as not
+/// every platform can open a directory.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 /// Creates `path` (never overwriting) with `contents`, readable by the
 /// owner only when `secret`, and syncs it.
 pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), IdentityError> {

@@ -18,33 +18,12 @@ use std::path::Path;
 
 use super::client::PEER_CLIENT;
 use super::tls::{self, CertKey, Usage};
-use super::{load_config, write_file, IdentityError, SERVER_DAYS};
+use super::{io, load_config, remove_if_there, sync_dir, write_file, IdentityError, SERVER_DAYS};
 
 /// The leaf certificates a renewal replaces (stems in `DIR/tls`).
 const LEAVES: [&str; 4] = ["federation", "match", "admin", PEER_CLIENT];
 
 const MARKER: &str = "renew.commit";
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn remove_if_there(path: &Path) -> Result<(), IdentityError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(path)(e)),
-    }
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
 
 /// The files of one leaf: (final path, staged path, secret).
 fn files(tls_dir: &Path, stem: &str) -> [(std::path::PathBuf, std::path::PathBuf, bool); 2] {

@@ -26,7 +26,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::peers::{PeerStream, PeerTrust};
-use super::IdentityError;
+use super::{io, IdentityError};
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,13 +63,6 @@ impl Listener {
             Listener::Match => 1,
             Listener::Admin => 2,
         }
-    }
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
-    move |source| IdentityError::Io {
-        path: path.to_owned(),
-        source,
     }
 }
 

@@ -95,13 +95,7 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    let cert = issue_client(&node, "bench-client", ClientRole::Local, 1)?;
-    let ca =
-        std::fs::read_to_string(node.join("tls/node-ca.pem")).context("reading the node CA")?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(&cert.cert, &cert.key));
+    let tls = match_tls(&node, "bench-client")?;
     let addr = server.addr;
     let channels: Vec<Channel> = runtime.block_on(async {
         let mut channels = Vec::new();
@@ -293,18 +287,37 @@ fn words_bytes(words: [u64; 4]) -> [u8; 32] {
     bytes
 }
 
+/// Makes the node directory `node` named `name` (unless it exists), every
+/// listener on an ephemeral loopback port.
+pub(crate) fn init_node(node: &Path, name: &str) -> anyhow::Result<()> {
+    if node.join("hashfed.toml").exists() {
+        return Ok(());
+    }
+    hashfed::identity::init(node, name)?;
+    let path = node.join("hashfed.toml");
+    let mut text = std::fs::read_to_string(&path)?;
+    for port in ["7701", "7702", "7703", "7709"] {
+        text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    }
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+/// TLS to the match listener of the node in `node`, as a local service
+/// with a fresh client certificate (trusting the node's CA).
+pub(crate) fn match_tls(node: &Path, client: &str) -> anyhow::Result<ClientTlsConfig> {
+    let cert = issue_client(node, client, ClientRole::Local, 1)?;
+    let ca =
+        std::fs::read_to_string(node.join("tls/node-ca.pem")).context("reading the node CA")?;
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&cert.cert, &cert.key)))
+}
+
 /// Makes the node directory (if new) and fills its store (if empty).
 pub(crate) fn prepare(node: &Path, codes: &[[u64; 4]], sha: &[[u8; 32]]) -> anyhow::Result<()> {
-    if !node.join("hashfed.toml").exists() {
-        hashfed::identity::init(node, "bench")?;
-        // Every listener on an ephemeral loopback port.
-        let path = node.join("hashfed.toml");
-        let mut text = std::fs::read_to_string(&path)?;
-        for port in ["7701", "7702", "7703", "7709"] {
-            text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
-        }
-        std::fs::write(&path, text)?;
-    }
+    init_node(node, "bench")?;
     let db = Database::open(&node.join("store"), &StoreOptions::default())?;
     let pdq = codes
         .iter()

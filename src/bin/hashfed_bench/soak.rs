@@ -17,14 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::{EntryId, SetId, Signal};
 use hashfed::service::proto::{self, admin_client::AdminClient, match_client::MatchClient};
 use hashfed::signal::pdq::PdqHash;
 use serde_json::json;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
-use super::grpc::{prepare, server_bin, sha_values, RemoveDir, Server, PDQ_SET, SHA_SET};
+use super::grpc::{
+    init_node, match_tls, prepare, server_bin, sha_values, RemoveDir, Server, PDQ_SET, SHA_SET,
+};
 use crate::{Args, Rng};
 
 /// Queries per match call.
@@ -98,15 +99,7 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
     let _cleanup = args.dir.is_none().then(|| RemoveDir(dir.clone()));
     let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
     prepare(&a_dir, codes, &sha_values(args.seed, args.n / 10))?;
-    if !b_dir.join("hashfed.toml").exists() {
-        hashfed::identity::init(&b_dir, "soak-b")?;
-        let path = b_dir.join("hashfed.toml");
-        let mut text = std::fs::read_to_string(&path)?;
-        for port in ["7701", "7702", "7703", "7709"] {
-            text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
-        }
-        std::fs::write(&path, text)?;
-    }
+    init_node(&b_dir, "soak-b")?;
     let mut a = Server::spawn(&bin, &a_dir)?;
     let mut b = Server::spawn(&bin, &b_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -172,12 +165,7 @@ async fn soak(
     let mut tasks = tokio::task::JoinSet::new();
 
     // Matches (and some feedback) on the provider, over mTLS.
-    let cert = issue_client(b_dir, "soak", ClientRole::Local, 1)?;
-    let ca = std::fs::read_to_string(b_dir.join("tls/node-ca.pem"))?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(&cert.cert, &cert.key));
+    let tls = match_tls(b_dir, "soak")?;
     let known = Arc::new(codes.to_vec());
     for worker in 0..2u64 {
         let channel = Channel::from_shared(format!("https://{}", b.addr))?
