@@ -25,6 +25,10 @@
 //! retractions, syncs and operator calls at once, sampling memory and file
 //! descriptors (see `hashfed_bench/soak.rs`).
 //!
+//! `hashfed-bench records [--n N]` writes N match records as a busy match
+//! service would and reports memory, disk and the cost of counting,
+//! feedback and expiry (see `hashfed_bench/records.rs`).
+//!
 //! `hashfed-bench federation [--n N] [--dir DIR] [--keep]` runs two nodes
 //! in-process over loopback mutual TLS: initial sync of N entries (entries
 //! per second, memory), then publish → matchable and retract → unmatched
@@ -40,6 +44,8 @@ use rayon::prelude::*;
 mod federation;
 #[path = "hashfed_bench/grpc.rs"]
 mod grpc;
+#[path = "hashfed_bench/records.rs"]
+mod records;
 #[path = "hashfed_bench/soak.rs"]
 mod soak;
 
@@ -61,6 +67,8 @@ struct Args {
     only: Option<String>,
     /// federation: keep the node directories.
     keep: bool,
+    /// records: match records per call.
+    per_call: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -80,11 +88,12 @@ fn parse() -> Result<Args, String> {
         server_bin: None,
         only: None,
         keep: false,
+        per_call: 64,
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some(mode @ ("index" | "store" | "grpc" | "federation" | "soak")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]\n       hashfed-bench soak [--n N] [--secs S] [--dir DIR] [--seed S] [--server-bin PATH]".into()),
+        Some(mode @ ("index" | "store" | "grpc" | "federation" | "soak" | "records")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]\n       hashfed-bench soak [--n N] [--secs S] [--dir DIR] [--seed S] [--server-bin PATH]\n       hashfed-bench records [--n N] [--dir DIR] [--per-call K]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -114,6 +123,7 @@ fn parse() -> Result<Args, String> {
             "--radius" => args.radius = value.parse().map_err(|e| bad(&e))?,
             "--server-bin" => args.server_bin = Some(value.clone()),
             "--only" => args.only = Some(value.clone()),
+            "--per-call" => args.per_call = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown option {flag} {value}")),
         }
     }
@@ -205,6 +215,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.mode == "records" {
+        if let Err(e) = records::run(&args) {
+            eprintln!("hashfed-bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let (codes, queries) = generate(&args);
     if args.mode == "federation" {
         if let Err(e) = federation::run(&args, &codes) {

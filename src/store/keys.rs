@@ -17,7 +17,9 @@
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
 //! | `x`    | set number u32, external id, entry id | empty                          |
 //! | `m`    | counter name                          | u64                            |
-//! | `r`    | match id (16)                         | match record (JSON)            |
+//! | `R`    | call key u64 (time ms << 16, counted up) | one call's match records (see [`super::matches`]) |
+//! | `g`    | match id (16)                         | feedback on the match (JSON)   |
+//! | `r`    | match id (16)                         | match record (JSON; stores before `R`, read only) |
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
 //! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see [`super::vetting`]) |
@@ -56,7 +58,11 @@ pub const AUDIT: u8 = b'a';
 /// The audit log's head: seq u64, digest (32), the node's signature (64,
 /// absent when the node had no signing key).
 pub const AUDIT_HEAD: &[u8] = b"maudit_head";
-/// Match records (see [`super::matches`]).
+/// Match records, packed per call (see [`super::matches`]).
+pub const MATCHES: u8 = b'R';
+/// Feedback on a match, by match id.
+pub const MATCH_FEEDBACK: u8 = b'g';
+/// Match records of the layout before [`MATCHES`]: one per random id.
 pub const MATCH: u8 = b'r';
 
 /// The layout version of the store (absent in stores of format 1, which

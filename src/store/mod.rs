@@ -150,6 +150,14 @@ pub struct Store {
     ids: RwLock<entries::IdMap>,
     /// Whether the id map came from a current snapshot at open.
     ids_from_snapshot: bool,
+    /// The last match call key handed out (see [`matches`]).
+    match_keys: AtomicU64,
+    /// The last match call key written.
+    match_written: AtomicU64,
+    /// Counts over the match records, once counted (see
+    /// [`Store::match_counts`]); kept up to date by every write while the
+    /// store's writer lock is held.
+    match_totals: Mutex<Option<matches::MatchCounts>>,
 }
 
 /// Counts of what the store holds.
@@ -217,8 +225,14 @@ impl Store {
             signer: RwLock::new(None),
             ids: RwLock::new(entries::IdMap::default()),
             ids_from_snapshot: false,
+            match_keys: AtomicU64::new(0),
+            match_written: AtomicU64::new(0),
+            match_totals: Mutex::new(None),
         };
         store.check_format()?;
+        let last_match = store.last_match_key()?;
+        store.match_keys.store(last_match, Ordering::SeqCst);
+        store.match_written.store(last_match, Ordering::SeqCst);
         store
             .generation
             .store(store.counter(keys::GENERATION)?, Ordering::SeqCst);

@@ -204,9 +204,14 @@ async fn non_matching_queries_leave_no_trace_in_store_or_logs() {
     named.sort();
     assert_eq!(named, ["mhotline-a/csam\0pdq", "q\0pdq", "q\0sha256"]);
     assert_eq!(added.len(), 1, "exactly one new key (the match record)");
-    assert_eq!(added[0].0[0], keys::MATCH);
-    let record = String::from_utf8_lossy(&added[0].1);
-    assert!(!record.contains(&hex(&near)), "{record}");
+    assert_eq!(added[0].0[0], keys::MATCHES);
+    let record = &added[0].1;
+    assert_eq!(
+        Needles::of(&[near.to_vec()]).raw_in(record),
+        None,
+        "the matching query is in its match record"
+    );
+    assert!(!String::from_utf8_lossy(record).contains(&hex(&near)));
 
     // No query value anywhere, not even an 8-byte piece of one: not in any
     // key or value, not in the logs (as hex, in either case, or raw).
