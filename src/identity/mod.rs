@@ -145,6 +145,27 @@ pub struct Config {
     /// How long records are kept (`[retention]`: `match_days`).
     #[serde(default)]
     pub retention: Retention,
+    /// Limits on what one caller may hold (`[limits]`: `request_secs`).
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// Limits on what one caller may hold on the federation and match
+/// listeners.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Seconds a request may take to arrive and be answered; a caller that
+    /// sends half a message and stalls gets CANCELLED then. Streams are
+    /// not cut: their messages come when they come (HTTP/2 keepalive
+    /// finds dead connections).
+    pub request_secs: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { request_secs: 60 }
+    }
 }
 
 /// How long the node keeps records that only reporting and feedback need.
@@ -338,6 +359,7 @@ fn finish(
         dev_certs,
         quarantine: Default::default(),
         retention: Retention::default(),
+        limits: Limits::default(),
     };
     let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
         path: config_path.clone(),

@@ -35,6 +35,50 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// in the kernel's accept queue.
 const MAX_HANDSHAKES: usize = 256;
 
+/// Handshakes in progress at once from one address: a host that opens
+/// connections and says nothing holds at most this many of the listener's
+/// [`MAX_HANDSHAKES`] (until [`HANDSHAKE_TIMEOUT`]); its further
+/// connections are closed at once, so other callers still get in.
+pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// Handshakes in progress, by the caller's address.
+#[derive(Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// One handshake's place in [`InFlight`], given back when dropped.
+struct Slot {
+    in_flight: Arc<InFlight>,
+    ip: std::net::IpAddr,
+}
+
+impl InFlight {
+    /// A place for a handshake from `ip`, unless it has all its share.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<Slot> {
+        let mut by_ip = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            in_flight: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_ip = self.in_flight.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// A listener whose callers authenticate with client certificates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Listener {
@@ -318,7 +362,8 @@ impl FederationAcceptor {
 }
 
 /// Accepts on `tcp` until `tx` closes, handshaking each connection in its
-/// own task (at most [`MAX_HANDSHAKES`] at once, each under
+/// own task (at most [`MAX_HANDSHAKES`] at once, at most
+/// [`MAX_HANDSHAKES_PER_ADDRESS`] of them from one address, each under
 /// [`HANDSHAKE_TIMEOUT`]) and sending what `admit` makes of it.
 async fn accept_loop<T, F>(
     acceptor: tokio_rustls::TlsAcceptor,
@@ -331,6 +376,7 @@ async fn accept_loop<T, F>(
     F: Fn(TlsStream<TcpStream>, SocketAddr) -> Option<T> + Clone + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+    let in_flight = Arc::new(InFlight::default());
     loop {
         let permit = tokio::select! {
             () = tx.closed() => return,
@@ -352,13 +398,21 @@ async fn accept_loop<T, F>(
                 }
             },
         };
+        let Some(slot) = in_flight.take(remote.ip()) else {
+            // Debug only: a flood would otherwise flood the log too.
+            tracing::debug!(listener, %remote, "too many handshakes from one address: closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let admit = admit.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            let handshake = slot;
+            let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            drop(handshake);
+            match outcome {
                 Ok(Ok(tls)) => {
                     if let Some(connection) = admit(tls, remote) {
                         let _ = tx.send(Ok(connection)).await;

@@ -104,6 +104,10 @@ pub fn admin_socket(dir: &Path) -> PathBuf {
     dir.join("run").join("admin.sock")
 }
 
+/// Streams one connection may have open at once (HTTP/2
+/// SETTINGS_MAX_CONCURRENT_STREAMS; tonic would otherwise set no limit).
+pub const MAX_STREAMS: u32 = 256;
+
 /// How often the entry and set gauges are refreshed.
 const GAUGE_PERIOD: Duration = Duration::from_secs(15);
 
@@ -256,22 +260,31 @@ impl Node {
             )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
         };
-        let builder = || {
-            Server::builder()
+        // Federation and match calls have a deadline (a caller that sends
+        // half a request and stalls holds nothing past it); the admin
+        // listener's imports and backups may take as long as they need.
+        let deadline = Duration::from_secs(u64::from(config.limits.request_secs.max(1)));
+        let builder = |deadline: Option<Duration>| {
+            let server = Server::builder()
                 .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .layer(tower::util::MapResponseLayer::new(
-                    oversized_is_invalid::<tonic::body::Body>,
-                ))
+                .max_concurrent_streams(MAX_STREAMS);
+            match deadline {
+                Some(d) => server.timeout(d),
+                None => server,
+            }
+            .layer(tower::util::MapResponseLayer::new(
+                oversized_is_invalid::<tonic::body::Body>,
+            ))
         };
 
         let match_router = || -> Result<_, ServerError> {
-            Ok(builder()
+            Ok(builder(Some(deadline))
                 .add_service(match_service())
                 .add_service(health.clone())
                 .add_service(reflection()?))
         };
         let admin_router = || -> Result<_, ServerError> {
-            Ok(builder()
+            Ok(builder(None)
                 .add_service(admin_service())
                 .add_service(health.clone())
                 .add_service(reflection()?))
@@ -303,7 +316,7 @@ impl Node {
             Acceptor::federation(federation.certs(), federation.trust().clone())?.incoming(tcp);
         serve!(
             "federation",
-            builder()
+            builder(Some(deadline))
                 .add_service(
                     FederationServer::new(FederationService::new(federation.clone()))
                         .max_decoding_message_size(MAX_MESSAGE_BYTES)

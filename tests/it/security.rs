@@ -142,3 +142,172 @@ async fn names_that_would_leave_their_directory_are_refused_at_every_door() {
     assert!(node.db.store().sets().is_empty());
     assert!(!node.dir.parent().unwrap().join("etc").exists());
 }
+
+/// A raw mutual-TLS connection (HTTP/2 by ALPN) to the listener at `addr`
+/// of the node in `dir`, presenting `cert`.
+async fn tls_connect(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    cert: &hashfed::identity::tls::CertKey,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let ca = std::fs::read(dir.join("tls/node-ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(&ca).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_slice(cert.cert.as_bytes()).unwrap()],
+        PrivateKeyDer::from_pem_slice(cert.key.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_caller_that_sends_half_a_request_and_stalls_is_cut_at_the_deadline() {
+    // A 2 s request deadline instead of the default minute.
+    let (tmp, dir) = nodes::node_dir("a");
+    let config = dir.join("hashfed.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("request_secs = 60"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("request_secs = 60", "request_secs = 2"),
+    )
+    .unwrap();
+    let node = TestNode::start_in(tmp, dir).await;
+    let addr = node.node().addresses().match_;
+    let local = node.issue(ClientRole::Local);
+
+    // An authenticated caller opens 50 MatchHashes calls on one HTTP/2
+    // connection, each with a message header announcing 1000 bytes and
+    // then 10 of them, and sends nothing more.
+    let tls = tls_connect(&node.dir, addr, &local).await;
+    let (h2, mut connection) = h2::client::handshake(tls).await.unwrap();
+    let mut stalled = Vec::new();
+    let started = Instant::now();
+    for _ in 0..50 {
+        let request = http::Request::post("https://localhost/hashfed.v1.Match/MatchHashes")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let mut h2 = h2.clone().ready().await.unwrap();
+        let (response, mut body) = h2.send_request(request, false).unwrap();
+        let mut half = vec![0u8, 0, 0, 0x03, 0xe8];
+        half.extend([0x0a; 10]);
+        body.send_data(half.into(), false).unwrap();
+        stalled.push((response, body));
+    }
+    // Drive the connection a moment: the server's settings have arrived.
+    let _ = tokio::time::timeout(Duration::from_millis(300), &mut connection).await;
+    assert_eq!(
+        connection.max_concurrent_send_streams(),
+        hashfed::server::MAX_STREAMS as usize,
+        "the server limits streams per connection"
+    );
+    let driver = tokio::spawn(connection);
+
+    // Meanwhile a well-behaved caller is served at once.
+    let t = Instant::now();
+    let channel = nodes::channel(&node.dir, addr, Some(&local)).await.unwrap();
+    let answer = proto::match_client::MatchClient::new(channel)
+        .match_hashes(proto::MatchRequest {
+            queries: vec![nodes::pdq_query(vec![7; 32])],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer.into_inner().results.len(), 1);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // At the deadline every stalled call is answered CANCELLED, not kept.
+    for (i, (response, _body)) in stalled.into_iter().enumerate() {
+        let response = tokio::time::timeout(Duration::from_secs(6), response)
+            .await
+            .unwrap_or_else(|_| panic!("stalled call {i} still open after 6 s"))
+            .unwrap();
+        let status = response
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        assert_eq!(status.as_deref(), Some("1"), "call {i}: {response:?}");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(6),
+        "cut after {waited:?}"
+    );
+    driver.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_silent_connections_from_one_host_holds_only_its_share() {
+    use hashfed::identity::server::MAX_HANDSHAKES_PER_ADDRESS;
+    let node = TestNode::start("a", |_| {}).await;
+    let addr = node.node().addresses().match_;
+    let local = node.issue(ClientRole::Local);
+
+    // 300 connections that never say a word, from 127.0.0.2: more than
+    // the 256 handshakes a listener runs at once.
+    let mut flood = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        flood.push(socket.connect(addr).await.unwrap());
+    }
+    // All but the host's share are closed at once...
+    let checks: Vec<_> = flood
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let closed = closed_within(&mut s, Duration::from_millis(500)).await;
+                (s, closed)
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for check in checks {
+        let (s, closed) = check.await.unwrap();
+        if !closed {
+            open.push(s);
+        }
+    }
+    assert_eq!(open.len(), MAX_HANDSHAKES_PER_ADDRESS);
+    // ...and a caller from another address is served at once.
+    let started = Instant::now();
+    assert_eq!(
+        nodes::handshake_outcome(&node.dir, addr, Some(&local)).await,
+        "OK"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The share is given back at the handshake deadline.
+    for s in &mut open {
+        assert!(closed_within(s, HANDSHAKE_TIMEOUT + Duration::from_secs(3)).await);
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut again = socket.connect(addr).await.unwrap();
+    assert!(
+        !closed_within(&mut again, Duration::from_millis(300)).await,
+        "the host may handshake again"
+    );
+}
