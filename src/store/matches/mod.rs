@@ -19,9 +19,11 @@
 //! handed out, so a call lives under the greatest key not above its own.
 //! Feedback, given later, lives under its match id in a key of its own, so
 //! records are written once and never rewritten (they are evidence), and
-//! retention deletes key ranges instead of reading every record. Stores written before this layout keep their records as one
-//! JSON value per random id under `r`; those are still read, counted,
-//! given feedback and expired.
+//! retention deletes key ranges instead of reading every record.
+//!
+//! Stores written before this layout keep their records as one JSON value
+//! per random id under `r` (feedback inside the record); those are still
+//! read, counted, given feedback and expired.
 
 mod packed;
 
@@ -167,9 +169,7 @@ impl ReservedMatches {
         let parts = self.records.len().div_ceil(packed::MAX_RECORDS).max(1);
         self.first.saturating_add(parts as u64 - 1)
     }
-}
 
-impl ReservedMatches {
     /// The records' ids, in order.
     pub fn ids(&self) -> Vec<MatchId> {
         self.records
@@ -222,22 +222,29 @@ fn decode_json<'a, T: Deserialize<'a>>(what: &str, bytes: &'a [u8]) -> Result<T,
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-/// The record `id` names, from the value of its call's key and (for old
+/// Where a record was found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    Packed,
+    Legacy,
+}
+
+/// The record `id` names, from the value of its call's batch and (for old
 /// stores) its legacy key; `None` if neither holds it with its tag.
 fn resolve(
     id: &MatchId,
     packed_value: Option<&[u8]>,
     legacy_value: Option<&[u8]>,
-) -> Result<Option<MatchRecord>, StoreError> {
+) -> Result<Option<(MatchRecord, Layout)>, StoreError> {
     if let Some(bytes) = packed_value {
         if let Some((tag, record)) = packed::Value::read(bytes)?.get(id.key(), id.index())? {
             if tag[..] == *id.tag() {
-                return Ok(Some(record));
+                return Ok(Some((record, Layout::Packed)));
             }
         }
     }
     legacy_value
-        .map(|bytes| decode_json("match record", bytes))
+        .map(|bytes| Ok((decode_json("match record", bytes)?, Layout::Legacy)))
         .transpose()
 }
 
@@ -393,10 +400,14 @@ impl Store {
             None => None,
         };
         let legacy_value = self.tree.get(legacy_key(id))?;
-        let Some(mut record) = resolve(id, packed_value.as_deref(), legacy_value.as_deref())?
+        let Some((mut record, layout)) =
+            resolve(id, packed_value.as_deref(), legacy_value.as_deref())?
         else {
             return Ok(None);
         };
+        if layout == Layout::Legacy {
+            return Ok(Some(record));
+        }
         if let Some(bytes) = self.tree.get(feedback_key(id))? {
             record.feedback = Some(decode_json("feedback", &bytes)?);
         }
@@ -427,22 +438,24 @@ impl Store {
                 None => None,
             };
             let legacy_value = tx.get(legacy_k)?;
-            let mut record = resolve(id, packed_value.as_deref(), legacy_value.as_deref())
-                .map_err(|e| Tx::Abort(e.into()))?
-                .ok_or(Tx::Abort(FeedbackError::UnknownMatch(*id)))?;
-            if record.feedback.is_some() || tx.get(feedback_k)?.is_some() {
+            let (mut record, layout) =
+                resolve(id, packed_value.as_deref(), legacy_value.as_deref())
+                    .map_err(|e| Tx::Abort(e.into()))?
+                    .ok_or(Tx::Abort(FeedbackError::UnknownMatch(*id)))?;
+            let given = match layout {
+                Layout::Packed => tx.get(feedback_k)?.is_some(),
+                Layout::Legacy => record.feedback.is_some(),
+            };
+            if given {
                 return Err(Tx::Abort(FeedbackError::AlreadyGiven(*id)));
             }
             record.feedback = Some(feedback.clone());
-            if legacy_value.is_some() && packed_value.is_none() {
+            let (key, value) = match layout {
+                Layout::Packed => (&feedback_k[..], encode_json("feedback", &feedback)),
                 // Old layout: the feedback goes into the record, as before.
-                let value =
-                    encode_json("match record", &record).map_err(|e| Tx::Abort(e.into()))?;
-                tx.insert(&legacy_k[..], value)?;
-            } else {
-                let value = encode_json("feedback", &feedback).map_err(|e| Tx::Abort(e.into()))?;
-                tx.insert(&feedback_k[..], value)?;
-            }
+                Layout::Legacy => (&legacy_k[..], encode_json("match record", &record)),
+            };
+            tx.insert(key, value.map_err(|e| Tx::Abort(e.into()))?)?;
             let counter = match feedback.verdict {
                 Verdict::Confirmed => Counter::Confirmed,
                 Verdict::FalsePositive => Counter::FalsePositive,
