@@ -2,8 +2,8 @@
 //!
 //! A hit is answered at once with its match id, reserved in memory; the
 //! call's records (entry, time, caller: see [`crate::store::matches`]) go
-//! to a writer thread that groups whatever is queued into one store batch. Measured
-//! over loopback gRPC at 1M entries, writing each call's records inline
+//! to a writer thread that groups whatever is queued into one store batch.
+//! Measured over loopback gRPC at 1M entries, writing each call's records inline
 //! cost about 40% of the exact-lookup throughput and put the store's
 //! occasional write stalls (hundreds of milliseconds) into query latency.
 //!

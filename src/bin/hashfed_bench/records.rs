@@ -1,9 +1,9 @@
 //! `hashfed-bench records [--n N] [--dir DIR] [--per-call K]`: the cost of
 //! keeping match records. Writes N records (K per call, default 64, as a
-//! busy match service's batched calls do) through [`Database::record_matches`] into a fresh
-//! store, sampling the process's resident memory as it goes; then counts
-//! them, gives feedback on a sample by id, expires them all by retention,
-//! and reports the store's size on disk at each step.
+//! busy match service's batched calls do) through
+//! [`Database::record_matches`] into a fresh store, sampling the process's
+//! resident memory as it goes; then counts them, gives feedback on a
+//! sample by id, reports the store's size on disk, and expires them all.
 //!
 //! A provider that answers many hits writes one record per hit, so memory
 //! that grows per record shows up here long before a soak run sees it.
