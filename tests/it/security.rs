@@ -23,6 +23,32 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     )
 }
 
+/// Asserts that a real client completes a handshake and a health check at
+/// `addr` within two seconds.
+async fn served_at_once(
+    node: &TestNode,
+    addr: std::net::SocketAddr,
+    cert: &hashfed::identity::tls::CertKey,
+) {
+    let started = Instant::now();
+    assert_eq!(
+        nodes::handshake_outcome(&node.dir, addr, Some(cert)).await,
+        "OK"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A TCP connection to `addr` from the loopback address 127.0.0.2.
+async fn connect_from_another_host(addr: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn silent_and_slow_loris_connections_are_dropped_and_starve_nobody() {
     let node = TestNode::start("a", |_| {}).await;
@@ -52,16 +78,7 @@ async fn silent_and_slow_loris_connections_are_dropped_and_starve_nobody() {
     });
 
     // Meanwhile a real client is served at once.
-    let started = Instant::now();
-    assert_eq!(
-        nodes::handshake_outcome(&node.dir, addr, Some(&local)).await,
-        "OK"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    served_at_once(&node, addr, &local).await;
 
     // The handshake deadline closes every one of them.
     let limit = HANDSHAKE_TIMEOUT + Duration::from_secs(3);
@@ -266,9 +283,7 @@ async fn a_flood_of_silent_connections_from_one_host_holds_only_its_share() {
     // the 256 handshakes a listener runs at once.
     let mut flood = Vec::new();
     for _ in 0..300 {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-        flood.push(socket.connect(addr).await.unwrap());
+        flood.push(connect_from_another_host(addr).await);
     }
     // All but the host's share are closed at once...
     let checks: Vec<_> = flood
@@ -289,23 +304,12 @@ async fn a_flood_of_silent_connections_from_one_host_holds_only_its_share() {
     }
     assert_eq!(open.len(), MAX_HANDSHAKES_PER_ADDRESS);
     // ...and a caller from another address is served at once.
-    let started = Instant::now();
-    assert_eq!(
-        nodes::handshake_outcome(&node.dir, addr, Some(&local)).await,
-        "OK"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
+    served_at_once(&node, addr, &local).await;
     // The share is given back at the handshake deadline.
     for s in &mut open {
         assert!(closed_within(s, HANDSHAKE_TIMEOUT + Duration::from_secs(3)).await);
     }
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    let mut again = socket.connect(addr).await.unwrap();
+    let mut again = connect_from_another_host(addr).await;
     assert!(
         !closed_within(&mut again, Duration::from_millis(300)).await,
         "the host may handshake again"
