@@ -14,7 +14,9 @@ use hashfed::store::{Change, StoreError, VettingRefusal};
 use tonic::transport::Channel;
 use tonic::Code;
 
-const WAIT: Duration = Duration::from_secs(10);
+/// How long a sync may take before a test gives up: generous, because CI
+/// runs every test at once on two cores (a 10 s wait once ran out there).
+const WAIT: Duration = Duration::from_secs(30);
 
 async fn operator(node: &TestNode) -> AdminClient<Channel> {
     let cert = node.issue(ClientRole::Operator);
@@ -822,9 +824,13 @@ async fn entries_from_a_peer_under_review_wait_for_release() {
     // add fresh ones after it.
     nodes::add_pdq(&a.db, "a/list", &[code(13), code(14)]);
     let a_head = head(&a);
-    eventually(WAIT, || head(&b) == a_head)
-        .await
-        .expect("B never synced");
+    if eventually(WAIT, || head(&b) == a_head).await.is_none() {
+        panic!(
+            "B never synced: head {} of {a_head}, sync with a: {}",
+            head(&b),
+            b.node().federation().sync_status("a")
+        );
+    }
     let held = admin
         .list_held(proto::ListHeldRequest::default())
         .await
