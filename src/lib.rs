@@ -10,6 +10,7 @@ pub mod import;
 pub mod index;
 pub mod metrics;
 pub mod model;
+pub mod ops;
 pub mod peers;
 pub mod report;
 pub mod server;

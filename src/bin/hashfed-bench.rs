@@ -340,7 +340,11 @@ fn store_bench(
         let store = Store::open(&dir, &options)?;
         let have = store.set(&set).map_or(0, |s| s.head_seq);
         if have < codes.len() as u64 {
-            store.create_set(SetInfo::new(set.clone()), 0)?;
+            store.create_set(
+                SetInfo::new(set.clone()),
+                0,
+                hashfed::model::audit::unaudited,
+            )?;
             let start = Instant::now();
             let mut next_report = 1_000_000;
             for (i, chunk) in codes
@@ -359,7 +363,7 @@ fn store_bench(
                         })
                     })
                     .collect();
-                store.append(&set, &changes, 0)?;
+                store.append(&set, &changes, 0, hashfed::model::audit::unaudited)?;
                 if (i + 1) * 10_000 >= next_report {
                     eprintln!("hashfed-bench: {} entries written", (i + 1) * 10_000);
                     next_report += 1_000_000;

@@ -5,18 +5,16 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hashfed::database::now_ms;
-use hashfed::import::load::{load, LoadError};
-use hashfed::import::{detect, parse, Format};
-use hashfed::model::audit::Action;
+use hashfed::database::Database;
+use hashfed::import::Format;
 use hashfed::model::signed::Signer;
-use hashfed::model::{SetId, SetInfo};
+use hashfed::model::SetId;
+use hashfed::ops::{ImportRequest, Ops};
 use hashfed::service::proto::{self, admin_client::AdminClient};
-use hashfed::store::{Store, StoreOptions};
+use hashfed::store::StoreOptions;
 use tonic::transport::Channel;
 
 /// Arguments of `hashfed import`.
@@ -48,104 +46,80 @@ pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
         return run_remote(&args, &runtime, client);
     }
     drop(runtime);
-    let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
-    // The node's signing key, where it has one: own sets get their
-    // checkpoints signed as they are written, and the audit head stays
-    // signed.
+    // A stopped node: the same operation in this process, over the
+    // database opened here (with the node's signing key, where it has one:
+    // own sets get their checkpoints signed as they are written, and the
+    // audit head stays signed).
+    let db = Arc::new(Database::open(
+        &super::store_dir(&args.dir),
+        &StoreOptions::default(),
+    )?);
     if let Ok(config) = hashfed::identity::load_config(&args.dir) {
         let key = hashfed::identity::keys::read(&args.dir)?;
-        store.set_signer(Arc::new(Signer::new(&config.name, &config.node_id, key)));
+        db.set_signer(Arc::new(Signer::new(&config.name, &config.node_id, key)))?;
     }
-    let set = match store.set(&args.set) {
-        Some(state) => state.info,
-        None => {
-            let info = store
-                .create_set(SetInfo::new(args.set.clone()), now_ms())?
-                .info;
-            audit(&store, Action::SetCreated, &info.id, "by an import")?;
-            info
-        }
+    let ops = Ops::new(db.clone(), String::new(), String::new());
+    let actor = hashfed::service::admin::local_cli();
+    let format = match &args.format {
+        Some(name) => Some(name.parse::<Format>().map_err(|e| anyhow::anyhow!("{e}"))?),
+        None => None,
     };
     let mut failed = false;
     for path in &args.files {
-        let mut input = open(path)?;
-        let format = match &args.format {
-            Some(name) => name.parse::<Format>().map_err(|e| anyhow::anyhow!("{e}"))?,
-            None => {
-                let head = input
-                    .fill_buf()
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let name = path.file_name().and_then(|n| n.to_str());
-                match detect(head, name) {
-                    Some(f) => f,
-                    None => bail!("{}: cannot tell the format; use --format", path.display()),
-                }
-            }
-        };
+        let input = open(path)?;
         let shown = path.display().to_string();
-        let mut since_progress = 0;
-        let mut records = 0;
-        let mut last_flush = Instant::now();
-        let result = load(
-            &set,
-            parse(format, input),
-            &args.reason,
-            |changes| {
-                let applied = store.append(&set.id, changes, now_ms())?;
-                records += changes.len() as u64;
-                since_progress += changes.len() as u64;
-                let report = args.progress_every > 0 && since_progress >= args.progress_every;
-                // Make progress durable every second (sled otherwise
-                // buffers up to half a second of writes in memory), so a
-                // crash costs at most that much re-reading.
-                if report || last_flush.elapsed() >= Duration::from_secs(1) {
-                    store.flush()?;
-                    last_flush = Instant::now();
+        let request = ImportRequest {
+            set: args.set.clone(),
+            format,
+            file_name: path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned(),
+            reason: args.reason.clone(),
+        };
+        let mut reported = 0;
+        let s = ops
+            .import(&actor, &request, input, |records| {
+                if args.progress_every > 0 && records - reported >= args.progress_every {
+                    reported = records;
+                    // The operation flushes at least every second; this
+                    // line promises durability, so flush first.
+                    if db.store().flush().is_ok() {
+                        eprintln!(
+                            "hashfed: import: {shown}: {records} records applied and durable"
+                        );
+                    }
                 }
-                if report {
-                    since_progress = 0;
-                    eprintln!("hashfed: import: {shown}: {records} records applied and durable");
-                }
-                Ok(applied)
-            },
-            |bad| eprintln!("hashfed: {shown}: {bad}"),
-        );
-        match result {
-            Ok(s) => {
-                eprintln!(
-                    "{shown} ({format}): {} records: {} added, {} updated, {} unchanged, {} retracted, {} retractions found nothing, {} refused",
-                    s.records, s.added, s.updated, s.unchanged, s.retracted, s.not_found, s.malformed
-                );
-                let detail = format!(
-                    "{format} format, {} records: {} added, {} updated, {} unchanged, {} retracted, {} refused",
-                    s.records, s.added, s.updated, s.unchanged, s.retracted, s.malformed
-                );
-                audit(&store, Action::Imported, &set.id, &detail)?;
-                failed |= s.malformed > 0;
-            }
-            Err(LoadError::Input(e)) => {
-                eprintln!("hashfed: {shown}: {e}; records before it were imported");
-                audit(&store, Action::Imported, &set.id, &format!("stopped: {e}"))?;
-                failed = true;
-            }
-            Err(LoadError::Store(e)) => return Err(e.into()),
+            })
+            .with_context(|| shown.clone())?;
+        for problem in &s.problems {
+            eprintln!("hashfed: {shown}: {problem}");
         }
+        if !s.stopped.is_empty() {
+            eprintln!(
+                "hashfed: {shown}: {}; records before it were imported",
+                s.stopped
+            );
+            failed = true;
+        }
+        eprintln!(
+            "{shown} ({}): {} records: {} added, {} updated, {} unchanged, {} retracted, {} retractions found nothing, {} refused",
+            s.format, s.records, s.added, s.updated, s.unchanged, s.retracted, s.not_found, s.refused
+        );
+        eprintln!("set {}: log head {}", args.set, s.head_seq);
+        failed |= s.refused > 0;
     }
-    store.flush()?;
-    let head = store.set(&set.id).map_or(0, |s| s.head_seq);
-    eprintln!("set {}: log head {head}", set.id);
+    drop(ops);
+    match Arc::try_unwrap(db) {
+        Ok(db) => db.close()?,
+        Err(_) => bail!("the database is still in use at exit"),
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Records an import on a stopped node in its audit log (a running node's
-/// admin service does it for imports sent to it).
-fn audit(store: &Store, action: Action, set: &SetId, detail: &str) -> anyhow::Result<()> {
-    store.audit(now_ms(), "local-cli", action, set.as_str(), detail)?;
-    Ok(())
 }
 
 fn open(path: &PathBuf) -> anyhow::Result<Box<dyn BufRead>> {

@@ -6,7 +6,7 @@
 //! it withdrawn; reports from before the review stop counting.
 
 use super::{now_ms, Database};
-use crate::model::audit::Action;
+use crate::model::audit::{Action, Note};
 use crate::model::EntryId;
 use crate::store::{Change, StoreError, StoredEntry};
 
@@ -58,20 +58,21 @@ impl Database {
                 d.reporters.join(", ")
             );
             tracing::warn!(entry = %entry, reports = k, "entry disputed: raised for review");
-            self.audit("node", Action::DisputeRaised, &subject, &detail)?;
+            self.audit(Note::new("node", Action::DisputeRaised, &subject, detail))?;
         }
         if !policy.suspend || e.retracted {
             return Ok(DisputeOutcome::Raised(k));
         }
         let reason = format!("{SUSPENDED}: {k} nodes reported a false positive");
+        let note = Note::new("node", Action::DisputeSuspended, subject, &reason);
         self.apply(
             &e.set,
             &[Change::RetractEntry {
                 entry: *entry,
-                reason: reason.clone(),
+                reason,
             }],
+            |_| vec![note],
         )?;
-        self.audit("node", Action::DisputeSuspended, &subject, &reason)?;
         Ok(DisputeOutcome::Suspended(k))
     }
 
@@ -89,11 +90,7 @@ impl Database {
             .store
             .entry(entry)?
             .ok_or(StoreError::UnknownEntry(*entry))?;
-        self.store.mark_reviewed(entry, now_ms())?;
         let restored = restore && e.retracted;
-        if restored {
-            self.apply(&e.set, &[Change::Add(e.data.clone())])?;
-        }
         let detail = format!(
             "{}{}",
             if restored {
@@ -107,7 +104,18 @@ impl Database {
                 format!(": {reason}")
             }
         );
-        self.audit(actor, Action::DisputeReviewed, &entry.to_string(), &detail)?;
+        let note = Note::new(actor, Action::DisputeReviewed, entry.to_string(), detail);
+        {
+            let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let restore = restored.then_some(&e.data);
+            let applied = self
+                .store
+                .review(entry, restore, now_ms(), |_| vec![note])?;
+            self.update(&applied.deltas);
+            if applied.appended > 0 {
+                self.changed();
+            }
+        }
         self.store
             .entry(entry)?
             .ok_or(StoreError::UnknownEntry(*entry))

@@ -19,13 +19,13 @@ pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VA
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
-use crate::model::audit::Action;
+use crate::model::audit::{Action, Note};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer};
-use crate::model::{EntryId, SetId, SetInfo, SetPolicy};
+use crate::model::{DisputePolicy, EntryData, EntryId, SetId, SetInfo, SetPolicy};
 use crate::store::matches::{Feedback, FeedbackError, MatchCounts, MatchId, MatchRecord};
 use crate::store::{
-    Applied, Change, Confirmed, IndexDelta, Matchable, SetState, SnapshotLoad, Store, StoreError,
-    StoreOptions,
+    Applied, Change, Confirmed, IndexDelta, Matchable, PendingEntry, ReceivedFeedback, SetState,
+    SnapshotLoad, Store, StoreError, StoreOptions,
 };
 pub use disputes::{DisputeOutcome, SUSPENDED};
 pub use flood::FloodLimits;
@@ -238,17 +238,29 @@ impl Database {
         self.store.match_counts()
     }
 
-    /// Creates a set (idempotent for an identical configuration).
-    pub fn create_set(&self, info: SetInfo) -> Result<SetState, StoreError> {
-        let state = self.store.create_set(info, now_ms())?;
+    /// Creates a set (idempotent for an identical configuration), with the
+    /// audit records `audit` makes of a new one in the same batch.
+    pub fn create_set(
+        &self,
+        info: SetInfo,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        let state = self.store.create_set(info, now_ms(), audit)?;
         self.changed();
         Ok(state)
     }
 
-    /// Applies `changes` to `set` atomically and updates the indexes.
-    pub fn apply(&self, set: &SetId, changes: &[Change]) -> Result<Applied, StoreError> {
+    /// Applies `changes` to `set` atomically, with the audit records
+    /// `audit` makes of what they did in the same batch, and updates the
+    /// indexes.
+    pub fn apply(
+        &self,
+        set: &SetId,
+        changes: &[Change],
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.store.append(set, changes, now_ms())?;
+        let applied = self.store.append(set, changes, now_ms(), audit)?;
         self.update(&applied.deltas);
         if applied.appended > 0 {
             self.changed();
@@ -288,10 +300,82 @@ impl Database {
     }
 
     /// Changes who may receive one of this node's sets (signed anew).
-    pub fn set_policy(&self, set: &SetId, policy: SetPolicy) -> Result<SetState, StoreError> {
-        let state = self.store.set_policy(set, policy)?;
+    pub fn set_policy(
+        &self,
+        set: &SetId,
+        policy: SetPolicy,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        let state = self.store.set_policy(set, policy, audit)?;
         self.changed();
         Ok(state)
+    }
+
+    /// Sets how many reviewers must confirm each new entry of one of this
+    /// node's sets (see [`Store::set_vetting`]).
+    pub fn set_vetting(
+        &self,
+        set: &SetId,
+        reviewers: u32,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        let state = self.store.set_vetting(set, reviewers, audit)?;
+        self.changed();
+        Ok(state)
+    }
+
+    /// Sets what this node does when peers dispute entries of one of its
+    /// sets (see [`Store::set_disputes`]).
+    pub fn set_disputes(
+        &self,
+        set: &SetId,
+        policy: DisputePolicy,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        let state = self.store.set_disputes(set, policy, audit)?;
+        self.changed();
+        Ok(state)
+    }
+
+    /// Switches a set off (or back on) on this node (see
+    /// [`Store::set_suppressed`]).
+    pub fn set_suppressed(
+        &self,
+        set: &SetId,
+        suppressed: bool,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        self.store.set_suppressed(set, suppressed, audit)
+    }
+
+    /// Puts an entry up for vetting (see [`Store::submit`]).
+    pub fn submit(
+        &self,
+        set: &SetId,
+        data: EntryData,
+        submitter: &str,
+        audit: impl FnOnce(&PendingEntry) -> Vec<Note>,
+    ) -> Result<PendingEntry, StoreError> {
+        self.store.submit(set, data, submitter, now_ms(), audit)
+    }
+
+    /// Withdraws a pending entry (see [`Store::reject`]).
+    pub fn reject(
+        &self,
+        id: &EntryId,
+        audit: impl FnOnce(&PendingEntry) -> Vec<Note>,
+    ) -> Result<PendingEntry, StoreError> {
+        self.store.reject(id, audit)
+    }
+
+    /// Keeps feedback a peer sent about one of this node's entries, with
+    /// its audit record (see [`Store::receive_feedback`]).
+    pub fn receive_feedback(
+        &self,
+        received: &ReceivedFeedback,
+        note: Note,
+    ) -> Result<(), StoreError> {
+        self.store.receive_feedback(received, note)
     }
 
     /// Records a set offered by a peer (see [`Store::receive_set`]).
@@ -301,35 +385,22 @@ impl Database {
         signed: SignedInfo,
         peer: &str,
     ) -> Result<SetState, StoreError> {
-        let before = self.store.set(&info.id).and_then(|s| s.signed_info);
-        let version = signed.version;
         let state = self.store.receive_set(info, signed, peer, now_ms())?;
         self.changed();
-        let actor = format!("peer:{peer}");
-        match before {
-            None => self.audit(
-                &actor,
-                Action::SetReceived,
-                state.id().as_str(),
-                &format!("configuration version {version}"),
-            )?,
-            Some(old) if old.version != version => self.audit(
-                &actor,
-                Action::PolicySigned,
-                state.id().as_str(),
-                &format!("configuration version {version} from the origin"),
-            )?,
-            Some(_) => {}
-        }
         Ok(state)
     }
 
     /// Records a reviewer's confirmation of a pending entry (see
     /// [`Store::confirm`]); the entry matches as soon as this returns if it
-    /// completed the vetting.
-    pub fn confirm(&self, id: &EntryId, reviewer: &str) -> Result<Confirmed, StoreError> {
+    /// completed the vetting. `audit` is as for [`Store::confirm`].
+    pub fn confirm(
+        &self,
+        id: &EntryId,
+        reviewer: &str,
+        audit: impl FnOnce(&PendingEntry, Option<u64>) -> Vec<Note>,
+    ) -> Result<Confirmed, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let confirmed = self.store.confirm(id, reviewer, now_ms())?;
+        let confirmed = self.store.confirm(id, reviewer, now_ms(), audit)?;
         if let Confirmed::Vetted(_, applied) = &confirmed {
             self.update(&applied.deltas);
             self.changed();
@@ -337,18 +408,10 @@ impl Database {
         Ok(confirmed)
     }
 
-    /// Appends an event to the node's audit log (see
-    /// [`crate::model::audit`]).
-    pub fn audit(
-        &self,
-        actor: &str,
-        action: Action,
-        subject: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        self.store
-            .audit(now_ms(), actor, action, subject, detail)
-            .map(|_| ())
+    /// Appends an event that is its own effect to the node's audit log
+    /// (see [`Store::audit`]); changes carry their notes in their write.
+    pub fn audit(&self, note: Note) -> Result<(), StoreError> {
+        self.store.audit(now_ms(), note).map(|_| ())
     }
 
     /// Queues feedback from a downstream peer to go on toward the origin
@@ -386,9 +449,15 @@ impl Database {
 
     /// Releases entries held for review (one entry, or every held entry of
     /// a set): they match as soon as this returns. Returns how many.
-    pub fn release(&self, set: Option<&SetId>, entry: Option<&EntryId>) -> Result<u64, StoreError> {
+    /// `audit` describes each set's releases, in that set's batch.
+    pub fn release(
+        &self,
+        set: Option<&SetId>,
+        entry: Option<&EntryId>,
+        audit: impl FnMut(&SetId, &Applied) -> Vec<Note>,
+    ) -> Result<u64, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.store.release(set, entry, now_ms())?;
+        let applied = self.store.release(set, entry, now_ms(), audit)?;
         self.update(&applied.deltas);
         Ok(applied.outcomes.len() as u64)
     }
@@ -401,14 +470,21 @@ impl Database {
     /// Switches off an entry that floods, and says so to operators.
     fn quarantine(&self, entry: &EntryId, reason: &str) -> Result<(), StoreError> {
         tracing::warn!(entry = %entry, reason, "entry quarantined: it stopped matching on this node");
-        self.set_disabled(entry, true)?;
-        self.audit("node", Action::Quarantined, &entry.to_string(), reason)
+        let note = Note::new("node", Action::Quarantined, entry.to_string(), reason);
+        self.set_disabled(entry, true, |_| vec![note])?;
+        Ok(())
     }
 
-    /// Stops (or resumes) matching an entry on this node only.
-    pub fn set_disabled(&self, entry: &EntryId, disabled: bool) -> Result<Applied, StoreError> {
+    /// Stops (or resumes) matching an entry on this node only, with the
+    /// audit records `audit` makes in the same batch.
+    pub fn set_disabled(
+        &self,
+        entry: &EntryId,
+        disabled: bool,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let applied = self.store.set_disabled(entry, disabled, now_ms())?;
+        let applied = self.store.set_disabled(entry, disabled, now_ms(), audit)?;
         self.update(&applied.deltas);
         Ok(applied)
     }

@@ -4,100 +4,121 @@
 
 use std::sync::Arc;
 
-use tonic::Status;
-
 use super::sync::connect;
-use super::Federation;
+use super::{Federation, FederationError};
 use crate::model::signed::Signer;
-use crate::model::{SetId, SetPolicy};
 use crate::peers::{Peer, PeerCard, PeerError, PeerStatus};
 use crate::service::proto;
 use crate::store::SetState;
 
-fn peer_error(e: PeerError) -> Status {
-    match e {
-        PeerError::Unknown(_) => Status::not_found(e.to_string()),
-        PeerError::Revoked(_) | PeerError::Conflict(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        PeerError::Invalid(_) => Status::invalid_argument(e.to_string()),
-        PeerError::Io { .. } | PeerError::Identity(_) => Status::internal(e.to_string()),
-    }
+/// A peer as operators see it: its registry entry and what the node is
+/// doing with it now.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    /// The registry's entry (card, grants, status, review).
+    pub peer: Peer,
+    /// Connections it has open to this node.
+    pub open_connections: u32,
+    /// What our sync with it is doing ("idle" if we take nothing).
+    pub sync: String,
+}
+
+/// What a key rotation did.
+#[derive(Clone, Debug, Default)]
+pub struct Rotated {
+    /// The node's id (unchanged by rotations).
+    pub node_id: String,
+    /// The signing key's number in the node's history (0: the first).
+    pub key_number: u32,
+    /// The signing key now in use.
+    pub signing_key: String,
+    /// The certificates renewed.
+    pub certificates: Vec<String>,
+}
+
+/// How one set compares with a peer's copy (`hashfed set verify`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetComparison {
+    /// The set.
+    pub set: String,
+    /// The peer.
+    pub peer: String,
+    /// Our head.
+    pub local_seq: u64,
+    /// The peer's head (0 if unknown).
+    pub peer_seq: u64,
+    /// "equal", "N records behind the peer", "diverged ...",
+    /// "unreachable: ...", ...
+    pub verdict: String,
 }
 
 impl Federation {
-    fn peer_view(&self, p: &Peer) -> proto::Peer {
-        proto::Peer {
-            name: p.card.name.clone(),
-            node_id: p.card.node_id.clone(),
-            endpoint: p.card.endpoint.clone(),
-            status: p.status.as_str().into(),
-            send: p.send.clone(),
-            accept: p.accept.clone(),
+    fn peer_view(&self, p: &Peer) -> PeerView {
+        PeerView {
             open_connections: self.trust.open_connections(p.name()) as u32,
             sync: if p.active() && !p.accept.is_empty() {
                 self.sync_status(p.name())
             } else {
                 "idle".into()
             },
-            review: p.review,
+            peer: p.clone(),
         }
     }
 
     /// Switches local review of a peer's entries on or off.
-    pub fn set_peer_review(&self, name: &str, review: bool) -> Result<proto::Peer, Status> {
-        let peer = self.peers.set_review(name, review).map_err(peer_error)?;
+    pub fn set_peer_review(&self, name: &str, review: bool) -> Result<PeerView, PeerError> {
+        let peer = self.peers.set_review(name, review)?;
         tracing::info!(peer = %peer.name(), review, "peer review changed");
         Ok(self.peer_view(&peer))
     }
 
     /// Every peer.
-    pub fn list_peers(&self) -> proto::ListPeersResponse {
-        proto::ListPeersResponse {
-            peers: self
-                .peers
-                .list()
-                .iter()
-                .map(|p| self.peer_view(p))
-                .collect(),
-        }
+    pub fn list_peers(&self) -> Vec<PeerView> {
+        self.peers
+            .list()
+            .iter()
+            .map(|p| self.peer_view(p))
+            .collect()
     }
 
-    /// Adds a peer from its card.
-    pub fn add_peer(&self, req: proto::AddPeerRequest) -> Result<proto::Peer, Status> {
+    /// Adds a peer from its card (the card's text).
+    pub fn add_peer(
+        &self,
+        card: &str,
+        send: Vec<String>,
+        accept: Vec<String>,
+    ) -> Result<PeerView, PeerError> {
         if self.config.dev_certs {
-            return Err(Status::failed_precondition(
+            return Err(PeerError::Conflict(
                 "this node uses the development certificates, which every development node \
-                 shares: it cannot federate (run `hashfed init` without --dev-certs)",
+                 shares: it cannot federate (run `hashfed init` without --dev-certs)"
+                    .into(),
             ));
         }
-        let card = PeerCard::parse(&req.card).map_err(peer_error)?;
+        let card = PeerCard::parse(card)?;
         let peer = self
             .peers
-            .add(card, req.send, req.accept, crate::database::now_ms())
-            .map_err(peer_error)?;
+            .add(card, send, accept, crate::database::now_ms())?;
         tracing::info!(peer = %peer.name(), node = %peer.card.node_id, "peer added");
         Ok(self.peer_view(&peer))
     }
 
     /// Replaces a peer's grants.
-    pub fn set_peer_grants(&self, req: proto::SetPeerGrantsRequest) -> Result<proto::Peer, Status> {
-        let peer = self
-            .peers
-            .set_grants(&req.name, req.send, req.accept)
-            .map_err(peer_error)?;
+    pub fn set_peer_grants(
+        &self,
+        name: &str,
+        send: Vec<String>,
+        accept: Vec<String>,
+    ) -> Result<PeerView, PeerError> {
+        let peer = self.peers.set_grants(name, send, accept)?;
         tracing::info!(peer = %peer.name(), "peer grants changed");
         Ok(self.peer_view(&peer))
     }
 
     /// Suspends, resumes or revokes a peer; an inactive peer's connections
     /// are closed at once.
-    pub fn set_peer_status(&self, req: proto::SetPeerStatusRequest) -> Result<proto::Peer, Status> {
-        let status = PeerStatus::parse(&req.status).map_err(peer_error)?;
-        let peer = self
-            .peers
-            .set_status(&req.name, status)
-            .map_err(peer_error)?;
+    pub fn set_peer_status(&self, name: &str, status: PeerStatus) -> Result<PeerView, PeerError> {
+        let peer = self.peers.set_status(name, status)?;
         // Close its connections now, not when the federation task next
         // runs: the caller is told "revoked" only once it is cut off.
         self.refresh_trust();
@@ -105,44 +126,10 @@ impl Federation {
         Ok(self.peer_view(&peer))
     }
 
-    /// Changes one of this node's own sets' policy.
-    pub fn set_policy(&self, req: proto::SetPolicyRequest) -> Result<SetState, Status> {
-        let set: SetId = req
-            .set
-            .parse()
-            .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))?;
-        if set.origin() != self.config.name {
-            return Err(Status::failed_precondition(format!(
-                "{set} is not this node's own set (own sets are named {}/...)",
-                self.config.name
-            )));
-        }
-        if let Some(bad) = req.share_with.iter().find(|n| {
-            n.as_str() != "*" && (n.len() != 32 || !n.bytes().all(|b| b.is_ascii_alphanumeric()))
-        }) {
-            return Err(Status::invalid_argument(format!(
-                "share_with takes node ids (32 characters) or *, not {:?}",
-                bad.chars().take(40).collect::<String>()
-            )));
-        }
-        self.db
-            .set_policy(
-                &set,
-                SetPolicy {
-                    share_with: req.share_with,
-                    reshare: req.reshare,
-                },
-            )
-            .map_err(|e| match e {
-                crate::store::StoreError::UnknownSet(_) => Status::not_found(e.to_string()),
-                other => Status::failed_precondition(other.to_string()),
-            })
-    }
-
     /// Compares every set we share with or take from a peer with that
     /// peer's copy.
-    pub async fn verify_sets(self: &Arc<Self>) -> proto::VerifySetsResponse {
-        let mut out = proto::VerifySetsResponse::default();
+    pub async fn verify_sets(self: &Arc<Self>) -> Vec<SetComparison> {
+        let mut out = Vec::new();
         for peer in self.peers.list().into_iter().filter(Peer::active) {
             let relevant: Vec<SetState> = self
                 .db
@@ -156,7 +143,7 @@ impl Federation {
             if relevant.is_empty() {
                 continue;
             }
-            let compare = |set: &SetState, peer_seq: u64, verdict: String| proto::SetComparison {
+            let compare = |set: &SetState, peer_seq: u64, verdict: String| SetComparison {
                 set: set.id().to_string(),
                 peer: peer.name().to_owned(),
                 local_seq: set.head_seq,
@@ -175,16 +162,14 @@ impl Federation {
                 Ok(m) => m,
                 Err(why) => {
                     for set in &relevant {
-                        out.comparisons
-                            .push(compare(set, 0, format!("unreachable: {why}")));
+                        out.push(compare(set, 0, format!("unreachable: {why}")));
                     }
                     continue;
                 }
             };
             for set in &relevant {
                 let Some(theirs) = manifest.sets.iter().find(|h| h.set == set.id().as_str()) else {
-                    out.comparisons
-                        .push(compare(set, 0, "not offered by the peer".into()));
+                    out.push(compare(set, 0, "not offered by the peer".into()));
                     continue;
                 };
                 let verdict = if theirs.head_seq == set.head_seq {
@@ -239,7 +224,7 @@ impl Federation {
                         ),
                     }
                 };
-                out.comparisons.push(compare(set, theirs.head_seq, verdict));
+                out.push(compare(set, theirs.head_seq, verdict));
             }
         }
         out
@@ -249,42 +234,33 @@ impl Federation {
     /// it serves. The new key signs from now on and reaches peers in the
     /// next manifest (with the statement the old key signed); new
     /// certificates serve from the next handshake. One rotation at a time.
-    pub fn rotate_keys(
-        &self,
-        signing: bool,
-        tls: bool,
-    ) -> Result<proto::RotateKeysResponse, Status> {
-        let internal = |e: &dyn std::fmt::Display| Status::internal(e.to_string());
+    pub fn rotate_keys(&self, signing: bool, tls: bool) -> Result<Rotated, FederationError> {
         let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out = proto::RotateKeysResponse {
-            node_id: self.config.node_id.clone(),
-            ..Default::default()
-        };
         if tls && self.config.dev_certs {
-            return Err(Status::failed_precondition(
+            return Err(FederationError::Refused(
                 "this node uses the fixed development certificates; they are not renewed",
             ));
         }
+        let mut out = Rotated {
+            node_id: self.config.node_id.clone(),
+            ..Default::default()
+        };
         if signing {
             let (key, history) =
-                crate::identity::keys::rotate(&self.dir, crate::database::now_ms())
-                    .map_err(|e| internal(&e))?;
-            let keys = history.keys().map_err(|e| internal(&e))?;
+                crate::identity::keys::rotate(&self.dir, crate::database::now_ms())?;
+            let keys = history.keys()?;
             let signer =
                 Signer::new(&self.config.name, &self.config.node_id, key).with_history(&keys);
-            self.db
-                .set_signer(Arc::new(signer))
-                .map_err(|e| internal(&e))?;
+            self.db.set_signer(Arc::new(signer))?;
             tracing::info!(keys = keys.len(), "signing key rotated");
             self.keys.send_replace(history);
         }
         if tls {
-            out.certificates = crate::identity::renew::renew(&self.dir)
-                .map_err(|e| internal(&e))?
+            out.certificates = crate::identity::renew::renew(&self.dir)?
                 .into_iter()
                 .map(str::to_owned)
                 .collect();
-            self.certs.reload().map_err(|e| internal(&e))?;
+            self.certs.reload()?;
             self.metrics.load_certificate_expiries(&self.dir);
             tracing::info!("certificates renewed");
         }
@@ -295,29 +271,5 @@ impl Federation {
             .last()
             .map_or(history.first_key.clone(), |r| r.key.clone());
         Ok(out)
-    }
-
-    /// Feedback received about this node's entries.
-    pub fn received_feedback(&self) -> Result<proto::ListReceivedFeedbackResponse, Status> {
-        let items = self
-            .db
-            .store()
-            .received_feedback()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(proto::ListReceivedFeedbackResponse {
-            items: items
-                .into_iter()
-                .map(|r| proto::ReceivedFeedback {
-                    set: r.note.set.to_string(),
-                    entry_id: r.note.entry.to_string(),
-                    verdict: r.note.verdict,
-                    reason: r.note.reason,
-                    time_ms: r.note.time_ms,
-                    reporter_node_id: r.note.reporter,
-                    via: r.via,
-                    verified: r.verified,
-                })
-                .collect(),
-        })
     }
 }

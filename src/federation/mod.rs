@@ -52,6 +52,9 @@ pub enum FederationError {
     /// Signing what the node's own sets lack.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Refused in this node's state.
+    #[error("{0}")]
+    Refused(&'static str),
 }
 
 /// What the federation's parts share.

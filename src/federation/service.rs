@@ -452,21 +452,22 @@ fn take_feedback(
             );
             let entry_id = note.entry;
             let entry = entry_id.to_string();
-            store
-                .receive_feedback(&ReceivedFeedback {
-                    note,
-                    via: peer.name().to_owned(),
-                    verified,
-                    received_ms: crate::database::now_ms(),
-                })
-                .and_then(|()| {
-                    fed.db.audit(
-                        &format!("peer:{}", peer.name()),
-                        crate::model::audit::Action::FeedbackReceived,
-                        &entry,
-                        &detail,
-                    )
-                })
+            let audit_note = crate::model::audit::Note::new(
+                format!("peer:{}", peer.name()),
+                crate::model::audit::Action::FeedbackReceived,
+                entry,
+                detail,
+            );
+            fed.db
+                .receive_feedback(
+                    &ReceivedFeedback {
+                        note,
+                        via: peer.name().to_owned(),
+                        verified,
+                        received_ms: crate::database::now_ms(),
+                    },
+                    audit_note,
+                )
                 .and_then(|()| fed.db.weigh_dispute(&entry_id).map(|_| ()))
         } else {
             fed.db.queue_feedback(&note)

@@ -192,12 +192,13 @@ pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyH
                 );
                 tracing::info!(peer = %peer.name(), origin = %origin, keys = history.rotations.len() + 1, "learnt a key rotation");
                 let actor = format!("peer:{}", peer.name());
-                if let Err(e) = fed.db.audit(
-                    &actor,
+                let note = crate::model::audit::Note::new(
+                    actor,
                     crate::model::audit::Action::PeerKeyRotated,
-                    &origin,
-                    &detail,
-                ) {
+                    origin,
+                    detail,
+                );
+                if let Err(e) = fed.db.audit(note) {
                     tracing::warn!(error = %e, "key rotation not audited");
                 }
             }

@@ -22,8 +22,12 @@ use super::record::chain_digest;
 pub enum Action {
     /// A set was created on this node.
     SetCreated,
-    /// A list was imported into a set (counts in the detail).
+    /// A batch of a list was imported into a set (counts in the detail;
+    /// one record per atomic batch, written with it).
     Imported,
+    /// Records of an import were refused, or its input stopped early
+    /// (counts and the reason in the detail).
+    ImportRefused,
     /// An entry was submitted for vetting.
     EntrySubmitted,
     /// A reviewer confirmed a pending entry.
@@ -83,6 +87,45 @@ pub enum Action {
     KeysRotated,
     /// A peer's key rotation was learnt (from it or a relay).
     PeerKeyRotated,
+}
+
+/// What an operation says in the audit log, before the log numbers and
+/// times it. Writes carry their notes into the store, which appends them in
+/// the same atomic batch as the change they describe: a crash leaves both
+/// or neither.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Who (see [`AuditEvent::actor`]).
+    pub actor: String,
+    /// What.
+    pub action: Action,
+    /// What it was done to.
+    pub subject: String,
+    /// Anything else worth keeping, in words.
+    pub detail: String,
+}
+
+impl Note {
+    /// A note by `actor`.
+    pub fn new(
+        actor: impl Into<String>,
+        action: Action,
+        subject: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Note {
+            actor: actor.into(),
+            action,
+            subject: subject.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// For writes that no operator or peer asked for (tests, benchmarks, the
+/// bulk loaders of a fresh store): they leave no audit record.
+pub fn unaudited<T: ?Sized>(_: &T) -> Vec<Note> {
+    Vec::new()
 }
 
 /// One audit record.

@@ -34,6 +34,7 @@ use crate::federation::Federation;
 use crate::identity::server::{Acceptor, Listener};
 use crate::identity::{Config, IdentityError};
 use crate::metrics::{Kind, Metrics};
+use crate::ops::Ops;
 use crate::service::admin::AdminService;
 use crate::service::matching::MatchService;
 use crate::service::proto::admin_server::AdminServer;
@@ -135,6 +136,7 @@ pub struct Node {
     tasks: JoinSet<Result<(), ServerError>>,
     metrics: Arc<Metrics>,
     federation: Arc<Federation>,
+    ops: Arc<Ops>,
 }
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`, before
@@ -253,12 +255,13 @@ impl Node {
             MatchServer::new(MatchService::new(db.clone(), metrics.clone()))
                 .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES)
         };
+        let ops = Arc::new(
+            Ops::new(db.clone(), config.node_id.clone(), config.name.clone())
+                .with_federation(federation.clone()),
+        );
         let admin_service = || {
-            AdminServer::new(
-                AdminService::new(db.clone(), config.node_id.clone(), config.name.clone())
-                    .with_federation(federation.clone()),
-            )
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            AdminServer::new(AdminService::from_ops(ops.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
         };
         // Federation and match calls have a deadline (a caller that sends
         // half a request and stalls holds nothing past it); the admin
@@ -411,7 +414,13 @@ impl Node {
             tasks,
             metrics,
             federation,
+            ops,
         })
+    }
+
+    /// The node's operations (what its admin service translates to).
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
     }
 
     /// The node's federation (peers, sync).

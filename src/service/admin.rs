@@ -1,12 +1,16 @@
 //! The admin service: operators' view of a running node (sets, entries,
-//! imports, retractions, counts). `hashfed` subcommands call it over the
-//! node's Unix socket while the node runs, because the running node holds
-//! the database and its indexes: writing through it keeps the index in
-//! step, so a retraction stops matching the moment the call returns.
+//! imports, retractions, vetting, peers, counts). `hashfed` subcommands
+//! call it over the node's Unix socket while the node runs, because the
+//! running node holds the database and its indexes: writing through it
+//! keeps the index in step, so a retraction stops matching the moment the
+//! call returns.
+//!
+//! Each call only translates: the request becomes one [`Ops`] call (the
+//! typed operations, where the behaviour and the audit records are), its
+//! answer becomes the response, its error a status ([`wire::ops_status`]).
 
 use std::io::Read;
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -16,103 +20,58 @@ use super::proto::{self, admin_server::Admin};
 use super::wire;
 use crate::database::Database;
 use crate::federation::Federation;
-use crate::import::load::{load, LoadError};
-use crate::import::{detect, parse, Format};
-use crate::model::audit::Action;
-use crate::model::{EntryId, SetId, SetInfo};
-use crate::store::{Change, Confirmed, Outcome, StoreError, VettingRefusal};
+use crate::import::Format;
+use crate::model::{EntryId, SetId};
+use crate::ops::{self, Actor, ConfirmOutcome, ImportRequest, Ops, OpsError, Release};
 
-/// Problems an import reports back in full; the rest are only counted.
-const MAX_PROBLEMS: usize = 100;
-
-/// Longest retraction reason kept.
-const MAX_REASON: usize = 200;
-
-/// The admin service over one database.
+/// The admin service over one node's operations.
 pub struct AdminService {
-    db: Arc<Database>,
-    node_id: String,
-    node_name: String,
-    started: Instant,
-    /// Peers and set policies; without it (a bare database) those calls
-    /// are FAILED_PRECONDITION.
-    fed: Option<Arc<Federation>>,
+    ops: Arc<Ops>,
 }
 
 impl AdminService {
     /// Serves `db` for the node `node_id` (`node_name`).
     pub fn new(db: Arc<Database>, node_id: String, node_name: String) -> Self {
         AdminService {
-            db,
-            node_id,
-            node_name,
-            started: Instant::now(),
-            fed: None,
+            ops: Arc::new(Ops::new(db, node_id, node_name)),
         }
     }
 
-    /// Also serves the peer and policy calls, through `fed`.
-    pub fn with_federation(mut self, fed: Arc<Federation>) -> Self {
-        self.fed = Some(fed);
-        self
-    }
-
-    fn fed(&self) -> Result<Arc<Federation>, Status> {
-        self.fed.clone().ok_or_else(|| {
-            Status::failed_precondition("this node directory has no identity (hashfed.toml)")
-        })
-    }
-}
-
-/// Appends an audit event, or fails the call: an action that cannot be
-/// audited is reported, not passed over.
-fn audit(
-    db: &Database,
-    actor: &str,
-    action: Action,
-    subject: &str,
-    detail: &str,
-) -> Result<(), Status> {
-    db.audit(actor, action, subject, detail)
-        .map_err(store_error)
-}
-
-fn store_error(e: StoreError) -> Status {
-    match e {
-        StoreError::UnknownEntry(id) => Status::not_found(format!("no entry {id}")),
-        StoreError::UnknownSet(id) => Status::not_found(format!("no set {id}")),
-        StoreError::Name(e) => Status::invalid_argument(e.to_string()),
-        StoreError::Vetting(refusal) => {
-            let message = refusal.to_string();
-            match refusal {
-                VettingRefusal::OwnEntry(_) => Status::permission_denied(message),
-                VettingRefusal::AlreadyConfirmed { .. }
-                | VettingRefusal::AlreadyPending(_)
-                | VettingRefusal::Exists(_) => Status::already_exists(message),
-                VettingRefusal::NotPending(_) => Status::not_found(message),
-                VettingRefusal::NotRequired(_) | VettingRefusal::Unvetted { .. } => {
-                    Status::failed_precondition(message)
-                }
-                VettingRefusal::TooFew(_) => Status::invalid_argument(message),
-            }
-        }
-        e @ StoreError::Received { .. } => Status::failed_precondition(e.to_string()),
-        other => {
-            tracing::error!(error = %other, "admin call failed");
-            Status::internal(format!("the node's database failed: {other}"))
+    /// Also serves the peer, policy and key calls, through `fed`.
+    pub fn with_federation(self, fed: Arc<Federation>) -> Self {
+        let ops = &self.ops;
+        let ops = Ops::new(
+            ops.db().clone(),
+            ops.node_id().to_owned(),
+            ops.node_name().to_owned(),
+        );
+        AdminService {
+            ops: Arc::new(ops.with_federation(fed)),
         }
     }
-}
 
-/// Refuses a reason (free text kept in logs and the audit log) over
-/// [`MAX_REASON`] bytes.
-fn check_reason(reason: &str) -> Result<(), Status> {
-    if reason.len() > MAX_REASON {
-        return Err(Status::invalid_argument(format!(
-            "reason is over {MAX_REASON} bytes"
-        )));
+    /// Serves these operations.
+    pub fn from_ops(ops: Arc<Ops>) -> Self {
+        AdminService { ops }
     }
-    Ok(())
+
+    /// The operations this service translates to.
+    pub fn ops(&self) -> &Arc<Ops> {
+        &self.ops
+    }
+
+    /// Runs one operation on the blocking pool (they read and write the
+    /// store) and turns its error into a status.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Ops) -> Result<T, OpsError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let ops = self.ops.clone();
+        tokio::task::spawn_blocking(move || work(&ops))
+            .await
+            .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+            .map_err(wire::ops_status)
+    }
 }
 
 /// A set named in a list request, or `None` for every set (empty text).
@@ -120,14 +79,6 @@ fn optional_set(text: &str) -> Result<Option<SetId>, Status> {
     match text {
         "" => Ok(None),
         text => set_id(text).map(Some),
-    }
-}
-
-/// Records per page of a list call: `limit`, at most (and by default) 1000.
-fn page_limit(limit: u32) -> usize {
-    match limit {
-        0 => 1000,
-        n => n.min(1000) as usize,
     }
 }
 
@@ -141,24 +92,8 @@ fn entry_id(text: &str) -> Result<EntryId, Status> {
         .map_err(|e: crate::model::NameError| Status::invalid_argument(e.to_string()))
 }
 
-/// Runs store work on the blocking pool.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
-}
-
-impl AdminService {
-    fn entry(db: &Database, id: &EntryId, changed: bool) -> Result<proto::Entry, Status> {
-        let entry = db
-            .store()
-            .entry(id)
-            .map_err(store_error)?
-            .ok_or_else(|| Status::not_found(format!("no entry {id}")))?;
-        Ok(wire::entry(&entry, changed))
-    }
+fn peer_status(text: &str) -> Result<crate::peers::PeerStatus, Status> {
+    crate::peers::PeerStatus::parse(text).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Hands the bytes of an import stream to the (blocking) parser.
@@ -192,128 +127,26 @@ impl Read for ChunkReader {
     }
 }
 
-/// The first message of an import.
-struct ImportHeader {
-    set: SetId,
-    format: Option<Format>,
-    file_name: String,
-    reason: String,
-}
-
-fn header(first: &proto::ImportChunk) -> Result<ImportHeader, Status> {
+/// The first message of an import, as an operation's request.
+fn import_request(first: &proto::ImportChunk) -> Result<ImportRequest, Status> {
     let set: SetId = first
         .set
         .parse()
         .map_err(|e: crate::model::NameError| Status::invalid_argument(format!("set: {e}")))?;
-    let format = if first.format.is_empty() {
-        None
-    } else {
-        Some(
-            first
-                .format
-                .parse::<Format>()
+    let format = match first.format.as_str() {
+        "" => None,
+        name => Some(
+            name.parse::<Format>()
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
-        )
+        ),
     };
-    check_reason(&first.reason)?;
-    let reason = if first.reason.is_empty() {
-        "withdrawn at source".to_owned()
-    } else {
-        first.reason.clone()
-    };
-    Ok(ImportHeader {
+    ops::check_reason(&first.reason).map_err(wire::ops_status)?;
+    Ok(ImportRequest {
         set,
         format,
         file_name: first.file_name.chars().take(200).collect(),
-        reason,
+        reason: first.reason.clone(),
     })
-}
-
-fn import_blocking(
-    db: &Database,
-    header: ImportHeader,
-    reader: ChunkReader,
-    actor: &str,
-) -> Result<proto::ImportSummary, Status> {
-    let mut input = std::io::BufReader::with_capacity(256 << 10, reader);
-    let format = match header.format {
-        Some(f) => f,
-        None => {
-            let head = std::io::BufRead::fill_buf(&mut input)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            let name = (!header.file_name.is_empty()).then_some(header.file_name.as_str());
-            detect(head, name).ok_or_else(|| {
-                Status::invalid_argument("cannot tell the format; name it in `format`")
-            })?
-        }
-    };
-    let set = match db.store().set(&header.set) {
-        Some(state) => state.info,
-        None => {
-            let info = db
-                .create_set(SetInfo::new(header.set.clone()))
-                .map_err(store_error)?
-                .info;
-            audit(
-                db,
-                actor,
-                Action::SetCreated,
-                info.id.as_str(),
-                "by an import",
-            )?;
-            info
-        }
-    };
-    let mut problems = Vec::new();
-    let mut summary = proto::ImportSummary {
-        format: format.name().to_owned(),
-        ..Default::default()
-    };
-    let result = load(
-        &set,
-        parse(format, input),
-        &header.reason,
-        |changes| db.apply(&set.id, changes),
-        |bad| {
-            if problems.len() < MAX_PROBLEMS {
-                problems.push(bad.to_string());
-            }
-        },
-    );
-    match result {
-        Ok(s) => {
-            summary.records = s.records;
-            summary.added = s.added;
-            summary.updated = s.updated;
-            summary.unchanged = s.unchanged;
-            summary.retracted = s.retracted;
-            summary.not_found = s.not_found;
-            summary.refused = s.malformed;
-        }
-        Err(LoadError::Input(e)) => summary.stopped = e.to_string(),
-        Err(LoadError::Store(e)) => return Err(store_error(e)),
-    }
-    db.store().flush().map_err(store_error)?;
-    summary.problems = problems;
-    summary.head_seq = db.store().set(&set.id).map_or(0, |s| s.head_seq);
-    tracing::info!(set = %set.id, records = summary.records, "import through the admin service");
-    let detail = format!(
-        "{} format, {} records: {} added, {} updated, {} unchanged, {} retracted, {} refused{}",
-        summary.format,
-        summary.records,
-        summary.added,
-        summary.updated,
-        summary.unchanged,
-        summary.retracted,
-        summary.refused,
-        if summary.stopped.is_empty() {
-            String::new()
-        } else {
-            format!("; stopped: {}", summary.stopped)
-        }
-    );
-    audit(db, actor, Action::Imported, set.id.as_str(), &detail)?;
-    Ok(summary)
 }
 
 /// Sends what is written through it to a stream, a chunk at a time.
@@ -356,13 +189,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<proto::ListSetsRequest>,
     ) -> Result<Response<proto::ListSetsResponse>, Status> {
-        let sets = self
-            .db
-            .store()
-            .sets()
-            .into_iter()
-            .map(wire::set_summary)
-            .collect();
+        let sets = self.ops.sets().into_iter().map(wire::set_summary).collect();
         Ok(Response::new(proto::ListSetsResponse { sets }))
     }
 
@@ -371,91 +198,41 @@ impl Admin for AdminService {
         request: Request<proto::EntryRef>,
     ) -> Result<Response<proto::Entry>, Status> {
         let id = entry_id(&request.into_inner().id)?;
-        let db = self.db.clone();
-        blocking(move || Self::entry(&db, &id, false))
-            .await
-            .map(Response::new)
+        let e = self.run(move |ops| ops.entry(&id)).await?;
+        Ok(Response::new(wire::entry(&e, false)))
     }
 
     async fn retract(
         &self,
         request: Request<proto::RetractRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        check_reason(&request.reason)?;
-        let reason = if request.reason.is_empty() {
-            "retracted by operator".to_owned()
-        } else {
-            request.reason
-        };
-        let db = self.db.clone();
-        blocking(move || {
-            let entry = Self::entry(&db, &id, false)?;
-            let set: SetId = entry
-                .set
-                .parse()
-                .map_err(|e: crate::model::NameError| Status::internal(e.to_string()))?;
-            let applied = db
-                .apply(
-                    &set,
-                    &[Change::RetractEntry {
-                        entry: id,
-                        reason: reason.clone(),
-                    }],
-                )
-                .map_err(store_error)?;
-            let changed = matches!(applied.outcomes.first(), Some(Outcome::Retracted(_)));
-            if changed {
-                tracing::info!(entry = %id, set = %set, "entry retracted by operator");
-                audit(
-                    &db,
-                    &actor,
-                    Action::EntryRetracted,
-                    &id.to_string(),
-                    &reason,
-                )?;
-            }
-            Self::entry(&db, &id, changed)
-        })
-        .await
-        .map(Response::new)
+        let (e, changed) = self
+            .run(move |ops| ops.retract(&actor, &id, &request.reason))
+            .await?;
+        Ok(Response::new(wire::entry(&e, changed)))
     }
 
     async fn set_entry_disabled(
         &self,
         request: Request<proto::SetEntryDisabledRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let before = Self::entry(&db, &id, false)?;
-            db.set_disabled(&id, request.disabled)
-                .map_err(store_error)?;
-            tracing::info!(entry = %id, disabled = request.disabled, "entry switched by operator");
-            let changed = before.disabled != request.disabled;
-            if changed {
-                let action = if request.disabled {
-                    Action::EntryDisabled
-                } else {
-                    Action::EntryEnabled
-                };
-                audit(&db, &actor, action, &id.to_string(), "")?;
-            }
-            Self::entry(&db, &id, changed)
-        })
-        .await
-        .map(Response::new)
+        let (e, changed) = self
+            .run(move |ops| ops.set_disabled(&actor, &id, request.disabled))
+            .await?;
+        Ok(Response::new(wire::entry(&e, changed)))
     }
 
     async fn import(
         &self,
         request: Request<Streaming<proto::ImportChunk>>,
     ) -> Result<Response<proto::ImportSummary>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let mut stream = request.into_inner();
         let first = match stream.next().await {
             Some(Ok(first)) => first,
@@ -466,16 +243,18 @@ impl Admin for AdminService {
                 ))
             }
         };
-        let header = header(&first)?;
+        let import = import_request(&first)?;
         let (tx, rx) = mpsc::channel(8);
-        let db = self.db.clone();
         let reader = ChunkReader {
             rx,
             chunk: first.data,
             pos: 0,
         };
-        let work =
-            tokio::task::spawn_blocking(move || import_blocking(&db, header, reader, &actor));
+        let ops = self.ops.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            let input = std::io::BufReader::with_capacity(256 << 10, reader);
+            ops.import(&actor, &import, input, |_| {})
+        });
         // Feed the parser until the client closes its side; a parser that
         // stops early drops the receiver, which ends this loop too.
         while let Some(next) = stream.next().await {
@@ -488,152 +267,115 @@ impl Admin for AdminService {
             }
         }
         drop(tx);
-        work.await
+        let summary = work
+            .await
             .map_err(|e| Status::internal(format!("import task failed: {e}")))?
-            .map(Response::new)
+            .map_err(wire::ops_status)?;
+        Ok(Response::new(wire::import_summary(summary)))
     }
 
     async fn stats(
         &self,
         _request: Request<proto::StatsRequest>,
     ) -> Result<Response<proto::StatsResponse>, Status> {
-        let db = self.db.clone();
-        let (node_id, node_name) = (self.node_id.clone(), self.node_name.clone());
-        let uptime_seconds = self.started.elapsed().as_secs();
-        blocking(move || {
-            let store = db.store().stats().map_err(store_error)?;
-            let matches = db.match_counts().map_err(store_error)?;
-            Ok(proto::StatsResponse {
-                sets: store.sets,
-                entries: store.entries,
-                matchable: store.matchable,
-                log_records: store.records,
-                disk_bytes: store.disk_bytes,
-                matches: matches.matches,
-                feedback_confirmed: matches.confirmed,
-                feedback_false_positive: matches.false_positive,
-                node_id,
-                node_name,
-                uptime_seconds,
-            })
-        })
-        .await
-        .map(Response::new)
+        let (node_id, node_name) = (
+            self.ops.node_id().to_owned(),
+            self.ops.node_name().to_owned(),
+        );
+        let s = self.run(|ops| ops.stats()).await?;
+        Ok(Response::new(proto::StatsResponse {
+            sets: s.store.sets,
+            entries: s.store.entries,
+            matchable: s.store.matchable,
+            log_records: s.store.records,
+            disk_bytes: s.store.disk_bytes,
+            matches: s.matches,
+            feedback_confirmed: s.confirmed,
+            feedback_false_positive: s.false_positive,
+            node_id,
+            node_name,
+            uptime_seconds: s.uptime_seconds,
+        }))
     }
 
     async fn rotate_keys(
         &self,
         request: Request<proto::RotateKeysRequest>,
     ) -> Result<Response<proto::RotateKeysResponse>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        let actor = wire::ops_actor(&request);
         let req = request.into_inner();
-        if !req.signing && !req.tls {
-            return Err(Status::invalid_argument(
-                "nothing to rotate: ask for the signing key, the certificates or both",
-            ));
-        }
-        blocking(move || {
-            let out = fed.rotate_keys(req.signing, req.tls)?;
-            let mut detail = Vec::new();
-            if req.signing {
-                detail.push(format!(
-                    "signing key {} ({})",
-                    out.key_number, out.signing_key
-                ));
-            }
-            if req.tls {
-                detail.push(format!("certificates {}", out.certificates.join(", ")));
-            }
-            audit(
-                &db,
-                &actor,
-                Action::KeysRotated,
-                &out.node_id,
-                &detail.join("; "),
-            )?;
-            Ok(out)
-        })
-        .await
-        .map(Response::new)
+        let out = self
+            .run(move |ops| ops.rotate_keys(&actor, req.signing, req.tls))
+            .await?;
+        Ok(Response::new(proto::RotateKeysResponse {
+            node_id: out.node_id,
+            key_number: out.key_number,
+            signing_key: out.signing_key,
+            certificates: out.certificates,
+        }))
     }
 
     async fn list_peers(
         &self,
         _request: Request<proto::ListPeersRequest>,
     ) -> Result<Response<proto::ListPeersResponse>, Status> {
-        Ok(Response::new(self.fed()?.list_peers()))
+        let peers = self.ops.peers().map_err(wire::ops_status)?;
+        Ok(Response::new(proto::ListPeersResponse {
+            peers: peers.iter().map(wire::peer).collect(),
+        }))
     }
 
     async fn add_peer(
         &self,
         request: Request<proto::AddPeerRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
-        blocking(move || {
-            let req = request.into_inner();
-            let detail = format!("send {:?}, accept {:?}", req.send, req.accept);
-            let peer = fed.add_peer(req)?;
-            let subject = format!("{} ({})", peer.name, peer.node_id);
-            audit(&db, &actor, Action::PeerAdded, &subject, &detail)?;
-            Ok(peer)
-        })
-        .await
-        .map(Response::new)
+        let actor = wire::ops_actor(&request);
+        let req = request.into_inner();
+        let view = self
+            .run(move |ops| ops.add_peer(&actor, &req.card, req.send, req.accept))
+            .await?;
+        Ok(Response::new(wire::peer(&view)))
     }
 
     async fn set_peer_grants(
         &self,
         request: Request<proto::SetPeerGrantsRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
-        blocking(move || {
-            let req = request.into_inner();
-            let detail = format!("send {:?}, accept {:?}", req.send, req.accept);
-            let peer = fed.set_peer_grants(req)?;
-            audit(&db, &actor, Action::PeerGranted, &peer.name, &detail)?;
-            Ok(peer)
-        })
-        .await
-        .map(Response::new)
+        let actor = wire::ops_actor(&request);
+        let req = request.into_inner();
+        let view = self
+            .run(move |ops| ops.set_peer_grants(&actor, &req.name, req.send, req.accept))
+            .await?;
+        Ok(Response::new(wire::peer(&view)))
     }
 
     async fn set_peer_status(
         &self,
         request: Request<proto::SetPeerStatusRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
-        blocking(move || {
-            let peer = fed.set_peer_status(request.into_inner())?;
-            let action = match peer.status.as_str() {
-                "revoked" => Action::PeerRevoked,
-                "suspended" => Action::PeerSuspended,
-                _ => Action::PeerResumed,
-            };
-            audit(&db, &actor, action, &peer.name, "")?;
-            Ok(peer)
-        })
-        .await
-        .map(Response::new)
+        let actor = wire::ops_actor(&request);
+        let req = request.into_inner();
+        let status = peer_status(&req.status)?;
+        let view = self
+            .run(move |ops| ops.set_peer_status(&actor, &req.name, status))
+            .await?;
+        Ok(Response::new(wire::peer(&view)))
     }
 
     async fn set_policy(
         &self,
         request: Request<proto::SetPolicyRequest>,
     ) -> Result<Response<proto::SetSummary>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
-        let s = blocking(move || {
-            let s = fed.set_policy(request.into_inner())?;
-            let policy = &s.info.policy;
-            let detail = format!(
-                "version {}, share with {:?}, reshare {}",
-                s.signed_info.as_ref().map_or(0, |i| i.version),
-                policy.share_with,
-                policy.reshare
-            );
-            audit(&db, &actor, Action::PolicySigned, s.id().as_str(), &detail)?;
-            Ok(s)
-        })
-        .await?;
+        let actor = wire::ops_actor(&request);
+        let req = request.into_inner();
+        let set = set_id(&req.set)?;
+        let policy = crate::model::SetPolicy {
+            share_with: req.share_with,
+            reshare: req.reshare,
+        };
+        let s = self
+            .run(move |ops| ops.set_policy(&actor, &set, policy))
+            .await?;
         Ok(Response::new(wire::set_summary(s)))
     }
 
@@ -641,7 +383,10 @@ impl Admin for AdminService {
         &self,
         _request: Request<proto::VerifySetsRequest>,
     ) -> Result<Response<proto::VerifySetsResponse>, Status> {
-        Ok(Response::new(self.fed()?.verify_sets().await))
+        let comparisons = self.ops.verify_sets().await.map_err(wire::ops_status)?;
+        Ok(Response::new(proto::VerifySetsResponse {
+            comparisons: comparisons.into_iter().map(wire::comparison).collect(),
+        }))
     }
 
     async fn list_audit(
@@ -649,64 +394,44 @@ impl Admin for AdminService {
         request: Request<proto::ListAuditRequest>,
     ) -> Result<Response<proto::ListAuditResponse>, Status> {
         let request = request.into_inner();
-        let limit = page_limit(request.limit);
-        let db = self.db.clone();
-        blocking(move || {
-            let events = db
-                .store()
-                .audit_events(request.after_seq, limit)
-                .map_err(store_error)?;
-            Ok(proto::ListAuditResponse {
-                records: events.into_iter().map(wire::audit_record).collect(),
-            })
-        })
-        .await
-        .map(Response::new)
+        let events = self
+            .run(move |ops| ops.audit_events(request.after_seq, request.limit as usize))
+            .await?;
+        Ok(Response::new(proto::ListAuditResponse {
+            records: events.into_iter().map(wire::audit_record).collect(),
+        }))
     }
 
     async fn verify_audit(
         &self,
         _request: Request<proto::VerifyAuditRequest>,
     ) -> Result<Response<proto::VerifyAuditResponse>, Status> {
-        let db = self.db.clone();
-        blocking(move || {
-            let check = db.store().check_audit().map_err(store_error)?;
-            let (first_bad_seq, problem) = check.first_bad.clone().unwrap_or_default();
-            Ok(proto::VerifyAuditResponse {
-                records: check.records,
-                ok: check.is_ok(),
-                first_bad_seq,
-                problem,
-                head_signature: match check.head_signed {
-                    Some(true) => "valid",
-                    Some(false) => "invalid",
-                    None => "not checked",
-                }
-                .to_owned(),
-            })
-        })
-        .await
-        .map(Response::new)
+        let check = self.run(|ops| ops.verify_audit()).await?;
+        let (first_bad_seq, problem) = check.first_bad.clone().unwrap_or_default();
+        Ok(Response::new(proto::VerifyAuditResponse {
+            records: check.records,
+            ok: check.is_ok(),
+            first_bad_seq,
+            problem,
+            head_signature: match check.head_signed {
+                Some(true) => "valid",
+                Some(false) => "invalid",
+                None => "not checked",
+            }
+            .to_owned(),
+        }))
     }
 
     async fn set_vetting(
         &self,
         request: Request<proto::SetVettingRequest>,
     ) -> Result<Response<proto::SetSummary>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let set = set_id(&request.set)?;
-        let db = self.db.clone();
-        let state = blocking(move || {
-            let state = db
-                .store()
-                .set_vetting(&set, request.reviewers)
-                .map_err(store_error)?;
-            let detail = format!("{} reviewers per entry", request.reviewers);
-            audit(&db, &actor, Action::VettingSet, set.as_str(), &detail)?;
-            Ok(state)
-        })
-        .await?;
+        let state = self
+            .run(move |ops| ops.set_vetting(&actor, &set, request.reviewers))
+            .await?;
         Ok(Response::new(wire::set_summary(state)))
     }
 
@@ -714,7 +439,7 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::SubmitEntryRequest>,
     ) -> Result<Response<proto::PendingEntry>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let set = set_id(&request.set)?;
         let signal = crate::model::Signal::parse(&request.signal_type, &request.value)
@@ -727,131 +452,65 @@ impl Admin for AdminService {
             external_id: (!request.external_id.is_empty()).then_some(request.external_id),
             vetting: Vec::new(),
         };
-        let db = self.db.clone();
-        blocking(move || {
-            let pending = db
-                .store()
-                .submit(&set, data, &actor, crate::database::now_ms())
-                .map_err(store_error)?;
-            let subject = pending.id.to_string();
-            audit(&db, &actor, Action::EntrySubmitted, &subject, set.as_str())?;
-            Ok(wire::pending(&pending))
-        })
-        .await
-        .map(Response::new)
+        let pending = self.run(move |ops| ops.submit(&actor, &set, data)).await?;
+        Ok(Response::new(wire::pending(&pending)))
     }
 
     async fn confirm_entry(
         &self,
         request: Request<proto::EntryRef>,
     ) -> Result<Response<proto::ConfirmEntryResponse>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let id = entry_id(&request.into_inner().id)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let confirmed = db.confirm(&id, &actor).map_err(store_error)?;
-            let subject = id.to_string();
-            Ok(match confirmed {
-                Confirmed::Waiting(p) => {
-                    let detail = format!("{} of {}", p.data.vetting.len(), p.needed);
-                    audit(&db, &actor, Action::EntryConfirmed, &subject, &detail)?;
-                    proto::ConfirmEntryResponse {
-                        pending: Some(wire::pending(&p)),
-                        vetted: false,
-                        entry: None,
-                    }
-                }
-                Confirmed::Vetted(p, applied) => {
-                    let detail = format!("{} of {}", p.data.vetting.len(), p.needed);
-                    audit(&db, &actor, Action::EntryConfirmed, &subject, &detail)?;
-                    let reviewers: Vec<&str> =
-                        p.data.vetting.iter().map(|a| a.reviewer.as_str()).collect();
-                    let detail = format!(
-                        "{} at seq {}; submitted by {}, confirmed by {}",
-                        p.set,
-                        db.store().set(&p.set).map_or(0, |s| s.head_seq),
-                        p.submitter,
-                        reviewers.join(", ")
-                    );
-                    audit(&db, "node", Action::EntryVetted, &subject, &detail)?;
-                    tracing::info!(entry = %id, set = %p.set, appended = applied.appended, "entry vetted");
-                    proto::ConfirmEntryResponse {
-                        pending: Some(wire::pending(&p)),
-                        vetted: true,
-                        entry: Some(Self::entry(&db, &id, true)?),
-                    }
-                }
-            })
-        })
-        .await
-        .map(Response::new)
+        let outcome = self.run(move |ops| ops.confirm(&actor, &id)).await?;
+        Ok(Response::new(match outcome {
+            ConfirmOutcome::Waiting(p) => proto::ConfirmEntryResponse {
+                pending: Some(wire::pending(&p)),
+                vetted: false,
+                entry: None,
+            },
+            ConfirmOutcome::Vetted(p, e) => proto::ConfirmEntryResponse {
+                pending: Some(wire::pending(&p)),
+                vetted: true,
+                entry: Some(wire::entry(&e, true)),
+            },
+        }))
     }
 
     async fn reject_entry(
         &self,
         request: Request<proto::RejectEntryRequest>,
     ) -> Result<Response<proto::PendingEntry>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        check_reason(&request.reason)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let pending = db.store().reject(&id).map_err(store_error)?;
-            audit(
-                &db,
-                &actor,
-                Action::EntryRejected,
-                &id.to_string(),
-                &request.reason,
-            )?;
-            Ok(wire::pending(&pending))
-        })
-        .await
-        .map(Response::new)
+        let pending = self
+            .run(move |ops| ops.reject(&actor, &id, &request.reason))
+            .await?;
+        Ok(Response::new(wire::pending(&pending)))
     }
 
     async fn list_pending(
         &self,
         request: Request<proto::ListPendingRequest>,
     ) -> Result<Response<proto::ListPendingResponse>, Status> {
-        let request = request.into_inner();
-        let set = optional_set(&request.set)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let pending = db.store().pending(set.as_ref()).map_err(store_error)?;
-            Ok(proto::ListPendingResponse {
-                entries: pending.iter().map(wire::pending).collect(),
-            })
-        })
-        .await
-        .map(Response::new)
+        let set = optional_set(&request.into_inner().set)?;
+        let pending = self.run(move |ops| ops.pending(set.as_ref())).await?;
+        Ok(Response::new(proto::ListPendingResponse {
+            entries: pending.iter().map(wire::pending).collect(),
+        }))
     }
 
     async fn set_suppressed(
         &self,
         request: Request<proto::SetSuppressedRequest>,
     ) -> Result<Response<proto::SetSummary>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let set = set_id(&request.set)?;
-        check_reason(&request.reason)?;
-        let db = self.db.clone();
-        let state = blocking(move || {
-            let state = db
-                .store()
-                .set_suppressed(&set, request.suppressed)
-                .map_err(store_error)?;
-            let action = if request.suppressed {
-                Action::SetSuppressed
-            } else {
-                Action::SetUnsuppressed
-            };
-            tracing::info!(set = %set, suppressed = request.suppressed, "set switched by operator");
-            audit(&db, &actor, action, set.as_str(), &request.reason)?;
-            Ok(state)
-        })
-        .await?;
+        let state = self
+            .run(move |ops| ops.suppress(&actor, &set, request.suppressed, &request.reason))
+            .await?;
         Ok(Response::new(wire::set_summary(state)))
     }
 
@@ -859,24 +518,16 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::SetDisputePolicyRequest>,
     ) -> Result<Response<proto::SetSummary>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let set = set_id(&request.set)?;
         let policy = crate::model::DisputePolicy {
             threshold: request.threshold,
             suspend: request.suspend,
         };
-        let db = self.db.clone();
-        let state = blocking(move || {
-            let state = db
-                .store()
-                .set_disputes(&set, policy.clone())
-                .map_err(store_error)?;
-            let detail = format!("threshold {}, suspend {}", policy.threshold, policy.suspend);
-            audit(&db, &actor, Action::DisputePolicySet, set.as_str(), &detail)?;
-            Ok(state)
-        })
-        .await?;
+        let state = self
+            .run(move |ops| ops.set_dispute_policy(&actor, &set, policy))
+            .await?;
         Ok(Response::new(wire::set_summary(state)))
     }
 
@@ -884,54 +535,25 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ListDisputesRequest>,
     ) -> Result<Response<proto::ListDisputesResponse>, Status> {
-        let request = request.into_inner();
-        let set = optional_set(&request.set)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let store = db.store();
-            let mut disputes = Vec::new();
-            for d in store.disputes(set.as_ref()).map_err(store_error)? {
-                let threshold = store.set(&d.set).map_or(0, |s| s.info.disputes.threshold);
-                let retracted = store
-                    .entry(&d.entry)
-                    .map_err(store_error)?
-                    .is_some_and(|e| e.retracted);
-                disputes.push(proto::Dispute {
-                    entry_id: d.entry.to_string(),
-                    set: d.set.to_string(),
-                    false_positives: d.false_positives,
-                    confirmed: d.confirmed,
-                    reporters: d.reporters,
-                    last_ms: d.last_ms,
-                    reviewed_ms: d.reviewed_ms,
-                    threshold,
-                    raised: threshold > 0 && d.false_positives >= threshold,
-                    retracted,
-                });
-            }
-            Ok(proto::ListDisputesResponse { disputes })
-        })
-        .await
-        .map(Response::new)
+        let set = optional_set(&request.into_inner().set)?;
+        let disputes = self.run(move |ops| ops.disputes(set.as_ref())).await?;
+        Ok(Response::new(proto::ListDisputesResponse {
+            disputes: disputes.into_iter().map(wire::dispute).collect(),
+        }))
     }
 
     async fn review_dispute(
         &self,
         request: Request<proto::ReviewDisputeRequest>,
     ) -> Result<Response<proto::Entry>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
         let id = entry_id(&request.id)?;
-        check_reason(&request.reason)?;
-        let db = self.db.clone();
-        blocking(move || {
-            let e = db
-                .review_dispute(&id, request.restore, &actor, &request.reason)
-                .map_err(store_error)?;
-            Ok(wire::entry(&e, request.restore))
-        })
-        .await
-        .map(Response::new)
+        let restore = request.restore;
+        let e = self
+            .run(move |ops| ops.review_dispute(&actor, &id, restore, &request.reason))
+            .await?;
+        Ok(Response::new(wire::entry(&e, restore)))
     }
 
     async fn report(
@@ -939,51 +561,29 @@ impl Admin for AdminService {
         request: Request<proto::ReportRequest>,
     ) -> Result<Response<proto::ReportResponse>, Status> {
         let request = request.into_inner();
-        if request.from_day > request.to_day {
-            return Err(Status::invalid_argument("the period ends before it starts"));
-        }
-        let db = self.db.clone();
-        let node = self.node_name.clone();
-        blocking(move || {
-            let report = db
-                .report(&node, request.from_day, request.to_day)
-                .map_err(store_error)?;
-            let json = serde_json::to_string(&report)
-                .map_err(|e| Status::internal(format!("report: {e}")))?;
-            Ok(proto::ReportResponse { json })
-        })
-        .await
-        .map(Response::new)
+        let report = self
+            .run(move |ops| ops.report(request.from_day, request.to_day))
+            .await?;
+        let json =
+            serde_json::to_string(&report).map_err(|e| Status::internal(format!("report: {e}")))?;
+        Ok(Response::new(proto::ReportResponse { json }))
     }
 
     async fn backup(
         &self,
         request: Request<proto::BackupRequest>,
     ) -> Result<Response<BackupStream>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let (tx, rx) = mpsc::channel(4);
-        let db = self.db.clone();
+        let ops = self.ops.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = ChunkWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(BACKUP_CHUNK),
             };
-            let result = db.store().backup(&mut out).and_then(|summary| {
-                std::io::Write::flush(&mut out).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                Ok(summary)
-            });
-            match result {
-                Ok(summary) => {
-                    tracing::info!(keys = summary.keys, bytes = summary.bytes, "backup taken");
-                    let detail = format!("{} keys, {} bytes", summary.keys, summary.bytes);
-                    if let Err(e) = db.audit(&actor, Action::BackupTaken, "database", &detail) {
-                        tracing::error!(error = %e, "the backup could not be audited");
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "backup failed");
-                    let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
-                }
+            if let Err(e) = ops.backup(&actor, &mut out) {
+                tracing::error!(error = %e, "backup failed");
+                let _ = tx.blocking_send(Err(Status::internal(format!("backup failed: {e}"))));
             }
         });
         Ok(Response::new(Box::pin(
@@ -995,20 +595,12 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::SetPeerReviewRequest>,
     ) -> Result<Response<proto::Peer>, Status> {
-        let (fed, actor, db) = (self.fed()?, wire::actor(&request), self.db.clone());
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
-        blocking(move || {
-            let peer = fed.set_peer_review(&request.name, request.review)?;
-            let detail = if request.review {
-                "new entries held for review"
-            } else {
-                "entries accepted as they come"
-            };
-            audit(&db, &actor, Action::PeerReview, &peer.name, detail)?;
-            Ok(peer)
-        })
-        .await
-        .map(Response::new)
+        let view = self
+            .run(move |ops| ops.set_peer_review(&actor, &request.name, request.review))
+            .await?;
+        Ok(Response::new(wire::peer(&view)))
     }
 
     async fn list_held(
@@ -1017,62 +609,43 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::ListHeldResponse>, Status> {
         let request = request.into_inner();
         let set = optional_set(&request.set)?;
-        let limit = page_limit(request.limit);
-        let db = self.db.clone();
-        blocking(move || {
-            let mut entries = Vec::new();
-            for e in db.store().entries(set.as_ref()).map_err(store_error)? {
-                let e = e.map_err(store_error)?;
-                if e.held {
-                    entries.push(wire::entry(&e, false));
-                    if entries.len() == limit {
-                        break;
-                    }
-                }
-            }
-            Ok(proto::ListHeldResponse { entries })
-        })
-        .await
-        .map(Response::new)
+        let held = self
+            .run(move |ops| ops.held(set.as_ref(), request.limit as usize))
+            .await?;
+        Ok(Response::new(proto::ListHeldResponse {
+            entries: held.iter().map(|e| wire::entry(e, false)).collect(),
+        }))
     }
 
     async fn release_held(
         &self,
         request: Request<proto::ReleaseHeldRequest>,
     ) -> Result<Response<proto::ReleaseHeldResponse>, Status> {
-        let actor = wire::actor(&request);
+        let actor = wire::ops_actor(&request);
         let request = request.into_inner();
-        let (set, id) = match (request.set.as_str(), request.id.as_str()) {
+        let which = match (request.set.as_str(), request.id.as_str()) {
             ("", "") => return Err(Status::invalid_argument("name an entry or a set")),
-            (set, "") => (Some(set_id(set)?), None),
-            ("", id) => (None, Some(entry_id(id)?)),
+            (set, "") => Release::Set(set_id(set)?),
+            ("", id) => Release::Entry(entry_id(id)?),
             _ => return Err(Status::invalid_argument("name an entry or a set, not both")),
         };
-        let db = self.db.clone();
-        blocking(move || {
-            let released = db.release(set.as_ref(), id.as_ref()).map_err(store_error)?;
-            let subject = match (&set, &id) {
-                (Some(s), _) => s.to_string(),
-                (_, Some(i)) => i.to_string(),
-                _ => String::new(),
-            };
-            if released > 0 {
-                let detail = format!("{released} entries released");
-                audit(&db, &actor, Action::EntriesReleased, &subject, &detail)?;
-            }
-            Ok(proto::ReleaseHeldResponse { released })
-        })
-        .await
-        .map(Response::new)
+        let released = self.run(move |ops| ops.release(&actor, &which)).await?;
+        Ok(Response::new(proto::ReleaseHeldResponse { released }))
     }
 
     async fn list_received_feedback(
         &self,
         _request: Request<proto::ListReceivedFeedbackRequest>,
     ) -> Result<Response<proto::ListReceivedFeedbackResponse>, Status> {
-        let fed = self.fed()?;
-        blocking(move || fed.received_feedback())
-            .await
-            .map(Response::new)
+        let items = self.run(|ops| ops.received_feedback()).await?;
+        Ok(Response::new(proto::ListReceivedFeedbackResponse {
+            items: items.into_iter().map(wire::received_feedback).collect(),
+        }))
     }
+}
+
+/// For tests and tools that hold the operations: the actor of a command
+/// run on a stopped node.
+pub fn local_cli() -> Actor {
+    Actor::new("local-cli")
 }

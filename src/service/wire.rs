@@ -186,3 +186,127 @@ pub fn oversized_to_invalid(status: Status) -> Status {
         status
     }
 }
+
+/// The operation's caller as the audit log names it (see [`actor`]).
+pub fn ops_actor<T>(request: &Request<T>) -> crate::ops::Actor {
+    crate::ops::Actor::new(actor(request))
+}
+
+/// A failed operation as a gRPC status: the code says what kind of
+/// failure, the message says it in words. Internal failures are logged
+/// here, once.
+pub fn ops_status(e: crate::ops::OpsError) -> Status {
+    use crate::ops::OpsError as E;
+    use crate::peers::PeerError;
+    use crate::store::{StoreError, VettingRefusal};
+    let message = e.to_string();
+    match e {
+        E::Invalid(_) | E::Name(_) => Status::invalid_argument(message),
+        E::Precondition(_) => Status::failed_precondition(message),
+        E::Store(StoreError::UnknownEntry(_) | StoreError::UnknownSet(_)) => {
+            Status::not_found(message)
+        }
+        E::Store(StoreError::Name(_)) => Status::invalid_argument(message),
+        E::Store(StoreError::Vetting(refusal)) => match refusal {
+            VettingRefusal::OwnEntry(_) => Status::permission_denied(message),
+            VettingRefusal::AlreadyConfirmed { .. }
+            | VettingRefusal::AlreadyPending(_)
+            | VettingRefusal::Exists(_) => Status::already_exists(message),
+            VettingRefusal::NotPending(_) => Status::not_found(message),
+            VettingRefusal::NotRequired(_) | VettingRefusal::Unvetted { .. } => {
+                Status::failed_precondition(message)
+            }
+            VettingRefusal::TooFew(_) => Status::invalid_argument(message),
+        },
+        E::Store(StoreError::Received { .. }) => Status::failed_precondition(message),
+        E::Peer(PeerError::Unknown(_)) => Status::not_found(message),
+        E::Peer(PeerError::Revoked(_) | PeerError::Conflict(_)) => {
+            Status::failed_precondition(message)
+        }
+        E::Peer(PeerError::Invalid(_)) => Status::invalid_argument(message),
+        E::Federation(crate::federation::FederationError::Refused(_)) => {
+            Status::failed_precondition(message)
+        }
+        E::Federation(crate::federation::FederationError::Peers(PeerError::Unknown(_))) => {
+            Status::not_found(message)
+        }
+        other => {
+            tracing::error!(error = %other, "admin call failed");
+            Status::internal(format!("the node failed: {message}"))
+        }
+    }
+}
+
+/// A peer as the admin service shows it.
+pub fn peer(v: &crate::ops::PeerView) -> proto::Peer {
+    let p = &v.peer;
+    proto::Peer {
+        name: p.card.name.clone(),
+        node_id: p.card.node_id.clone(),
+        endpoint: p.card.endpoint.clone(),
+        status: p.status.as_str().into(),
+        send: p.send.clone(),
+        accept: p.accept.clone(),
+        open_connections: v.open_connections,
+        sync: v.sync.clone(),
+        review: p.review,
+    }
+}
+
+/// A set's comparison with a peer's copy.
+pub fn comparison(c: crate::ops::SetComparison) -> proto::SetComparison {
+    proto::SetComparison {
+        set: c.set,
+        peer: c.peer,
+        local_seq: c.local_seq,
+        peer_seq: c.peer_seq,
+        verdict: c.verdict,
+    }
+}
+
+/// Feedback an origin received, as the admin service lists it.
+pub fn received_feedback(r: crate::store::ReceivedFeedback) -> proto::ReceivedFeedback {
+    proto::ReceivedFeedback {
+        set: r.note.set.to_string(),
+        entry_id: r.note.entry.to_string(),
+        verdict: r.note.verdict,
+        reason: r.note.reason,
+        time_ms: r.note.time_ms,
+        reporter_node_id: r.note.reporter,
+        via: r.via,
+        verified: r.verified,
+    }
+}
+
+/// A disputed entry as the admin service lists it.
+pub fn dispute(d: crate::ops::DisputeView) -> proto::Dispute {
+    proto::Dispute {
+        entry_id: d.dispute.entry.to_string(),
+        set: d.dispute.set.to_string(),
+        false_positives: d.dispute.false_positives,
+        confirmed: d.dispute.confirmed,
+        reporters: d.dispute.reporters,
+        last_ms: d.dispute.last_ms,
+        reviewed_ms: d.dispute.reviewed_ms,
+        threshold: d.threshold,
+        raised: d.raised,
+        retracted: d.retracted,
+    }
+}
+
+/// An import's summary as the admin service returns it.
+pub fn import_summary(s: crate::ops::ImportSummary) -> proto::ImportSummary {
+    proto::ImportSummary {
+        format: s.format,
+        records: s.records,
+        added: s.added,
+        updated: s.updated,
+        unchanged: s.unchanged,
+        retracted: s.retracted,
+        not_found: s.not_found,
+        refused: s.refused,
+        problems: s.problems,
+        stopped: s.stopped,
+        head_seq: s.head_seq,
+    }
+}

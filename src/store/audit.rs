@@ -4,7 +4,7 @@
 
 use super::keys;
 use super::{Store, StoreError};
-use crate::model::audit::{self, Action, AuditCheck, AuditEvent};
+use crate::model::audit::{self, AuditCheck, AuditEvent, Note};
 use crate::model::signed::verify_audit_head;
 
 /// The audit log's head as stored.
@@ -48,49 +48,67 @@ impl Store {
         })
     }
 
-    /// Appends an event to the audit log (numbered, chained, the head
-    /// signed when the node has its signing key) and returns its seq.
-    pub fn audit(
-        &self,
-        time_ms: u64,
-        actor: &str,
-        action: Action,
-        subject: &str,
-        detail: &str,
-    ) -> Result<u64, StoreError> {
+    /// Appends one event to the audit log on its own: for events that are
+    /// their own effect (a backup taken, a dispute raised). A change to the
+    /// database carries its notes in its own write instead (see
+    /// [`Store::audit_into`]). Returns the event's seq.
+    pub fn audit(&self, time_ms: u64, note: Note) -> Result<u64, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let head = self.audit_head()?;
-        let event = AuditEvent {
-            seq: head.seq + 1,
-            time_ms,
-            actor: actor.to_owned(),
-            action,
-            subject: subject.to_owned(),
-            detail: detail.to_owned(),
-        };
-        let bytes = event.to_bytes();
-        let digest = audit::link(&head.digest, &bytes);
-        let mut value = Vec::with_capacity(32 + bytes.len());
-        value.extend_from_slice(&digest);
-        value.extend_from_slice(&bytes);
+        let mut batch = sled::Batch::default();
+        let seq = self.audit_into(&mut batch, time_ms, vec![note])?;
+        // Not a store generation bump: the audit log is not in the index
+        // snapshot.
+        self.tree.apply_batch(batch)?;
+        Ok(seq)
+    }
+
+    /// Puts `notes` into `batch` as the next audit records (numbered,
+    /// chained, the head signed when the node has its signing key), so
+    /// that they land with the change the batch makes, or not at all.
+    /// The caller holds the writer lock from here until the batch is
+    /// applied: the head read here must still be the head then. Returns
+    /// the seq of the last record (the head's, if `notes` is empty).
+    pub(super) fn audit_into(
+        &self,
+        batch: &mut sled::Batch,
+        time_ms: u64,
+        notes: Vec<Note>,
+    ) -> Result<u64, StoreError> {
+        let mut head = self.audit_head()?;
+        if notes.is_empty() {
+            return Ok(head.seq);
+        }
+        for note in notes {
+            let event = AuditEvent {
+                seq: head.seq + 1,
+                time_ms,
+                actor: note.actor,
+                action: note.action,
+                subject: note.subject,
+                detail: note.detail,
+            };
+            let bytes = event.to_bytes();
+            let digest = audit::link(&head.digest, &bytes);
+            let mut value = Vec::with_capacity(32 + bytes.len());
+            value.extend_from_slice(&digest);
+            value.extend_from_slice(&bytes);
+            batch.insert(&keys::audit(event.seq)[..], value);
+            head.seq = event.seq;
+            head.digest = digest;
+        }
         let mut head_value = Vec::with_capacity(104);
-        head_value.extend_from_slice(&event.seq.to_be_bytes());
-        head_value.extend_from_slice(&digest);
+        head_value.extend_from_slice(&head.seq.to_be_bytes());
+        head_value.extend_from_slice(&head.digest);
         if let Some(signer) = self
             .signer
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            head_value.extend_from_slice(&signer.audit_head(event.seq, &digest));
+            head_value.extend_from_slice(&signer.audit_head(head.seq, &head.digest));
         }
-        let mut batch = sled::Batch::default();
-        batch.insert(&keys::audit(event.seq)[..], value);
         batch.insert(keys::AUDIT_HEAD, head_value);
-        // Not a store generation bump: the audit log is not in the index
-        // snapshot.
-        self.tree.apply_batch(batch)?;
-        Ok(event.seq)
+        Ok(head.seq)
     }
 
     /// Audit records after `after_seq`, at most `limit`, in order. A record

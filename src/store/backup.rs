@@ -216,14 +216,18 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&tmp.path().join("a"), &StoreOptions::default()).unwrap();
         let set: SetId = "a/list".parse().unwrap();
-        store.create_set(SetInfo::new(set.clone()), 1).unwrap();
+        store
+            .create_set(SetInfo::new(set.clone()), 1, crate::model::audit::unaudited)
+            .unwrap();
         store
             .audit(
                 1,
-                "local-socket",
-                crate::model::audit::Action::SetCreated,
-                "a/list",
-                "",
+                crate::model::audit::Note::new(
+                    "local-socket",
+                    crate::model::audit::Action::SetCreated,
+                    "a/list",
+                    "",
+                ),
             )
             .unwrap();
         let file = tmp.path().join("a.backup");

@@ -5,8 +5,10 @@
 use std::collections::BTreeMap;
 
 use super::keys;
+use super::write::{check_vetted, Applied, Pending};
 use super::{ReceivedFeedback, Store, StoreError};
-use crate::model::{DisputePolicy, EntryId, SetId};
+use crate::model::audit::Note;
+use crate::model::{DisputePolicy, EntryData, EntryId, SetId};
 
 /// One entry's feedback since its last review.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,8 +36,9 @@ impl Store {
         &self,
         set: &SetId,
         policy: DisputePolicy,
+        audit: impl FnOnce(&super::SetState) -> Vec<Note>,
     ) -> Result<super::SetState, StoreError> {
-        self.change_info(set, |info| info.disputes = policy)
+        self.change_info(set, |info| info.disputes = policy, audit)
     }
 
     /// When an entry's disputes were last reviewed (0: never).
@@ -50,11 +53,34 @@ impl Store {
         })
     }
 
-    /// Marks an entry's disputes as reviewed at `now_ms`.
-    pub fn mark_reviewed(&self, entry: &EntryId, now_ms: u64) -> Result<(), StoreError> {
-        self.tree
-            .insert(&keys::reviewed(&entry.0)[..], &now_ms.to_be_bytes())?;
-        Ok(())
+    /// Marks an entry's disputes as reviewed at `now_ms` and, with
+    /// `restore`, adds the entry back with that content (an add record:
+    /// peers follow), with the audit records `audit` makes, in one batch.
+    pub fn review(
+        &self,
+        entry: &EntryId,
+        restore: Option<&EntryData>,
+        now_ms: u64,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self
+            .entry_state(entry)?
+            .ok_or(StoreError::UnknownEntry(*entry))?;
+        let set_id = self.set_id_of(state.set_no)?;
+        let set = self
+            .set(&set_id)
+            .ok_or_else(|| StoreError::UnknownSet(set_id.clone()))?;
+        if let Some(data) = restore {
+            set.writable()?;
+            check_vetted(&set, std::iter::once(data))?;
+        }
+        let mut p = Pending::new(self, set, now_ms)?;
+        if let Some(data) = restore {
+            p.add_entry(data)?;
+        }
+        p.put_key(&keys::reviewed(&entry.0), &now_ms.to_be_bytes());
+        p.commit(audit)
     }
 
     /// Feedback since each entry's last review, aggregated per entry (of

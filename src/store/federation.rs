@@ -19,6 +19,7 @@ use super::keys;
 use super::state::SetState;
 use super::write::{Applied, Pending};
 use super::{Store, StoreError};
+use crate::model::audit::{unaudited, Action, Note};
 use crate::model::record::{chain_digest, genesis_digest};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer, CHECKPOINT_EVERY};
 use crate::model::{SetId, SetInfo, SetPolicy};
@@ -170,16 +171,23 @@ impl Store {
 
     /// Changes who may receive one of this node's own sets; the new policy
     /// is signed with the next version.
-    pub fn set_policy(&self, set: &SetId, policy: SetPolicy) -> Result<SetState, StoreError> {
-        self.change_info(set, |info| info.policy = policy)
+    pub fn set_policy(
+        &self,
+        set: &SetId,
+        policy: SetPolicy,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
+        self.change_info(set, |info| info.policy = policy, audit)
     }
 
     /// Changes the configuration of a set written on this node and signs
-    /// it anew (for this node's own sets), so peers see the change.
+    /// it anew (for this node's own sets), so peers see the change; `audit`
+    /// describes the new state, in the same batch.
     pub(super) fn change_info(
         &self,
         set: &SetId,
         change: impl FnOnce(&mut SetInfo),
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
     ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self
@@ -190,14 +198,17 @@ impl Store {
         if let Some(signer) = self.signer_for(&state) {
             self.sign_info(&signer, &mut state)?;
         }
-        self.write_set(sled::Batch::default(), &state)?;
+        let mut batch = sled::Batch::default();
+        self.audit_into(&mut batch, super::wall_ms(), audit(&state))?;
+        self.write_set(batch, &state)?;
         Ok(state)
     }
 
     /// Records a set received from `peer` (created on first sight), with
     /// the configuration its origin signed (already verified by the
     /// caller). An older or equal version than the one held changes
-    /// nothing: a relay cannot roll a policy back.
+    /// nothing: a relay cannot roll a policy back. A change is audited
+    /// (as the peer's) in its own batch.
     pub fn receive_set(
         &self,
         info: SetInfo,
@@ -207,6 +218,7 @@ impl Store {
     ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
+        let mut notes = Vec::new();
         let state = match self.set(&info.id) {
             Some(existing) if existing.upstream.is_none() => {
                 return Err(StoreError::SetExists(info.id));
@@ -221,6 +233,13 @@ impl Store {
             }
             Some(mut existing) => {
                 existing.info = info;
+                let detail = format!("configuration version {} from the origin", signed.version);
+                notes.push(Note::new(
+                    format!("peer:{peer}"),
+                    Action::PolicySigned,
+                    existing.id().as_str(),
+                    detail,
+                ));
                 existing.signed_info = Some(signed);
                 existing
             }
@@ -231,6 +250,12 @@ impl Store {
                 }
                 batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
                 tracing::info!(set = %info.id, peer, "set received");
+                notes.push(Note::new(
+                    format!("peer:{peer}"),
+                    Action::SetReceived,
+                    info.id.as_str(),
+                    format!("configuration version {}", signed.version),
+                ));
                 SetState {
                     head_digest: crate::signal::exact::to_hex(&genesis_digest(&info.id)),
                     info,
@@ -244,6 +269,7 @@ impl Store {
                 }
             }
         };
+        self.audit_into(&mut batch, now_ms, notes)?;
         self.write_set(batch, &state)?;
         Ok(state)
     }
@@ -301,7 +327,9 @@ impl Store {
                 p.put_checkpoint(cp);
             }
         }
-        p.commit()
+        // What a peer's log says is in the log itself, signed by its
+        // origin; the audit log keeps what operators and peers did.
+        p.commit(unaudited)
     }
 }
 
@@ -397,14 +425,23 @@ impl Store {
     }
 
     /// Keeps feedback about one of this node's entries: one per entry and
-    /// reporter (a later note from the same reporter replaces the earlier).
-    pub fn receive_feedback(&self, received: &ReceivedFeedback) -> Result<(), StoreError> {
+    /// reporter (a later note from the same reporter replaces the earlier),
+    /// with the audit record `note` in the same batch.
+    pub fn receive_feedback(
+        &self,
+        received: &ReceivedFeedback,
+        note: Note,
+    ) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut key = vec![keys::INBOX];
         key.extend_from_slice(&received.note.entry.0);
         key.extend_from_slice(received.note.reporter.as_bytes());
         let value = serde_json::to_vec(received)
             .map_err(|e| StoreError::Corrupt(format!("feedback: {e}")))?;
-        self.tree.insert(key, value)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(key, value);
+        self.audit_into(&mut batch, received.received_ms, vec![note])?;
+        self.tree.apply_batch(batch)?;
         Ok(())
     }
 
@@ -456,13 +493,19 @@ mod tests {
         let store = Store::open(tmp.path(), &StoreOptions::default()).unwrap();
         store.set_signer(signer());
         let set: SetId = "o/s".parse().unwrap();
-        store.create_set(SetInfo::new(set.clone()), 1).unwrap();
+        store
+            .create_set(SetInfo::new(set.clone()), 1, crate::model::audit::unaudited)
+            .unwrap();
         // Single appends across chunk boundaries, then a batch spanning several.
         for i in 0..70 {
-            store.append(&set, &[add(i)], 2).unwrap();
+            store
+                .append(&set, &[add(i)], 2, crate::model::audit::unaudited)
+                .unwrap();
         }
         let batch: Vec<Change> = (70..300).map(add).collect();
-        store.append(&set, &batch, 3).unwrap();
+        store
+            .append(&set, &batch, 3, crate::model::audit::unaudited)
+            .unwrap();
         assert_eq!(store.set(&set).unwrap().head_seq, 300);
         for after in [0, 1, 63, 64, 65, 127, 128, 200, 299, 300] {
             let seqs: Vec<u64> = store
@@ -493,10 +536,14 @@ mod tests {
         let signer = signer();
         origin.set_signer(signer.clone());
         let set: SetId = "o/s".parse().unwrap();
-        let created = origin.create_set(SetInfo::new(set.clone()), 1).unwrap();
+        let created = origin
+            .create_set(SetInfo::new(set.clone()), 1, crate::model::audit::unaudited)
+            .unwrap();
         for chunk in (0..100).collect::<Vec<_>>().chunks(30) {
             let changes: Vec<Change> = chunk.iter().map(|&i| add(i)).collect();
-            origin.append(&set, &changes, 2).unwrap();
+            origin
+                .append(&set, &changes, 2, crate::model::audit::unaudited)
+                .unwrap();
         }
         let records: Vec<Vec<u8>> = origin.log(&set, 0).unwrap().map(|r| r.unwrap().1).collect();
         let cps: Vec<Checkpoint> = origin
@@ -548,7 +595,7 @@ mod tests {
         assert!(receiver.verify().unwrap().problems.is_empty());
         // Only the origin writes: the receiver cannot append to it.
         assert!(matches!(
-            receiver.append(&set, &[add(1000)], 9),
+            receiver.append(&set, &[add(1000)], 9, crate::model::audit::unaudited),
             Err(StoreError::Received { .. })
         ));
         // The receiver holds the origin's checkpoints, to relay them.

@@ -53,10 +53,20 @@ pub use verify::VerifyReport;
 pub use vetting::{Confirmed, PendingEntry, VettingRefusal};
 pub use write::{Applied, Change, IndexDelta, Outcome};
 
+use crate::model::audit::Note;
 use crate::model::record::CodecError;
 use crate::model::signed::Signer;
 use crate::model::{EntryId, NameError, SetId, SetInfo, Signal, SignalType};
 use state::{EntryState, NO_SLOT};
+
+/// Milliseconds since the Unix epoch, for audit records of writes whose
+/// own time is not the wall clock's (records applied with their origin's
+/// times).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -330,8 +340,13 @@ impl Store {
     }
 
     /// Creates a set, or does nothing if it exists with the same
-    /// configuration.
-    pub fn create_set(&self, info: SetInfo, now_ms: u64) -> Result<SetState, StoreError> {
+    /// configuration; a new set's audit records (`audit`) land with it.
+    pub fn create_set(
+        &self,
+        info: SetInfo,
+        now_ms: u64,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(existing) = self.set(&info.id) {
             return if existing.info == info {
@@ -363,6 +378,7 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
+        self.audit_into(&mut batch, now_ms, audit(&state))?;
         self.write_set(batch, &state)?;
         tracing::info!(set = %state.id(), "set created");
         Ok(state)
@@ -408,14 +424,21 @@ impl Store {
 
     /// Switches a set off (or back on) on this node: its entries stop (or
     /// resume) matching at once, its log keeps syncing, and nothing is sent
-    /// to its origin.
-    pub fn set_suppressed(&self, id: &SetId, suppressed: bool) -> Result<SetState, StoreError> {
+    /// to its origin. `audit` describes it, in the same batch.
+    pub fn set_suppressed(
+        &self,
+        id: &SetId,
+        suppressed: bool,
+        audit: impl FnOnce(&SetState) -> Vec<Note>,
+    ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut state = self
             .set(id)
             .ok_or_else(|| StoreError::UnknownSet(id.clone()))?;
         state.suppressed = suppressed;
-        self.write_set(sled::Batch::default(), &state)?;
+        let mut batch = sled::Batch::default();
+        self.audit_into(&mut batch, wall_ms(), audit(&state))?;
+        self.write_set(batch, &state)?;
         Ok(state)
     }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::keys;
 use super::write::{Applied, Pending};
 use super::{Store, StoreError};
+use crate::model::audit::Note;
 use crate::model::record::{decode_entry, encode_entry, Reader};
 use crate::model::{Attestation, EntryData, EntryId, SetId};
 use crate::signal::exact::to_hex;
@@ -132,20 +133,27 @@ impl Store {
     /// Sets how many reviewers must confirm each new entry of one of this
     /// node's own sets (0: none, entries are added directly; else at least
     /// 2). The configuration is signed again, so peers see the rule.
-    pub fn set_vetting(&self, set: &SetId, reviewers: u32) -> Result<super::SetState, StoreError> {
+    pub fn set_vetting(
+        &self,
+        set: &SetId,
+        reviewers: u32,
+        audit: impl FnOnce(&super::SetState) -> Vec<Note>,
+    ) -> Result<super::SetState, StoreError> {
         if reviewers == 1 {
             return Err(VettingRefusal::TooFew(reviewers).into());
         }
-        self.change_info(set, |info| info.vetting = reviewers)
+        self.change_info(set, |info| info.vetting = reviewers, audit)
     }
 
-    /// Puts an entry up for vetting in `set`, which must ask for it.
+    /// Puts an entry up for vetting in `set`, which must ask for it; its
+    /// audit records (`audit`) land with it.
     pub fn submit(
         &self,
         set: &SetId,
         data: EntryData,
         submitter: &str,
         now_ms: u64,
+        audit: impl FnOnce(&PendingEntry) -> Vec<Note>,
     ) -> Result<PendingEntry, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let state = self
@@ -174,19 +182,24 @@ impl Store {
             submitted_ms: now_ms,
             needed: state.info.vetting,
         };
-        self.tree
-            .insert(&keys::pending(&id.0)[..], pending.to_bytes()?)?;
+        let mut batch = sled::Batch::default();
+        batch.insert(&keys::pending(&id.0)[..], pending.to_bytes()?);
+        self.audit_into(&mut batch, now_ms, audit(&pending))?;
+        self.tree.apply_batch(batch)?;
         Ok(pending)
     }
 
     /// Records `reviewer`'s confirmation of a pending entry; with enough of
     /// them the entry is appended to its set's log (the reviewers in the
-    /// record) and leaves the pending list, in one batch.
+    /// record) and leaves the pending list, in one batch. `audit` says what
+    /// the confirmation did (given the entry as it now stands and, if it
+    /// entered the log, the seq it ends at), in the same batch.
     pub fn confirm(
         &self,
         id: &EntryId,
         reviewer: &str,
         now_ms: u64,
+        audit: impl FnOnce(&PendingEntry, Option<u64>) -> Vec<Note>,
     ) -> Result<Confirmed, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let key = keys::pending(&id.0);
@@ -207,7 +220,10 @@ impl Store {
             time_ms: now_ms,
         });
         if (pending.data.vetting.len() as u32) < pending.needed {
-            self.tree.insert(&key[..], pending.to_bytes()?)?;
+            let mut batch = sled::Batch::default();
+            batch.insert(&key[..], pending.to_bytes()?);
+            self.audit_into(&mut batch, now_ms, audit(&pending, None))?;
+            self.tree.apply_batch(batch)?;
             return Ok(Confirmed::Waiting(pending));
         }
         let state = self
@@ -217,18 +233,26 @@ impl Store {
         let mut p = Pending::new(self, state, now_ms)?;
         p.add_vetted(&pending.data)?;
         p.remove_key(&key);
-        let applied = p.commit()?;
+        let head = p.head_seq();
+        let applied = p.commit(|_| audit(&pending, Some(head)))?;
         Ok(Confirmed::Vetted(pending, applied))
     }
 
     /// Withdraws a pending entry (a reviewer found it wrong); it never
-    /// enters the log.
-    pub fn reject(&self, id: &EntryId) -> Result<PendingEntry, StoreError> {
+    /// enters the log. `audit` describes it, in the same batch.
+    pub fn reject(
+        &self,
+        id: &EntryId,
+        audit: impl FnOnce(&PendingEntry) -> Vec<Note>,
+    ) -> Result<PendingEntry, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let key = keys::pending(&id.0);
         let bytes = self.tree.get(key)?.ok_or(VettingRefusal::NotPending(*id))?;
         let pending = PendingEntry::from_bytes(*id, &bytes)?;
-        self.tree.remove(&key[..])?;
+        let mut batch = sled::Batch::default();
+        batch.remove(&key[..]);
+        self.audit_into(&mut batch, super::wall_ms(), audit(&pending))?;
+        self.tree.apply_batch(batch)?;
         Ok(pending)
     }
 
@@ -253,12 +277,15 @@ impl Store {
 
 impl Store {
     /// Releases entries held for review: `entry` alone, or every held entry
-    /// of `set`. One batch per set; the outcomes list the released entries.
+    /// of `set`. One batch per set, each with the audit records `audit`
+    /// makes of that set's releases; the outcomes list the released
+    /// entries.
     pub fn release(
         &self,
         set: Option<&SetId>,
         entry: Option<&EntryId>,
         now_ms: u64,
+        mut audit: impl FnMut(&SetId, &Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut held: std::collections::BTreeMap<u32, Vec<(EntryId, super::state::EntryState)>> =
@@ -297,7 +324,7 @@ impl Store {
             for (id, old) in entries {
                 p.release(id, &old)?;
             }
-            let applied = p.commit()?;
+            let applied = p.commit(|a| audit(&set_id, a))?;
             all.outcomes.extend(applied.outcomes);
             all.deltas.extend(applied.deltas);
         }

@@ -10,6 +10,7 @@ use super::slots::{self, Chunk};
 use super::state::{EntryState, SetState, NO_SLOT};
 use super::usage::{self, Counter, Increments};
 use super::{set_bytes, valid_slot, Store, StoreError};
+use crate::model::audit::Note;
 use crate::model::record::chain_digest;
 use crate::model::signed::{Checkpoint, Signer, CHECKPOINT_EVERY};
 use crate::model::{EntryData, EntryId, Record, RecordBody, SetId, Signal, SignalType};
@@ -138,32 +139,27 @@ pub(super) struct Pending<'a> {
 impl Store {
     /// Applies `changes` to `set` as one atomic batch: log records appended
     /// with contiguous sequence numbers, entry states, PDQ
-    /// slots and the set's head all together, or none of it.
+    /// slots, the set's head and the audit records `audit` makes of what
+    /// was done, all together, or none of it.
     pub fn append(
         &self,
         set: &SetId,
         changes: &[Change],
         now_ms: u64,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let state = self
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
         state.writable()?;
-        let needed = state.info.vetting;
-        if needed > 0 {
-            let unvetted = changes.iter().any(|c| match c {
-                Change::Add(data) => (data.vetting.len() as u32) < needed,
-                _ => false,
-            });
-            if unvetted {
-                return Err(super::VettingRefusal::Unvetted {
-                    set: set.clone(),
-                    needed,
-                }
-                .into());
-            }
-        }
+        check_vetted(
+            &state,
+            changes.iter().filter_map(|c| match c {
+                Change::Add(data) => Some(data),
+                _ => None,
+            }),
+        )?;
         let mut p = Pending::new(self, state, now_ms)?;
         for change in changes {
             let outcome = match change {
@@ -182,17 +178,19 @@ impl Store {
             };
             p.applied.outcomes.push(outcome);
         }
-        p.commit()
+        p.commit(audit)
     }
 
     /// Switches an entry off (or back on) on this node only: it stops (or
     /// resumes) matching but stays in the set and keeps syncing. Not a log
-    /// record; the origin is not told.
+    /// record; the origin is not told. `audit` describes it, in the same
+    /// batch.
     pub fn set_disabled(
         &self,
         id: &EntryId,
         disabled: bool,
         now_ms: u64,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let state = self.entry_state(id)?.ok_or(StoreError::UnknownEntry(*id))?;
@@ -209,8 +207,25 @@ impl Store {
             p.transition(*id, &state, next)?;
             p.applied.outcomes.push(Outcome::Updated(*id));
         }
-        p.commit()
+        p.commit(audit)
     }
+}
+
+/// Refuses entries added to a set that asks for vetting unless each carries
+/// that many reviewers' attestations.
+pub(super) fn check_vetted<'d>(
+    state: &SetState,
+    mut added: impl Iterator<Item = &'d EntryData>,
+) -> Result<(), StoreError> {
+    let needed = state.info.vetting;
+    if needed > 0 && added.any(|data| (data.vetting.len() as u32) < needed) {
+        return Err(super::VettingRefusal::Unvetted {
+            set: state.id().clone(),
+            needed,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 impl<'a> Pending<'a> {
@@ -349,6 +364,18 @@ impl<'a> Pending<'a> {
     /// Deletes `key` in the same batch.
     pub(super) fn remove_key(&mut self, key: &[u8]) {
         self.batch.remove(key);
+    }
+
+    /// Writes a key outside the set's log in the same batch.
+    pub(super) fn put_key(&mut self, key: &[u8], value: &[u8]) {
+        self.batch.insert(key, value);
+    }
+
+    /// Adds (or restores) an entry as an origin does.
+    pub(super) fn add_entry(&mut self, data: &EntryData) -> Result<(), StoreError> {
+        let outcome = self.add(data)?;
+        self.applied.outcomes.push(outcome);
+        Ok(())
     }
 
     fn add(&mut self, data: &EntryData) -> Result<Outcome, StoreError> {
@@ -534,6 +561,11 @@ impl<'a> Pending<'a> {
         }
     }
 
+    /// The set's head seq after the records so far.
+    pub(super) fn head_seq(&self) -> u64 {
+        self.set.head_seq
+    }
+
     /// The chain digest after the records so far.
     pub(super) fn digest(&self) -> [u8; 32] {
         self.digest
@@ -656,7 +688,15 @@ impl<'a> Pending<'a> {
         Ok(slot)
     }
 
-    pub(super) fn commit(mut self) -> Result<Applied, StoreError> {
+    /// Lands the write as one batch, with the audit records `audit` makes
+    /// of what it did (see [`Store::audit_into`]).
+    pub(super) fn commit(
+        mut self,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
+        let notes = audit(&self.applied);
+        self.store
+            .audit_into(&mut self.batch, super::wall_ms(), notes)?;
         if self.set.head_seq != self.last_checkpoint {
             self.sign_head();
         }

@@ -34,7 +34,8 @@ fn make_set(db: &Database, origin: &str, name: &str, threshold: Option<u32>) -> 
     if let Some(t) = threshold {
         info.thresholds.insert("pdq".into(), t);
     }
-    db.create_set(info).unwrap();
+    db.create_set(info, hashfed::model::audit::unaudited)
+        .unwrap();
     id
 }
 
@@ -48,7 +49,11 @@ fn add_update_retract_disable_and_reopen() {
         let db = open(dir.path());
         set = make_set(&db, "hotline-a", "confirmed", None);
         let applied = db
-            .apply(&set, &[add(md5.clone(), &["A1"]), add(pdq(code), &["B2"])])
+            .apply(
+                &set,
+                &[add(md5.clone(), &["A1"]), add(pdq(code), &["B2"])],
+                hashfed::model::audit::unaudited,
+            )
             .unwrap();
         assert_eq!(applied.appended, 2);
         entry = match applied.outcomes[1] {
@@ -56,12 +61,22 @@ fn add_update_retract_disable_and_reopen() {
             ref other => panic!("{other:?}"),
         };
         // Importing the same thing again changes nothing.
-        let again = db.apply(&set, &[add(md5.clone(), &["A1"])]).unwrap();
+        let again = db
+            .apply(
+                &set,
+                &[add(md5.clone(), &["A1"])],
+                hashfed::model::audit::unaudited,
+            )
+            .unwrap();
         assert_eq!(again.appended, 0);
         assert!(matches!(again.outcomes[0], Outcome::Unchanged(_)));
         // New labels are an update, recorded in the log.
         let update = db
-            .apply(&set, &[add(md5.clone(), &["A1", "extra"])])
+            .apply(
+                &set,
+                &[add(md5.clone(), &["A1", "extra"])],
+                hashfed::model::audit::unaudited,
+            )
             .unwrap();
         assert!(matches!(update.outcomes[0], Outcome::Updated(_)));
         assert_eq!(db.match_exact(&md5).unwrap()[0].labels, vec!["A1", "extra"]);
@@ -75,9 +90,11 @@ fn add_update_retract_disable_and_reopen() {
         assert_eq!((hits[0].entry, hits[0].distance), (entry, 3));
         assert_eq!(hits[0].origin, "hotline-a");
 
-        db.set_disabled(&entry, true).unwrap();
+        db.set_disabled(&entry, true, hashfed::model::audit::unaudited)
+            .unwrap();
         assert!(db.match_exact(&pdq(code)).unwrap().is_empty());
-        db.set_disabled(&entry, false).unwrap();
+        db.set_disabled(&entry, false, hashfed::model::audit::unaudited)
+            .unwrap();
         assert_eq!(db.match_exact(&pdq(code)).unwrap().len(), 1);
         db.store().flush().unwrap();
     }
@@ -93,6 +110,7 @@ fn add_update_retract_disable_and_reopen() {
                 signal: pdq(code),
                 reason: "error".into(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap();
     assert_eq!(retract.outcomes, vec![Outcome::Retracted(vec![entry])]);
@@ -105,6 +123,7 @@ fn add_update_retract_disable_and_reopen() {
                 entry,
                 reason: "again".into(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap();
     assert_eq!(
@@ -138,8 +157,12 @@ fn external_ids_retract_every_hash_of_a_source_record() {
     };
     let md5 = Signal::parse("md5", &"ab".repeat(16)).unwrap();
     let sha1 = Signal::parse("sha1", &"cd".repeat(20)).unwrap();
-    db.apply(&set, &[ext(md5.clone()), ext(sha1.clone())])
-        .unwrap();
+    db.apply(
+        &set,
+        &[ext(md5.clone()), ext(sha1.clone())],
+        hashfed::model::audit::unaudited,
+    )
+    .unwrap();
     let out = db
         .apply(
             &set,
@@ -147,6 +170,7 @@ fn external_ids_retract_every_hash_of_a_source_record() {
                 external_id: "ncmec:7".into(),
                 reason: "deleted at source".into(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap();
     assert!(matches!(&out.outcomes[0], Outcome::Retracted(ids) if ids.len() == 2));
@@ -285,8 +309,10 @@ fn pdq_matches_equal_brute_force_oracle() {
                     },
                 );
             }
-            db.apply(&tight, &changes.0).unwrap();
-            db.apply(&wide, &changes.1).unwrap();
+            db.apply(&tight, &changes.0, hashfed::model::audit::unaudited)
+                .unwrap();
+            db.apply(&wide, &changes.1, hashfed::model::audit::unaudited)
+                .unwrap();
             // Retract about a tenth and disable about a tenth, chosen by the seed.
             let ids: Vec<EntryId> = known.keys().copied().collect();
             for (n, id) in ids.iter().enumerate() {
@@ -299,11 +325,13 @@ fn pdq_matches_equal_brute_force_oracle() {
                             entry: *id,
                             reason: String::new(),
                         }],
+                        hashfed::model::audit::unaudited,
                     )
                     .unwrap();
                     known.remove(id);
                 } else if pick == 1 {
-                    db.set_disabled(id, true).unwrap();
+                    db.set_disabled(id, true, hashfed::model::audit::unaudited)
+                        .unwrap();
                     known.remove(id);
                 }
             }
@@ -364,13 +392,15 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
         set = make_set(&db, "o", "snap", None);
         let mut changes: Vec<Change> = codes.iter().map(|c| add(pdq(*c), &[])).collect();
         changes.push(add(md5.clone(), &[]));
-        db.apply(&set, &changes).unwrap();
+        db.apply(&set, &changes, hashfed::model::audit::unaudited)
+            .unwrap();
         db.apply(
             &set,
             &[Change::RetractValue {
                 signal: pdq(codes[7]),
                 reason: String::new(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap();
         db.close().unwrap();
@@ -403,6 +433,7 @@ fn index_snapshot_is_used_only_when_current_and_intact() {
             signal: pdq(codes[8]),
             reason: String::new(),
         }],
+        hashfed::model::audit::unaudited,
     )
     .unwrap();
     drop(db);
@@ -456,16 +487,38 @@ fn an_entry_moved_to_another_source_record_follows_the_new_one() {
             vetting: vec![],
         })
     };
-    db.apply(&set, &[with_ext("ncmec:1")]).unwrap();
-    db.apply(&set, &[with_ext("ncmec:2")]).unwrap();
+    db.apply(
+        &set,
+        &[with_ext("ncmec:1")],
+        hashfed::model::audit::unaudited,
+    )
+    .unwrap();
+    db.apply(
+        &set,
+        &[with_ext("ncmec:2")],
+        hashfed::model::audit::unaudited,
+    )
+    .unwrap();
     let retract = |ext: &str| Change::RetractExternal {
         external_id: ext.into(),
         reason: String::new(),
     };
-    let old = db.apply(&set, &[retract("ncmec:1")]).unwrap();
+    let old = db
+        .apply(
+            &set,
+            &[retract("ncmec:1")],
+            hashfed::model::audit::unaudited,
+        )
+        .unwrap();
     assert_eq!(old.outcomes, vec![Outcome::NotFound]);
     assert_eq!(db.match_exact(&md5).unwrap().len(), 1);
-    let new = db.apply(&set, &[retract("ncmec:2")]).unwrap();
+    let new = db
+        .apply(
+            &set,
+            &[retract("ncmec:2")],
+            hashfed::model::audit::unaudited,
+        )
+        .unwrap();
     assert!(matches!(&new.outcomes[0], Outcome::Retracted(ids) if ids.len() == 1));
     assert!(db.match_exact(&md5).unwrap().is_empty());
 }

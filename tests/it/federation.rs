@@ -12,6 +12,7 @@ use crate::nodes::{add_pdq, eventually, TestNode};
 use hashfed::database::Database;
 use hashfed::model::audit::Action;
 use hashfed::model::{Signal, SignalType};
+use hashfed::ops::Actor;
 use hashfed::service::proto;
 use hashfed::store::Change;
 
@@ -54,12 +55,15 @@ async fn three(n: u32) -> (TestNode, TestNode, TestNode) {
 
 fn policy(node: &TestNode, reshare: bool) {
     node.node()
-        .federation()
-        .set_policy(proto::SetPolicyRequest {
-            set: "a/list".into(),
-            share_with: vec![],
-            reshare,
-        })
+        .ops()
+        .set_policy(
+            &Actor::new("local-socket"),
+            &"a/list".parse().unwrap(),
+            hashfed::model::SetPolicy {
+                share_with: vec![],
+                reshare,
+            },
+        )
         .unwrap();
 }
 
@@ -115,16 +119,16 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
     )
     .await;
     assert_eq!(hit.set, "a/list");
-    let fed_a = a.node().federation().clone();
+    let ops_a = a.node().ops().clone();
     eventually(WAIT, || {
-        fed_a
+        ops_a
             .received_feedback()
-            .map(|r| r.items.len() == 1)
+            .map(|r| r.len() == 1)
             .unwrap_or(false)
     })
     .await
     .expect("feedback never reached the origin");
-    let fb = &fed_a.received_feedback().unwrap().items[0];
+    let fb = &received(&ops_a)[0];
     assert_eq!(fb.entry_id, hit.entry_id);
     assert_eq!(fb.verdict, "false_positive");
     assert_eq!(fb.via, "b");
@@ -164,6 +168,7 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
             signal,
             reason: "false positive".into(),
         }],
+        hashfed::model::audit::unaudited,
     )
     .unwrap();
     let took = eventually(WAIT, || matches(&c.db, &fresh) == 0)
@@ -186,10 +191,7 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
     }
     let verify = c.node().federation().verify_sets().await;
     assert!(
-        verify
-            .comparisons
-            .iter()
-            .any(|x| x.peer == "b" && x.verdict == "equal"),
+        verify.iter().any(|x| x.peer == "b" && x.verdict == "equal"),
         "{verify:?}"
     );
     c.stop().await;
@@ -204,11 +206,7 @@ async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only(
     add_pdq(&a.db, "ncmec/local", &[code(1)]);
     b.node()
         .federation()
-        .set_peer_grants(proto::SetPeerGrantsRequest {
-            name: "a".into(),
-            send: vec![],
-            accept: vec!["a/list".into()],
-        })
+        .set_peer_grants("a", vec![], vec!["a/list".into()])
         .unwrap();
     add_pdq(&a.db, "a/other", &[code(2)]);
     eventually(WAIT, || head(&b.db, "a/list") == 20)
@@ -225,6 +223,7 @@ async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only(
                 signal: Signal::from_bytes(SignalType::Pdq, code(3).to_vec()).unwrap(),
                 reason: "x".into(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap_err();
     assert!(err.to_string().contains("only its origin"), "{err}");
@@ -264,10 +263,7 @@ async fn a_revoked_peer_is_cut_off_at_once() {
 
     a.node()
         .federation()
-        .set_peer_status(proto::SetPeerStatusRequest {
-            name: "b".into(),
-            status: "revoked".into(),
-        })
+        .set_peer_status("b", hashfed::peers::PeerStatus::Revoked)
         .unwrap();
     // The open stream ends at once.
     let ended = tokio::time::timeout(Duration::from_secs(2), stream.message())
@@ -668,7 +664,7 @@ async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records(
     // compares its copy with A's), and A's audit log, its head now signed
     // by the new key, verifies and records the rotation.
     let compared = b.node().federation().verify_sets().await;
-    let with_a = compared.comparisons.iter().find(|c| c.peer == "a").unwrap();
+    let with_a = compared.iter().find(|c| c.peer == "a").unwrap();
     assert_eq!(with_a.verdict, "equal", "{compared:?}");
     let audit = admin
         .verify_audit(proto::VerifyAuditRequest {})
@@ -691,14 +687,24 @@ async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records(
     )
     .await;
     let fed_a = a.node().federation().clone();
+    let ops_a = a.node().ops().clone();
     eventually(WAIT, || {
-        fed_a
+        ops_a
             .received_feedback()
-            .is_ok_and(|r| r.items.iter().any(|i| i.via == "b"))
+            .is_ok_and(|r| r.iter().any(|i| i.via == "b"))
     })
     .await
     .expect("B's feedback never reached A after B rotated");
-    let fb = fed_a.received_feedback().unwrap().items;
+    let fb = received(&ops_a);
     assert!(fb[0].verified, "{fb:?}");
     assert_eq!(fed_a.peers().get("b").unwrap().card.rotations.len(), 1);
+}
+
+/// The feedback an origin received, as its admin service lists it.
+fn received(ops: &hashfed::ops::Ops) -> Vec<proto::ReceivedFeedback> {
+    ops.received_feedback()
+        .unwrap()
+        .into_iter()
+        .map(hashfed::service::wire::received_feedback)
+        .collect()
 }

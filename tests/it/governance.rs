@@ -42,8 +42,11 @@ fn confirm(id: &str) -> proto::EntryRef {
 async fn entries_enter_the_log_only_with_two_reviewers_besides_their_submitter() {
     let set: SetId = "a/vetted".parse().unwrap();
     let a = TestNode::start("a", |db| {
-        db.create_set(SetInfo::new("a/vetted".parse().unwrap()))
-            .unwrap();
+        db.create_set(
+            SetInfo::new("a/vetted".parse().unwrap()),
+            hashfed::model::audit::unaudited,
+        )
+        .unwrap();
     })
     .await;
     let b = TestNode::start("b", |_| {}).await;
@@ -84,6 +87,7 @@ async fn entries_enter_the_log_only_with_two_reviewers_besides_their_submitter()
             external_id: None,
             vetting: vec![],
         })],
+        hashfed::model::audit::unaudited,
     );
     assert!(
         matches!(
@@ -527,13 +531,19 @@ async fn the_report_counts_exactly_what_happened() {
                 vetting: vec![],
             })
         };
-        db.apply(&set, &[add(md5(1)), add(md5(2))]).unwrap();
+        db.apply(
+            &set,
+            &[add(md5(1)), add(md5(2))],
+            hashfed::model::audit::unaudited,
+        )
+        .unwrap();
         db.apply(
             &set,
             &[Change::RetractValue {
                 signal: Signal::parse("pdq", &nodes::hex(&[7; 32])).unwrap(),
                 reason: "withdrawn".into(),
             }],
+            hashfed::model::audit::unaudited,
         )
         .unwrap();
     })
@@ -730,6 +740,7 @@ async fn a_restored_backup_converges_with_its_peers() {
             signal: retracted.clone(),
             reason: "withdrawn".into(),
         }],
+        hashfed::model::audit::unaudited,
     )
     .unwrap();
     let a_head = head(&a);

@@ -147,13 +147,15 @@ async fn names_that_would_leave_their_directory_are_refused_at_every_door() {
     assert!(card.contains("../b"));
     let refused = node
         .node()
-        .federation()
-        .add_peer(proto::AddPeerRequest {
-            card,
-            send: vec![],
-            accept: vec![],
-        })
+        .ops()
+        .add_peer(
+            &hashfed::ops::Actor::new("local-socket"),
+            &card,
+            vec![],
+            vec![],
+        )
         .unwrap_err();
+    let refused = hashfed::service::wire::ops_status(refused);
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     // Nothing was created anywhere.
     assert!(node.db.store().sets().is_empty());

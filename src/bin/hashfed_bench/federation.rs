@@ -43,7 +43,6 @@ use hashfed::model::signed::{verify_checkpoint, Checkpoint};
 use hashfed::model::{EntryData, SetId, SetInfo, Signal};
 use hashfed::peers::PeerCard;
 use hashfed::server::Node;
-use hashfed::service::proto;
 use hashfed::signal::pdq::PdqHash;
 use hashfed::store::{Change, StoreOptions};
 use serde_json::json;
@@ -181,13 +180,14 @@ impl Running {
 
     fn add_peer(&self, card: String, send: &[&str], accept: &[&str]) -> anyhow::Result<()> {
         self.node()
-            .federation()
-            .add_peer(proto::AddPeerRequest {
-                card,
-                send: send.iter().map(|s| s.to_string()).collect(),
-                accept: accept.iter().map(|s| s.to_string()).collect(),
-            })
-            .map_err(|s| anyhow!("add_peer: {}", s.message()))?;
+            .ops()
+            .add_peer(
+                &hashfed::ops::Actor::new("local-socket"),
+                &card,
+                send.iter().map(|s| s.to_string()).collect(),
+                accept.iter().map(|s| s.to_string()).collect(),
+            )
+            .context("add_peer")?;
         Ok(())
     }
 
@@ -293,12 +293,12 @@ fn bench(
 
     // The origin, loaded while nobody peers with it.
     let mut a = rt.block_on(Running::start(&base.join("a"), "a"))?;
-    a.db.create_set(SetInfo::new(set.clone()))?;
+    a.db.create_set(SetInfo::new(set.clone()), hashfed::model::audit::unaudited)?;
     let started = Instant::now();
     let mut next_report = n / 10;
     for (i, chunk) in codes.chunks(LOAD_CHUNK).enumerate() {
         let changes: Vec<Change> = chunk.iter().map(|c| add(*c)).collect();
-        a.db.apply(&set, &changes)?;
+        a.db.apply(&set, &changes, hashfed::model::audit::unaudited)?;
         let done = (i * LOAD_CHUNK + chunk.len()).min(n);
         if done >= next_report && next_report > 0 {
             eprintln!(
@@ -642,7 +642,8 @@ async fn propagate(
         }
         changes.borrow_and_update();
         let started = Instant::now();
-        let applied = a.db.apply(set, &[change])?;
+        let applied =
+            a.db.apply(set, &[change], hashfed::model::audit::unaudited)?;
         applies.push(started.elapsed().as_secs_f64() * 1e3);
         if applied.appended != 1 {
             bail!(

@@ -25,16 +25,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
-use hashfed::database::{now_ms, Database};
+use hashfed::database::Database;
 use hashfed::identity::roles::{issue_client, ClientRole};
-use hashfed::model::{EntryData, SetId, SetInfo, Signal, SignalType};
+use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType};
+use hashfed::ops::{Actor, ConfirmOutcome};
 use hashfed::peers::PeerCard;
 use hashfed::server::Node;
 use hashfed::service::proto;
 use hashfed::service::proto::match_client::MatchClient;
 use hashfed::signal::content::{hash_image, HashOptions};
 use hashfed::signal::pdq::{PdqHasher, DEFAULT_MATCH_THRESHOLD};
-use hashfed::store::{Change, Confirmed, StoreOptions};
+use hashfed::store::StoreOptions;
 use tokio::sync::watch;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -165,6 +166,10 @@ impl DemoNode {
         self.node.federation()
     }
 
+    fn ops(&self) -> &hashfed::ops::Ops {
+        self.node.ops()
+    }
+
     fn node_id(&self) -> &str {
         &self.fed().config().node_id
     }
@@ -177,13 +182,14 @@ impl DemoNode {
 
     /// Adds `other` as a peer with these grants.
     fn add_peer(&self, other: &DemoNode, send: &[&str], accept: &[&str]) -> anyhow::Result<()> {
-        self.fed()
-            .add_peer(proto::AddPeerRequest {
-                card: other.card()?,
-                send: send.iter().map(|s| s.to_string()).collect(),
-                accept: accept.iter().map(|s| s.to_string()).collect(),
-            })
-            .map_err(|s| anyhow!("{}: adding peer {}: {}", self.name, other.name, s.message()))?;
+        self.ops()
+            .add_peer(
+                &operator(),
+                &other.card()?,
+                send.iter().map(|s| s.to_string()).collect(),
+                accept.iter().map(|s| s.to_string()).collect(),
+            )
+            .with_context(|| format!("{}: adding peer {}", self.name, other.name))?;
         Ok(())
     }
 
@@ -442,11 +448,11 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     p.add_peer(a, &[], &[])?;
     for n in [a, b, p] {
         let peers: Vec<String> = n
-            .fed()
-            .list_peers()
-            .peers
+            .ops()
+            .peers()?
             .iter()
-            .map(|peer| {
+            .map(|view| {
+                let peer = &view.peer;
                 let grants = match (peer.send.is_empty(), peer.accept.is_empty()) {
                     (true, true) => "card only: checks its signatures".to_owned(),
                     (false, true) => format!("sends {}", peer.send.join(", ")),
@@ -457,7 +463,7 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
                         peer.accept.join(", ")
                     ),
                 };
-                format!("{} ({grants})", peer.name)
+                format!("{} ({grants})", peer.name())
             })
             .collect();
         step(
@@ -468,15 +474,18 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
 
     // The origin's set, with a signed policy that lets hotline-b relay it.
     let t = Instant::now();
-    a.db.create_set(SetInfo::new(set.clone()))?;
-    a.db.store().set_vetting(&set, 2)?;
-    a.fed()
-        .set_policy(proto::SetPolicyRequest {
-            set: SET.into(),
-            share_with: vec![],
-            reshare: true,
-        })
-        .map_err(|s| anyhow!("set policy: {}", s.message()))?;
+    a.ops().ensure_set(&operator(), &set, "by the demo")?;
+    a.ops().set_vetting(&operator(), &set, 2)?;
+    a.ops()
+        .set_policy(
+            &operator(),
+            &set,
+            SetPolicy {
+                share_with: vec![],
+                reshare: true,
+            },
+        )
+        .context("set policy")?;
     step(
         "policy",
         format_args!(
@@ -521,7 +530,7 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
             external_id: None,
             vetting: Vec::new(),
         };
-        ids.push(a.db.store().submit(&set, data, "analyst-0", now_ms())?.id);
+        ids.push(a.ops().submit(&analyst(0), &set, data)?.id);
     }
     let (pending_seq, _) = a.head(&set);
     let pending = a.db.store().pending(Some(&set))?.len();
@@ -545,10 +554,10 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
 
     // Vet: the submitter may not confirm; two other analysts do, and the
     // confirmations travel inside the signed records.
-    let own = a.db.confirm(&ids[0], "analyst-0");
+    let own = a.ops().confirm(&analyst(0), &ids[0]);
     ensure!(own.is_err(), "vet: the submitter confirmed their own entry");
     for id in &ids {
-        a.db.confirm(id, "analyst-1")?;
+        a.ops().confirm(&analyst(1), id)?;
     }
     let still = a.head(&set).0;
     ensure!(still == 0, "vet: one confirmation put entries in the log");
@@ -556,7 +565,10 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     let published = Instant::now();
     for id in &ids {
         ensure!(
-            matches!(a.db.confirm(id, "analyst-2")?, Confirmed::Vetted(..)),
+            matches!(
+                a.ops().confirm(&analyst(2), id)?,
+                ConfirmOutcome::Vetted(..)
+            ),
             "vet: entry {id} not vetted after two confirmations"
         );
     }
@@ -721,12 +733,8 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     );
 
     // False-positive feedback, back to the origin hop by hop.
-    let origin_fed = a.fed().clone();
-    let before = origin_fed
-        .received_feedback()
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .items
-        .len();
+    let origin = a.node.ops().clone();
+    let before = origin.received_feedback()?.len();
     let sent = Instant::now();
     client
         .feedback(proto::FeedbackRequest {
@@ -744,17 +752,16 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
         if acked.is_none() && p.db.store().outbox(1).is_ok_and(|o| o.is_empty()) {
             acked = Some(sent.elapsed());
         }
-        origin_fed
-            .received_feedback()
-            .is_ok_and(|r| r.items.len() > before)
+        origin.received_feedback().is_ok_and(|r| r.len() > before)
     })
     .await
     .ok_or_else(|| anyhow!("feedback: did not reach hotline-a within {WAIT:?}"))?;
     let acked = acked.unwrap_or(arrived);
-    let items = origin_fed
-        .received_feedback()
-        .map_err(|s| anyhow!("{}", s.message()))?
-        .items;
+    let items: Vec<_> = origin
+        .received_feedback()?
+        .into_iter()
+        .map(hashfed::service::wire::received_feedback)
+        .collect();
     let note = items
         .iter()
         .find(|f| f.entry_id == hit.entry_id)
@@ -800,18 +807,13 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     // Retraction: hotline-a withdraws the entry; it stops matching downstream.
     let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
     let retracted = Instant::now();
-    let applied = a.db.apply(
-        &set,
-        &[Change::RetractValue {
-            signal: images[0].pdq.clone(),
-            reason: "false positive reported by a provider (benign collision)".into(),
-        }],
+    let retract_id = EntryId::derive(&set, &images[0].pdq);
+    let (_, changed) = a.ops().retract(
+        &operator(),
+        &retract_id,
+        "false positive reported by a provider (benign collision)",
     )?;
-    ensure!(
-        applied.appended == 1,
-        "retract: {} records appended",
-        applied.appended
-    );
+    ensure!(changed, "retract: the entry was not withdrawn");
     ensure!(
         !matchable(&a.db, &set, &images[0].pdq),
         "retract: still matchable on hotline-a"
@@ -853,9 +855,9 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     // certificates while serving; what the new key signs verifies
     // downstream, the provider learning the key through hotline-b.
     let rotated = a
-        .fed()
-        .rotate_keys(true, true)
-        .map_err(|s| anyhow!("rotate: {}", s.message()))?;
+        .ops()
+        .rotate_keys(&operator(), true, true)
+        .context("rotate")?;
     let extra = Signal::from_bytes(
         SignalType::Pdq,
         blake3::hash(b"hashfed demo: an entry after the rotation")
@@ -868,11 +870,11 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
         external_id: None,
         vetting: Vec::new(),
     };
-    let id = a.db.store().submit(&set, data, "analyst-0", now_ms())?.id;
-    a.db.confirm(&id, "analyst-1")?;
+    let id = a.ops().submit(&analyst(0), &set, data)?.id;
+    a.ops().confirm(&analyst(1), &id)?;
     let p_changes = p.db.changes();
     let signed_new = Instant::now();
-    a.db.confirm(&id, "analyst-2")?;
+    a.ops().confirm(&analyst(2), &id)?;
     let took = until(&p.db, p_changes, signed_new, |db| {
         matchable(db, &set, &extra)
     })
@@ -913,13 +915,13 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     })
     .await
     .ok_or_else(|| anyhow!("verify: heads differ after the retraction"))?;
-    let report = p.fed().verify_sets().await;
+    let report = p.ops().verify_sets().await?;
     ensure!(
-        !report.comparisons.is_empty() && report.comparisons.iter().all(|c| c.verdict == "equal"),
+        !report.is_empty() && report.iter().all(|c| c.verdict == "equal"),
         "verify: {:?}",
-        report.comparisons
+        report
     );
-    for c in &report.comparisons {
+    for c in &report {
         step(
             "verify",
             format_args!(
@@ -944,4 +946,15 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
         ),
     );
     Ok(())
+}
+
+/// The demo's operator at the admin socket, as the audit log names them.
+fn operator() -> Actor {
+    Actor::new("local-socket")
+}
+
+/// One of hotline-a's analysts (the demo's stand-in for their operator
+/// certificates).
+fn analyst(n: u32) -> Actor {
+    Actor::new(format!("analyst-{n}"))
 }

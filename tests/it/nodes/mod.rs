@@ -42,7 +42,8 @@ pub fn node_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
 pub fn add_pdq(db: &Database, set: &str, codes: &[[u8; 32]]) {
     let set: SetId = set.parse().unwrap();
     if db.store().set(&set).is_none() {
-        db.create_set(SetInfo::new(set.clone())).unwrap();
+        db.create_set(SetInfo::new(set.clone()), hashfed::model::audit::unaudited)
+            .unwrap();
     }
     let changes: Vec<Change> = codes
         .iter()
@@ -55,7 +56,8 @@ pub fn add_pdq(db: &Database, set: &str, codes: &[[u8; 32]]) {
             })
         })
         .collect();
-    db.apply(&set, &changes).unwrap();
+    db.apply(&set, &changes, hashfed::model::audit::unaudited)
+        .unwrap();
 }
 
 /// A node served in-process.
@@ -197,14 +199,13 @@ impl TestNode {
 
     /// Adds the peer with `card`.
     pub fn add_card(&self, card: String, send: &[&str], accept: &[&str]) {
-        use hashfed::service::proto;
         self.node()
             .federation()
-            .add_peer(proto::AddPeerRequest {
-                card,
-                send: send.iter().map(|s| s.to_string()).collect(),
-                accept: accept.iter().map(|s| s.to_string()).collect(),
-            })
+            .add_peer(
+                &card,
+                send.iter().map(|s| s.to_string()).collect(),
+                accept.iter().map(|s| s.to_string()).collect(),
+            )
             .unwrap();
     }
 }
