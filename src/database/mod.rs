@@ -414,6 +414,20 @@ impl Database {
         self.store.audit(now_ms(), note).map(|_| ())
     }
 
+    /// A journal for changes to the peer registry: each change is recorded
+    /// with its audit records before it goes in place (see
+    /// [`Store::journal_peers`]).
+    pub fn peers_journal(
+        &self,
+        notes: Vec<Note>,
+    ) -> impl FnOnce([u8; 32]) -> Result<(), crate::peers::JournalError> + '_ {
+        move |digest| {
+            self.store
+                .journal_peers(digest, notes)
+                .map_err(|e| Box::new(e) as crate::peers::JournalError)
+        }
+    }
+
     /// Queues feedback from a downstream peer to go on toward the origin
     /// (see [`Store::queue_feedback`]), and wakes the outbox.
     pub fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {

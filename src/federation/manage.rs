@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::sync::connect;
 use super::{Federation, FederationError};
+use crate::model::audit::Note;
 use crate::model::signed::Signer;
 use crate::peers::{Peer, PeerCard, PeerError, PeerStatus};
 use crate::service::proto;
@@ -65,9 +66,25 @@ impl Federation {
         }
     }
 
-    /// Switches local review of a peer's entries on or off.
-    pub fn set_peer_review(&self, name: &str, review: bool) -> Result<PeerView, PeerError> {
-        let peer = self.peers.set_review(name, review)?;
+    /// A registry change's journal: the audit records `audit` makes of
+    /// the changed peer, written with the change's digest before it goes
+    /// in place.
+    fn journal<'a>(
+        &'a self,
+        audit: impl FnOnce(&Peer) -> Vec<Note> + 'a,
+    ) -> impl FnOnce(&Peer, [u8; 32]) -> Result<(), crate::peers::JournalError> + 'a {
+        move |peer, digest| (self.db.peers_journal(audit(peer)))(digest)
+    }
+
+    /// Switches local review of a peer's entries on or off, audited as
+    /// `audit` says.
+    pub fn set_peer_review(
+        &self,
+        name: &str,
+        review: bool,
+        audit: impl FnOnce(&Peer) -> Vec<Note>,
+    ) -> Result<PeerView, PeerError> {
+        let peer = self.peers.set_review(name, review, self.journal(audit))?;
         tracing::info!(peer = %peer.name(), review, "peer review changed");
         Ok(self.peer_view(&peer))
     }
@@ -81,12 +98,14 @@ impl Federation {
             .collect()
     }
 
-    /// Adds a peer from its card (the card's text).
+    /// Adds a peer from its card (the card's text), audited as `audit`
+    /// says.
     pub fn add_peer(
         &self,
         card: &str,
         send: Vec<String>,
         accept: Vec<String>,
+        audit: impl FnOnce(&Peer) -> Vec<Note>,
     ) -> Result<PeerView, PeerError> {
         if self.config.dev_certs {
             return Err(PeerError::Conflict(
@@ -96,29 +115,41 @@ impl Federation {
             ));
         }
         let card = PeerCard::parse(card)?;
-        let peer = self
-            .peers
-            .add(card, send, accept, crate::database::now_ms())?;
+        let peer = self.peers.add(
+            card,
+            send,
+            accept,
+            crate::database::now_ms(),
+            self.journal(audit),
+        )?;
         tracing::info!(peer = %peer.name(), node = %peer.card.node_id, "peer added");
         Ok(self.peer_view(&peer))
     }
 
-    /// Replaces a peer's grants.
+    /// Replaces a peer's grants, audited as `audit` says.
     pub fn set_peer_grants(
         &self,
         name: &str,
         send: Vec<String>,
         accept: Vec<String>,
+        audit: impl FnOnce(&Peer) -> Vec<Note>,
     ) -> Result<PeerView, PeerError> {
-        let peer = self.peers.set_grants(name, send, accept)?;
+        let peer = self
+            .peers
+            .set_grants(name, send, accept, self.journal(audit))?;
         tracing::info!(peer = %peer.name(), "peer grants changed");
         Ok(self.peer_view(&peer))
     }
 
     /// Suspends, resumes or revokes a peer; an inactive peer's connections
-    /// are closed at once.
-    pub fn set_peer_status(&self, name: &str, status: PeerStatus) -> Result<PeerView, PeerError> {
-        let peer = self.peers.set_status(name, status)?;
+    /// are closed at once. Audited as `audit` says.
+    pub fn set_peer_status(
+        &self,
+        name: &str,
+        status: PeerStatus,
+        audit: impl FnOnce(&Peer) -> Vec<Note>,
+    ) -> Result<PeerView, PeerError> {
+        let peer = self.peers.set_status(name, status, self.journal(audit))?;
         // Close its connections now, not when the federation task next
         // runs: the caller is told "revoked" only once it is cut off.
         self.refresh_trust();

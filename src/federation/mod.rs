@@ -92,6 +92,13 @@ impl Federation {
         db: Arc<Database>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, FederationError> {
+        // A registry change a crash interrupted happened if it was
+        // journalled (with its audit record), and not otherwise.
+        let journalled = db.store().peers_journal()?;
+        PeerRegistry::recover(dir, journalled)?;
+        if journalled.is_some() {
+            db.store().clear_peers_journal()?;
+        }
         let peers = Arc::new(PeerRegistry::open(dir, config)?);
         crate::identity::renew::recover(dir)?;
         let (key, history) = crate::identity::keys::read_with_history(dir)?;

@@ -181,26 +181,26 @@ const MAX_HISTORIES: usize = 1024;
 pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyHistory]) {
     for wire in histories.iter().take(MAX_HISTORIES) {
         let history = super::service::key_history_from(wire);
-        match fed.peers.learn_keys(&history) {
+        let actor = format!("peer:{}", peer.name());
+        let detail = format!(
+            "key {} of node {}, learnt via {}",
+            history.rotations.len(),
+            history.node_id,
+            peer.name()
+        );
+        let journal = |origin: &str, digest| {
+            let note = crate::model::audit::Note::new(
+                actor,
+                crate::model::audit::Action::PeerKeyRotated,
+                origin,
+                detail,
+            );
+            (fed.db.peers_journal(vec![note]))(digest)
+        };
+        match fed.peers.learn_keys(&history, journal) {
             Ok(None) => {}
             Ok(Some(origin)) => {
-                let detail = format!(
-                    "key {} of node {}, learnt via {}",
-                    history.rotations.len(),
-                    history.node_id,
-                    peer.name()
-                );
                 tracing::info!(peer = %peer.name(), origin = %origin, keys = history.rotations.len() + 1, "learnt a key rotation");
-                let actor = format!("peer:{}", peer.name());
-                let note = crate::model::audit::Note::new(
-                    actor,
-                    crate::model::audit::Action::PeerKeyRotated,
-                    origin,
-                    detail,
-                );
-                if let Err(e) = fed.db.audit(note) {
-                    tracing::warn!(error = %e, "key rotation not audited");
-                }
             }
             Err(e) => {
                 fed.metrics.records_refused();

@@ -2,10 +2,12 @@
 //! suspend/resume/revoke, review holds, key rotation, and the federation's
 //! reads (`hashfed set verify`, feedback received).
 //!
-//! The peer registry is a file (`peers.toml`) that operators may read; its
-//! change and its audit record cannot share one sled batch, so the record
-//! is written as soon as the file is in place, and a crash between the two
-//! is the one window the operations layer leaves (see docs/SECURITY.md).
+//! The peer registry is a file (`peers.toml`) that operators may read, so
+//! a change cannot share a sled batch with its audit record. It is
+//! journalled instead: written beside the registry, its digest recorded
+//! with the audit record in one batch, then renamed in place; a crash in
+//! between is finished (or dropped, if nothing was recorded) when the node
+//! next opens its registry ([`crate::peers::PeerRegistry::recover`]).
 
 pub use crate::federation::manage::{PeerView, Rotated, SetComparison};
 
@@ -29,11 +31,11 @@ impl Ops {
         accept: Vec<String>,
     ) -> Result<PeerView, OpsError> {
         let detail = format!("send {send:?}, accept {accept:?}");
-        let view = self.fed()?.add_peer(card, send, accept)?;
-        let subject = format!("{} ({})", view.peer.name(), view.peer.card.node_id);
-        self.db
-            .audit(actor.note(Action::PeerAdded, subject, detail))?;
-        Ok(view)
+        let audit = |peer: &crate::peers::Peer| {
+            let subject = format!("{} ({})", peer.name(), peer.card.node_id);
+            vec![actor.note(Action::PeerAdded, subject, detail)]
+        };
+        Ok(self.fed()?.add_peer(card, send, accept, audit)?)
     }
 
     /// Replaces a peer's grants.
@@ -45,10 +47,9 @@ impl Ops {
         accept: Vec<String>,
     ) -> Result<PeerView, OpsError> {
         let detail = format!("send {send:?}, accept {accept:?}");
-        let view = self.fed()?.set_peer_grants(name, send, accept)?;
-        self.db
-            .audit(actor.note(Action::PeerGranted, view.peer.name(), detail))?;
-        Ok(view)
+        let audit =
+            |peer: &crate::peers::Peer| vec![actor.note(Action::PeerGranted, peer.name(), detail)];
+        Ok(self.fed()?.set_peer_grants(name, send, accept, audit)?)
     }
 
     /// Suspends, resumes or revokes a peer (its connections close at once
@@ -59,14 +60,13 @@ impl Ops {
         name: &str,
         status: PeerStatus,
     ) -> Result<PeerView, OpsError> {
-        let view = self.fed()?.set_peer_status(name, status)?;
         let action = match status {
             PeerStatus::Revoked => Action::PeerRevoked,
             PeerStatus::Suspended => Action::PeerSuspended,
             PeerStatus::Active => Action::PeerResumed,
         };
-        self.db.audit(actor.note(action, view.peer.name(), ""))?;
-        Ok(view)
+        let audit = |peer: &crate::peers::Peer| vec![actor.note(action, peer.name(), "")];
+        Ok(self.fed()?.set_peer_status(name, status, audit)?)
     }
 
     /// Holds new entries from a peer (they sync, do not match) until
@@ -77,15 +77,14 @@ impl Ops {
         name: &str,
         review: bool,
     ) -> Result<PeerView, OpsError> {
-        let view = self.fed()?.set_peer_review(name, review)?;
         let detail = if review {
             "new entries held for review"
         } else {
             "entries accepted as they come"
         };
-        self.db
-            .audit(actor.note(Action::PeerReview, view.peer.name(), detail))?;
-        Ok(view)
+        let audit =
+            |peer: &crate::peers::Peer| vec![actor.note(Action::PeerReview, peer.name(), detail)];
+        Ok(self.fed()?.set_peer_review(name, review, audit)?)
     }
 
     /// Rotates the signing key and/or renews the certificates while the

@@ -62,6 +62,20 @@ pub enum PeerError {
     /// The node's own identity files.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The change could not be journalled (with its audit record) in the
+    /// node's database, so it was not made.
+    #[error("the change could not be recorded: {0}")]
+    Journal(#[source] JournalError),
+}
+
+/// Makes a rename in `path`'s folder durable (best effort: some file
+/// systems refuse to sync a directory).
+fn sync_parent(path: &Path) {
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
 }
 
 /// Where a peer stands.
@@ -198,6 +212,20 @@ pub struct PeerRegistry {
     version: tokio::sync::watch::Sender<u64>,
 }
 
+/// Why the journal of a registry change failed (the node's database).
+pub type JournalError = Box<dyn std::error::Error + Send + Sync>;
+
+/// For changes with no record to keep (tests, tools on a copy): the
+/// change goes in place at once.
+pub fn unjournalled<T: ?Sized>(_: &T, _: [u8; 32]) -> Result<(), JournalError> {
+    Ok(())
+}
+
+/// The file a change is written to before it goes in place.
+fn next_path(path: &Path) -> PathBuf {
+    path.with_extension("toml.tmp")
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeerError + '_ {
     move |source| PeerError::Io {
         path: path.to_owned(),
@@ -206,6 +234,28 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PeerError + '_ {
 }
 
 impl PeerRegistry {
+    /// Finishes or drops a change a crash interrupted, before the
+    /// registry in `dir` is opened: the written-but-not-in-place file goes
+    /// in place if its BLAKE3 digest is `journalled` (the change was
+    /// recorded, so it happened), else it is removed (it never happened).
+    pub fn recover(dir: &Path, journalled: Option<[u8; 32]>) -> Result<(), PeerError> {
+        let path = dir.join("peers.toml");
+        let next = next_path(&path);
+        let bytes = match std::fs::read(&next) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&next)(e)),
+        };
+        if journalled == Some(*blake3::hash(&bytes).as_bytes()) {
+            tracing::info!("finishing a peer registry change a crash interrupted");
+            std::fs::rename(&next, &path).map_err(io(&path))?;
+            sync_parent(&path);
+        } else {
+            std::fs::remove_file(&next).map_err(io(&next))?;
+        }
+        Ok(())
+    }
+
     /// Loads the registry of the node in `dir` (empty if none yet).
     pub fn open(dir: &Path, config: &Config) -> Result<Self, PeerError> {
         let path = dir.join("peers.toml");
@@ -260,7 +310,13 @@ impl PeerRegistry {
     /// extend what we know (a fork is refused). Returns the peer's name
     /// when something was learnt; a history of a node we do not know is
     /// ignored.
-    pub fn learn_keys(&self, history: &KeyHistory) -> Result<Option<String>, PeerError> {
+    /// `commit` is as for [`PeerRegistry::add`], called only when
+    /// something is learnt.
+    pub fn learn_keys(
+        &self,
+        history: &KeyHistory,
+        commit: impl FnOnce(&str, [u8; 32]) -> Result<(), JournalError>,
+    ) -> Result<Option<String>, PeerError> {
         let Some(known) = self.by_node_id(&history.node_id) else {
             return Ok(None);
         };
@@ -281,16 +337,24 @@ impl PeerRegistry {
         history
             .keys()
             .map_err(|e| PeerError::Invalid(format!("key history of {}: {e}", known.name())))?;
-        self.change(|peers| {
-            let peer = peers
-                .values_mut()
-                .find(|p| p.card.node_id == history.node_id)
-                .ok_or_else(|| PeerError::Unknown(known.name().to_owned()))?;
-            if let Some(longer) = merge(&peer.card.rotations, &history.rotations).map_err(fork)? {
-                peer.card.rotations = longer;
-            }
-            Ok(Some(peer.name().to_owned()))
-        })
+        self.change(
+            |peers| {
+                let peer = peers
+                    .values_mut()
+                    .find(|p| p.card.node_id == history.node_id)
+                    .ok_or_else(|| PeerError::Unknown(known.name().to_owned()))?;
+                if let Some(longer) =
+                    merge(&peer.card.rotations, &history.rotations).map_err(fork)?
+                {
+                    peer.card.rotations = longer;
+                }
+                Ok(Some(peer.name().to_owned()))
+            },
+            |learnt: &Option<String>, digest| match learnt {
+                Some(name) => commit(name, digest),
+                None => Ok(()),
+            },
+        )
     }
 
     /// What the federation listener's TLS trusts: every peer, active or not
@@ -315,12 +379,17 @@ impl PeerRegistry {
     /// Adds a peer from its card. Adding the same card again replaces its
     /// grants; another card under a known name or node id is refused, and
     /// so is a revoked node.
+    ///
+    /// Every change is written beside the registry, handed to `commit`
+    /// with its digest (the node journals it with its audit record, see
+    /// [`PeerRegistry::recover`]), and put in place only if that succeeds.
     pub fn add(
         &self,
         card: PeerCard,
         send: Vec<String>,
         accept: Vec<String>,
         now_ms: u64,
+        commit: impl FnOnce(&Peer, [u8; 32]) -> Result<(), JournalError>,
     ) -> Result<Peer, PeerError> {
         check_patterns(&send)?;
         check_patterns(&accept)?;
@@ -330,54 +399,65 @@ impl PeerRegistry {
                 card.name
             )));
         }
-        self.change(|peers| {
-            if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
-                if same.status == PeerStatus::Revoked {
-                    return Err(PeerError::Revoked(same.card.name.clone()));
-                }
-                if same.card.identity() != card.identity() {
+        self.change(
+            |peers| {
+                if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
+                    if same.status == PeerStatus::Revoked {
+                        return Err(PeerError::Revoked(same.card.name.clone()));
+                    }
+                    if same.card.identity() != card.identity() {
+                        return Err(PeerError::Conflict(format!(
+                            "node {} is already a peer as {:?} with another card; revoke it first",
+                            card.node_id, same.card.name
+                        )));
+                    }
+                } else if peers.contains_key(&card.name) {
                     return Err(PeerError::Conflict(format!(
-                        "node {} is already a peer as {:?} with another card; revoke it first",
-                        card.node_id, same.card.name
+                        "another node is already a peer under the name {:?}",
+                        card.name
                     )));
                 }
-            } else if peers.contains_key(&card.name) {
-                return Err(PeerError::Conflict(format!(
-                    "another node is already a peer under the name {:?}",
-                    card.name
-                )));
-            }
-            // A card may be older or newer than what we learnt since.
-            let mut card = card;
-            if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
-                card.rotations = merge(&same.card.rotations, &card.rotations)
-                    .map_err(|e| PeerError::Conflict(format!("{}: {e}", card.name)))?
-                    .unwrap_or_else(|| same.card.rotations.clone());
-            }
-            let peer = Peer {
-                status: peers
-                    .get(&card.name)
-                    .map_or(PeerStatus::Active, |p| p.status),
-                added_ms: peers.get(&card.name).map_or(now_ms, |p| p.added_ms),
-                review: peers.get(&card.name).is_some_and(|p| p.review),
-                card,
-                send,
-                accept,
-            };
-            peers.insert(peer.card.name.clone(), peer.clone());
-            Ok(peer)
-        })
+                // A card may be older or newer than what we learnt since.
+                let mut card = card;
+                if let Some(same) = peers.values().find(|p| p.card.node_id == card.node_id) {
+                    card.rotations = merge(&same.card.rotations, &card.rotations)
+                        .map_err(|e| PeerError::Conflict(format!("{}: {e}", card.name)))?
+                        .unwrap_or_else(|| same.card.rotations.clone());
+                }
+                let peer = Peer {
+                    status: peers
+                        .get(&card.name)
+                        .map_or(PeerStatus::Active, |p| p.status),
+                    added_ms: peers.get(&card.name).map_or(now_ms, |p| p.added_ms),
+                    review: peers.get(&card.name).is_some_and(|p| p.review),
+                    card,
+                    send,
+                    accept,
+                };
+                peers.insert(peer.card.name.clone(), peer.clone());
+                Ok(peer)
+            },
+            commit,
+        )
     }
 
     /// Switches local review of what a peer sends on or off.
-    pub fn set_review(&self, name: &str, review: bool) -> Result<Peer, PeerError> {
-        self.change(|peers| {
-            let peer = peers
-                .get_mut(name)
-                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
-            peer.review = review;
-            Ok(peer.clone())
-        })
+    pub fn set_review(
+        &self,
+        name: &str,
+        review: bool,
+        commit: impl FnOnce(&Peer, [u8; 32]) -> Result<(), JournalError>,
+    ) -> Result<Peer, PeerError> {
+        self.change(
+            |peers| {
+                let peer = peers
+                    .get_mut(name)
+                    .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+                peer.review = review;
+                Ok(peer.clone())
+            },
+            commit,
+        )
     }
 
     /// Replaces what we send a peer and take from it.
@@ -386,76 +466,99 @@ impl PeerRegistry {
         name: &str,
         send: Vec<String>,
         accept: Vec<String>,
+        commit: impl FnOnce(&Peer, [u8; 32]) -> Result<(), JournalError>,
     ) -> Result<Peer, PeerError> {
         check_patterns(&send)?;
         check_patterns(&accept)?;
-        self.change(|peers| {
-            let peer = peers
-                .get_mut(name)
-                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
-            peer.send = send;
-            peer.accept = accept;
-            Ok(peer.clone())
-        })
+        self.change(
+            |peers| {
+                let peer = peers
+                    .get_mut(name)
+                    .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+                peer.send = send;
+                peer.accept = accept;
+                Ok(peer.clone())
+            },
+            commit,
+        )
     }
 
     /// Suspends, resumes or revokes a peer.
-    pub fn set_status(&self, name: &str, status: PeerStatus) -> Result<Peer, PeerError> {
-        self.change(|peers| {
-            let peer = peers
-                .get_mut(name)
-                .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
-            if peer.status == PeerStatus::Revoked && status != PeerStatus::Revoked {
-                return Err(PeerError::Revoked(name.to_owned()));
-            }
-            peer.status = status;
-            if status == PeerStatus::Revoked {
-                peer.send.clear();
-                peer.accept.clear();
-            }
-            Ok(peer.clone())
-        })
+    pub fn set_status(
+        &self,
+        name: &str,
+        status: PeerStatus,
+        commit: impl FnOnce(&Peer, [u8; 32]) -> Result<(), JournalError>,
+    ) -> Result<Peer, PeerError> {
+        self.change(
+            |peers| {
+                let peer = peers
+                    .get_mut(name)
+                    .ok_or_else(|| PeerError::Unknown(name.to_owned()))?;
+                if peer.status == PeerStatus::Revoked && status != PeerStatus::Revoked {
+                    return Err(PeerError::Revoked(name.to_owned()));
+                }
+                peer.status = status;
+                if status == PeerStatus::Revoked {
+                    peer.send.clear();
+                    peer.accept.clear();
+                }
+                Ok(peer.clone())
+            },
+            commit,
+        )
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Peer>> {
         self.peers.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Applies `f` to a copy, saves it, then makes it current: a failed
-    /// save leaves both the file and the registry as they were.
+    /// Applies `f` to a copy, saves it (journalled through `commit`), then
+    /// makes it current: a failed save or journal leaves both the file and
+    /// the registry as they were.
     fn change<T>(
         &self,
         f: impl FnOnce(&mut BTreeMap<String, Peer>) -> Result<T, PeerError>,
+        commit: impl FnOnce(&T, [u8; 32]) -> Result<(), JournalError>,
     ) -> Result<T, PeerError> {
         let mut guard = self.peers.write().unwrap_or_else(|p| p.into_inner());
         let mut next = guard.clone();
         let out = f(&mut next)?;
-        self.save(&next)?;
+        self.save(&next, |digest| commit(&out, digest))?;
         *guard = next;
         drop(guard);
         self.version.send_modify(|v| *v += 1);
         Ok(out)
     }
 
-    fn save(&self, peers: &BTreeMap<String, Peer>) -> Result<(), PeerError> {
+    /// Writes `peers` beside the registry (fsynced), has `commit` journal
+    /// its digest, then renames it in place. A crash after the journal is
+    /// finished by [`PeerRegistry::recover`]; before it, the change never
+    /// happened.
+    fn save(
+        &self,
+        peers: &BTreeMap<String, Peer>,
+        commit: impl FnOnce([u8; 32]) -> Result<(), JournalError>,
+    ) -> Result<(), PeerError> {
         let file = File {
             peer: peers.values().cloned().collect(),
         };
         let text = toml::to_string(&file).map_err(|e| PeerError::Invalid(e.to_string()))?;
-        let tmp = self.path.with_extension("toml.tmp");
+        let mut bytes = b"# hashfed peers: managed by `hashfed peer ...`\n".to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        let tmp = next_path(&self.path);
         {
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(b"# hashfed peers: managed by `hashfed peer ...`\n")
-                .and_then(|()| f.write_all(text.as_bytes()))
+            f.write_all(&bytes)
                 .and_then(|()| f.sync_all())
                 .map_err(io(&tmp))?;
         }
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
-        if let Some(parent) = self.path.parent() {
-            if let Ok(d) = std::fs::File::open(parent) {
-                let _ = d.sync_all();
-            }
+        if let Err(e) = commit(*blake3::hash(&bytes).as_bytes()) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(PeerError::Journal(e));
         }
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        sync_parent(&self.path);
         Ok(())
     }
 }
@@ -478,35 +581,54 @@ mod tests {
         let (_, _, b) = node(tmp.path(), "b");
         let reg = PeerRegistry::open(&dir, &config).unwrap();
         let mut changes = reg.changes();
-        assert!(reg.add(own, vec![], vec![], 1).is_err());
-        reg.add(b.clone(), vec!["a/*".into()], vec!["*".into()], 1)
-            .unwrap();
+        assert!(reg
+            .add(own, vec![], vec![], 1, super::unjournalled)
+            .is_err());
+        reg.add(
+            b.clone(),
+            vec!["a/*".into()],
+            vec!["*".into()],
+            1,
+            super::unjournalled,
+        )
+        .unwrap();
         assert!(changes.has_changed().unwrap());
         changes.mark_unchanged();
         let set: SetId = "a/list".parse().unwrap();
         assert!(reg.get("b").unwrap().sends(&set));
         assert!(!reg.get("b").unwrap().sends(&"c/list".parse().unwrap()));
         assert!(reg.origin_keys("b").is_some());
-        assert!(reg.add(b.clone(), vec!["../x".into()], vec![], 1).is_err());
+        assert!(reg
+            .add(
+                b.clone(),
+                vec!["../x".into()],
+                vec![],
+                1,
+                super::unjournalled
+            )
+            .is_err());
 
-        reg.set_status("b", PeerStatus::Suspended).unwrap();
+        reg.set_status("b", PeerStatus::Suspended, super::unjournalled)
+            .unwrap();
         assert!(!reg.get("b").unwrap().sends(&set));
         assert!(reg.origin_keys("b").is_none());
         assert!(!reg.trusted()[0].active);
 
         let again = PeerRegistry::open(&dir, &config).unwrap();
         assert_eq!(again.get("b").unwrap().status, PeerStatus::Suspended);
-        again.set_status("b", PeerStatus::Revoked).unwrap();
+        again
+            .set_status("b", PeerStatus::Revoked, super::unjournalled)
+            .unwrap();
         assert!(matches!(
-            again.set_status("b", PeerStatus::Active),
+            again.set_status("b", PeerStatus::Active, super::unjournalled),
             Err(PeerError::Revoked(_))
         ));
         assert!(matches!(
-            again.add(b, vec![], vec![], 2),
+            again.add(b, vec![], vec![], 2, super::unjournalled),
             Err(PeerError::Revoked(_))
         ));
         assert!(matches!(
-            again.set_status("nobody", PeerStatus::Active),
+            again.set_status("nobody", PeerStatus::Active, super::unjournalled),
             Err(PeerError::Unknown(_))
         ));
     }
@@ -517,29 +639,39 @@ mod tests {
         let (dir, config, _) = node(tmp.path(), "a");
         let (b_dir, _, old_card) = node(tmp.path(), "b");
         let reg = PeerRegistry::open(&dir, &config).unwrap();
-        reg.add(old_card.clone(), vec![], vec!["b/*".into()], 1)
-            .unwrap();
+        reg.add(
+            old_card.clone(),
+            vec![],
+            vec!["b/*".into()],
+            1,
+            super::unjournalled,
+        )
+        .unwrap();
         let first = crate::identity::keys::read(&b_dir).unwrap();
         let (key, history) = crate::identity::keys::rotate(&b_dir, 7).unwrap();
-        assert_eq!(reg.learn_keys(&history).unwrap(), Some("b".to_owned()));
-        assert_eq!(reg.learn_keys(&history).unwrap(), None);
+        assert_eq!(
+            reg.learn_keys(&history, super::unjournalled).unwrap(),
+            Some("b".to_owned())
+        );
+        assert_eq!(reg.learn_keys(&history, super::unjournalled).unwrap(), None);
         let keys = reg.origin_keys("b").unwrap();
         assert_eq!(keys.last(), Some(&key.verifying_key()));
         // The old card again (say, re-added from a file): what was learnt stays.
-        reg.add(old_card, vec![], vec!["b/*".into()], 2).unwrap();
+        reg.add(old_card, vec![], vec!["b/*".into()], 2, super::unjournalled)
+            .unwrap();
         assert_eq!(reg.origin_keys("b").unwrap().len(), 2);
         let again = PeerRegistry::open(&dir, &config).unwrap();
         assert_eq!(again.origin_keys("b").unwrap().len(), 2);
         // Someone else's statement, or a fork by a leaked old key.
         let mut forged = history.clone();
         forged.rotations[0].time_ms += 1;
-        assert!(again.learn_keys(&forged).is_err());
+        assert!(again.learn_keys(&forged, super::unjournalled).is_err());
         let elsewhere = crate::identity::keys::generate().verifying_key();
         let mut fork = history.clone();
         fork.rotations[0] =
             crate::model::keychain::rotate(&history.node_id, &first, 1, &elsewhere, 8);
         assert!(matches!(
-            again.learn_keys(&fork),
+            again.learn_keys(&fork, super::unjournalled),
             Err(PeerError::Conflict(_))
         ));
         assert_eq!(again.origin_keys("b").unwrap().len(), 2);

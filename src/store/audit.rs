@@ -111,6 +111,34 @@ impl Store {
         Ok(head.seq)
     }
 
+    /// Records that a change to the peer registry, written beside it with
+    /// this digest, happened, with its audit records, in one batch: after
+    /// a crash the change is put in place if and only if this landed.
+    pub fn journal_peers(&self, digest: [u8; 32], notes: Vec<Note>) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::PEERS_JOURNAL, &digest[..]);
+        self.audit_into(&mut batch, super::wall_ms(), notes)?;
+        self.tree.apply_batch(batch)?;
+        // The rename that follows must not overtake this on disk.
+        self.tree.flush()?;
+        Ok(())
+    }
+
+    /// The digest of the last peer registry change journalled.
+    pub fn peers_journal(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        Ok(self
+            .tree
+            .get(keys::PEERS_JOURNAL)?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
+    }
+
+    /// Forgets the journalled digest (once the change is in place).
+    pub fn clear_peers_journal(&self) -> Result<(), StoreError> {
+        self.tree.remove(keys::PEERS_JOURNAL)?;
+        Ok(())
+    }
+
     /// Audit records after `after_seq`, at most `limit`, in order. A record
     /// that does not read back is an error (`hashfed audit verify` says
     /// which).

@@ -58,6 +58,9 @@ pub const AUDIT: u8 = b'a';
 /// The audit log's head: seq u64, digest (32), the node's signature (64,
 /// absent when the node had no signing key).
 pub const AUDIT_HEAD: &[u8] = b"maudit_head";
+/// The digest of the last peer registry change journalled with its audit
+/// record (see [`crate::peers::PeerRegistry::recover`]).
+pub const PEERS_JOURNAL: &[u8] = b"mpeers_journal";
 /// Match records, packed per call (see [`super::matches`]).
 pub const MATCHES: u8 = b'R';
 /// Feedback on a match, by match id.

@@ -206,7 +206,12 @@ async fn nothing_reaches_a_peer_without_a_grant_and_received_sets_are_read_only(
     add_pdq(&a.db, "ncmec/local", &[code(1)]);
     b.node()
         .federation()
-        .set_peer_grants("a", vec![], vec!["a/list".into()])
+        .set_peer_grants(
+            "a",
+            vec![],
+            vec!["a/list".into()],
+            hashfed::model::audit::unaudited,
+        )
         .unwrap();
     add_pdq(&a.db, "a/other", &[code(2)]);
     eventually(WAIT, || head(&b.db, "a/list") == 20)
@@ -263,7 +268,11 @@ async fn a_revoked_peer_is_cut_off_at_once() {
 
     a.node()
         .federation()
-        .set_peer_status("b", hashfed::peers::PeerStatus::Revoked)
+        .set_peer_status(
+            "b",
+            hashfed::peers::PeerStatus::Revoked,
+            hashfed::model::audit::unaudited,
+        )
         .unwrap();
     // The open stream ends at once.
     let ended = tokio::time::timeout(Duration::from_secs(2), stream.message())

@@ -205,6 +205,7 @@ impl TestNode {
                 &card,
                 send.iter().map(|s| s.to_string()).collect(),
                 accept.iter().map(|s| s.to_string()).collect(),
+                hashfed::model::audit::unaudited,
             )
             .unwrap();
     }
