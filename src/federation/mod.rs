@@ -180,17 +180,10 @@ impl Federation {
             return false;
         }
         let own = set.upstream.is_none();
-        if !own && !set.info.policy.reshare {
-            return false;
-        }
         if own && set.id().origin() != self.config.name {
             return false;
         }
-        let share_with = &set.info.policy.share_with;
-        share_with.is_empty()
-            || share_with
-                .iter()
-                .any(|n| n == "*" || *n == peer.card.node_id)
+        set.info.policy.allows(own, &peer.card.node_id).is_ok()
     }
 
     /// The sets `peer` may receive.

@@ -18,7 +18,7 @@ use tonic::transport::Channel;
 use super::service::checkpoint_from;
 use super::Federation;
 use crate::model::signed::{verify_checkpoint, SignedInfo, CHECKPOINT_EVERY};
-use crate::model::SetId;
+use crate::model::{SetId, ShareRefusal};
 use crate::peers::Peer;
 use crate::service::proto;
 use crate::service::proto::federation_client::FederationClient;
@@ -254,23 +254,24 @@ async fn sync_set(
     }
     // The origin's policy binds relays; we check it too, so a relay that
     // ignores it gains nothing.
-    if peer.card.name != set.origin() && !info.policy.reshare {
-        tracing::warn!(peer = %peer.name(), set = %set, "relay offered a set its origin does not allow re-sharing");
-        return Err(refused(format!(
-            "{} does not allow re-sharing, yet {} offered it",
-            set.origin(),
-            peer.name()
-        )));
-    }
-    let share_with = &info.policy.share_with;
-    if !share_with.is_empty()
-        && !share_with
-            .iter()
-            .any(|n| n == "*" || *n == fed.config.node_id)
+    match info
+        .policy
+        .allows(peer.card.name == set.origin(), &fed.config.node_id)
     {
-        return Err(refused(
-            "the origin's policy does not list this node".into(),
-        ));
+        Ok(()) => {}
+        Err(ShareRefusal::NoReshare) => {
+            tracing::warn!(peer = %peer.name(), set = %set, "relay offered a set its origin does not allow re-sharing");
+            return Err(refused(format!(
+                "{} does not allow re-sharing, yet {} offered it",
+                set.origin(),
+                peer.name()
+            )));
+        }
+        Err(ShareRefusal::NotListed) => {
+            return Err(refused(
+                "the origin's policy does not list this node".into(),
+            ));
+        }
     }
     let store = fed.db.store();
     let local = match store.set(&set) {

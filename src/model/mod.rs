@@ -21,5 +21,7 @@ pub mod signal;
 pub mod signed;
 
 pub use record::{Attestation, EntryData, Record, RecordBody};
-pub use set::{normalize_labels, DisputePolicy, EntryId, NameError, SetId, SetInfo, SetPolicy};
+pub use set::{
+    normalize_labels, DisputePolicy, EntryId, NameError, SetId, SetInfo, SetPolicy, ShareRefusal,
+};
 pub use signal::{Signal, SignalError, SignalType};

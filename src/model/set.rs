@@ -189,6 +189,37 @@ pub struct SetPolicy {
     pub reshare: bool,
 }
 
+/// Why a set's policy does not let it pass between two nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ShareRefusal {
+    /// Only the origin may pass the set on: its policy forbids re-sharing.
+    #[error("the origin does not allow re-sharing")]
+    NoReshare,
+    /// The origin's list of receivers does not name the receiver.
+    #[error("the origin's policy does not list the receiving node")]
+    NotListed,
+}
+
+impl SetPolicy {
+    /// The one share rule, asked by the sender before it offers a set and
+    /// by the receiver before it takes one (so a relay that ignores it
+    /// gains nothing): a set passes from its origin (`from_origin`) or,
+    /// if the origin allows re-sharing, from any node that holds it, to a
+    /// node the origin lists by id (`*` or an empty list: any node the
+    /// sender grants it to).
+    pub fn allows(&self, from_origin: bool, receiver: &str) -> Result<(), ShareRefusal> {
+        if !from_origin && !self.reshare {
+            return Err(ShareRefusal::NoReshare);
+        }
+        let listed =
+            self.share_with.is_empty() || self.share_with.iter().any(|n| n == "*" || n == receiver);
+        if !listed {
+            return Err(ShareRefusal::NotListed);
+        }
+        Ok(())
+    }
+}
+
 /// A hash set's configuration, as its origin defines it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetInfo {

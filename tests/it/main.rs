@@ -7,6 +7,7 @@ mod common;
 mod nodes;
 
 mod audit;
+mod audit_crash;
 mod cli_admin;
 mod cli_hash;
 mod crash_loop;

@@ -19,6 +19,8 @@ pub struct Serve {
     pub child: Child,
     /// Its federation listener's address.
     pub federation: String,
+    /// Its admin listener's address.
+    pub admin: String,
     /// Every line it logged.
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -34,11 +36,15 @@ pub fn serve(dir: &Path) -> Serve {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut federation = String::new();
+    let mut admin = String::new();
     let log = Arc::new(Mutex::new(Vec::new()));
     loop {
         let line = lines.next().expect("serve exited early").unwrap();
         if let Some(addr) = line.strip_prefix("hashfed: federation listening on ") {
             federation = addr.trim().to_owned();
+        }
+        if let Some(addr) = line.strip_prefix("hashfed: admin listening on ") {
+            admin = addr.trim().to_owned();
         }
         let done = line.contains("metrics listening");
         log.lock().unwrap().push(line);
@@ -55,6 +61,7 @@ pub fn serve(dir: &Path) -> Serve {
     Serve {
         child,
         federation,
+        admin,
         log,
     }
 }
