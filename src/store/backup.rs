@@ -108,7 +108,7 @@ impl Store {
             .path(dir.join("sled"))
             .cache_capacity(options.cache_bytes)
             .open()?;
-        let tree = db.open_tree("hashfed")?;
+        let tree = db.open_tree(super::TREE)?;
         let f = std::fs::File::open(file).map_err(io("opening the backup"))?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, f);
         let read =

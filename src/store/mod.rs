@@ -31,6 +31,7 @@ mod entries;
 mod federation;
 pub mod keys;
 pub mod matches;
+pub mod raw;
 mod slots;
 mod snapshot;
 mod state;
@@ -108,6 +109,9 @@ impl From<CodecError> for StoreError {
     }
 }
 
+/// The name of the store's one sled tree.
+const TREE: &str = "hashfed";
+
 /// How to open a store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
@@ -145,7 +149,7 @@ pub struct Store {
     generation: AtomicU64,
     /// Signs this node's own sets (see [`federation`]).
     signer: RwLock<Option<Arc<Signer>>>,
-    /// Entry numbers by id (see [`entries`]); changed by writers after
+    /// Entry numbers by id (see `entries.rs`); changed by writers after
     /// their batch has landed.
     ids: RwLock<entries::IdMap>,
     /// Whether the id map came from a current snapshot at open.
@@ -214,7 +218,7 @@ impl Store {
     ) -> Result<(Self, T), StoreError> {
         let started = std::time::Instant::now();
         let db = open_sled(dir, options)?;
-        let tree = db.open_tree("hashfed")?;
+        let tree = db.open_tree(TREE)?;
         let mut store = Store {
             db,
             tree,
