@@ -7,6 +7,9 @@
 //! `{node_id}.hashfed`. Nodes built on the development certificates share
 //! one node CA and cannot federate.
 
+// Dialling is TLS client configuration, which lives in this module.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;

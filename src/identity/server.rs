@@ -8,6 +8,9 @@
 //! under a deadline, a bounded number at once, and a failed one is logged
 //! with its reason (never with anything the client sent).
 
+// The listeners' rustls configuration is this module's concern.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -24,6 +24,9 @@
 //! returns the [`IndexDelta`]s that bring an index built from the old state
 //! to the new one, and [`Store::matchable`] feeds a rebuild at start.
 
+// The store is the one module that touches sled.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod audit;
 mod backup;
 mod disputes;

@@ -6,6 +6,9 @@
 //! record; the signed head catches a rewritten chain), so that they can
 //! make the edit without reaching past this module into sled.
 
+// Part of the store, the one module that touches sled.
+#![allow(clippy::disallowed_types)]
+
 use std::path::Path;
 
 use super::{open_sled, StoreError, StoreOptions, TREE};
