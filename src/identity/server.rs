@@ -40,7 +40,7 @@ const MAX_HANDSHAKES: usize = 256;
 
 /// Handshakes in progress at once from one address: a host that opens
 /// connections and says nothing holds at most this many of the listener's
-/// [`MAX_HANDSHAKES`] (until [`HANDSHAKE_TIMEOUT`]); its further
+/// `MAX_HANDSHAKES` (until [`HANDSHAKE_TIMEOUT`]); its further
 /// connections are closed at once, so other callers still get in.
 pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
 

@@ -3,7 +3,7 @@
 //! No other module touches sled. The store keeps hash sets, each set's
 //! append-only log (contiguous sequence numbers, chained by BLAKE3 digests),
 //! the current state of every entry (packed by entry number, found by id
-//! through an in-memory map: see [`entries`]), and the slots that address
+//! through an in-memory map: see `entries.rs`), and the slots that address
 //! PDQ codes in the in-memory index. The key layout is in [`keys`].
 //!
 //! **Why chunks.** sled's cost is per key, and a random key costs about
