@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use hashfed::database::Database;
+use hashfed::identity::client::node_endpoint;
+use hashfed::identity::tls::CertKey;
 use hashfed::server::admin_socket;
 use hashfed::service::admin::AdminService;
 use hashfed::service::proto::{self, admin_client::AdminClient, admin_server::Admin};
@@ -156,20 +158,22 @@ impl NodeAdmin {
         let read = |p: &Path| {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
         };
-        let ca = read(&dir.join("tls/node-ca.pem"))?;
-        let identity = tonic::transport::Identity::from_pem(read(&login.cert)?, read(&login.key)?);
+        let operator = CertKey {
+            cert: read(&login.cert)?,
+            key: read(&login.key)?,
+        };
         let addr = login.addr.clone().unwrap_or(config.listen.admin);
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-            .domain_name(format!("{}.hashfed", config.node_id))
-            .identity(identity);
+        let endpoint = node_endpoint(
+            dir,
+            &addr,
+            &format!("{}.hashfed", config.node_id),
+            Some(&operator),
+        )
+        .with_context(|| format!("dialling the admin listener at {addr}"))?;
         let runtime = runtime()?;
-        let endpoint = Channel::from_shared(format!("https://{addr}"))
-            .with_context(|| format!("admin address {addr:?}"))?;
         let channel = runtime
             .block_on(async {
                 endpoint
-                    .tls_config(tls)?
                     .connect_timeout(std::time::Duration::from_secs(5))
                     .connect()
                     .await

@@ -7,6 +7,9 @@
 //! `{node_id}.hashfed`. Nodes built on the development certificates share
 //! one node CA and cannot federate.
 
+// Dialling is TLS client configuration, which lives in this module.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -200,6 +203,40 @@ pub fn peer_endpoint(
         .map_err(|e| {
             IdentityError::Certificate(format!("TLS for peer {peer_node_id}: {}", chain(&e)))
         })
+}
+
+/// A tonic endpoint to a listener of the node whose directory is `dir`, at
+/// `addr` (`host:port`), over mTLS: it trusts that node's CA
+/// (`DIR/tls/node-ca.pem`) and nothing else, expects the server
+/// certificate to name `server_name` (`localhost`, or `{node_id}.hashfed`),
+/// and presents `client` (a certificate from one of the node's client CAs,
+/// see [`super::roles`]) if given.
+///
+/// This is how whoever holds a node's directory dials it: the CLI as an
+/// operator, the demo, the benchmarks and the tests. It lives here so that
+/// TLS configuration stays in this module (`clippy.toml` refuses tonic's
+/// TLS types elsewhere). Nothing is dialled: set timeouts and call
+/// `connect()`.
+pub fn node_endpoint(
+    dir: &Path,
+    addr: &str,
+    server_name: &str,
+    client: Option<&CertKey>,
+) -> Result<Endpoint, IdentityError> {
+    let ca = read(&dir.join("tls/node-ca.pem"))?;
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .domain_name(server_name);
+    if let Some(client) = client {
+        tls = tls.identity(Identity::from_pem(&client.cert, &client.key));
+    }
+    Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|e| IdentityError::Endpoint {
+            endpoint: addr.chars().take(200).collect(),
+            message: chain(&e),
+        })?
+        .tls_config(tls)
+        .map_err(|e| IdentityError::Certificate(format!("TLS for {addr}: {}", chain(&e))))
 }
 
 #[cfg(test)]

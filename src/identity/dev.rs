@@ -26,7 +26,7 @@ fn server_names() -> Vec<String> {
     vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
 }
 
-/// The files [`write`] makes, as (stem, what it is).
+/// The files [`write()`] makes, as (stem, what it is).
 pub const FILES: &[(&str, &str)] = &[
     (
         "node-ca",

@@ -84,8 +84,9 @@ pub enum IdentityError {
          so a peer could not tell them apart; make the node with `hashfed init` (no --dev-certs)"
     )]
     DevCertsCannotFederate,
-    /// A peer's address is not `host:port`.
-    #[error("peer endpoint {endpoint:?}: {message}")]
+    /// An address to dial (a peer's, or a node's listener) is not
+    /// `host:port`.
+    #[error("endpoint {endpoint:?}: {message}")]
     Endpoint {
         /// The address given.
         endpoint: String,

@@ -8,6 +8,9 @@
 //! under a deadline, a bounded number at once, and a failed one is logged
 //! with its reason (never with anything the client sent).
 
+// The listeners' rustls configuration is this module's concern.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,7 +40,7 @@ const MAX_HANDSHAKES: usize = 256;
 
 /// Handshakes in progress at once from one address: a host that opens
 /// connections and says nothing holds at most this many of the listener's
-/// [`MAX_HANDSHAKES`] (until [`HANDSHAKE_TIMEOUT`]); its further
+/// `MAX_HANDSHAKES` (until [`HANDSHAKE_TIMEOUT`]); its further
 /// connections are closed at once, so other callers still get in.
 pub const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
 

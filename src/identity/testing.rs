@@ -1,6 +1,9 @@
 //! Test nodes and a raw TLS client for the peer tests: real node
 //! directories (`init` in temporary directories) and loopback TCP.
 
+// A raw rustls client, to test this module's own TLS.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -31,6 +31,9 @@ pub(crate) fn reserve<T>(v: &mut Vec<T>, needed: usize) {
     advise(v);
 }
 
+// SAFETY: `madvise` on whole pages inside the vector's own allocation
+// (proved at the block).
+#[allow(unsafe_code)]
 #[cfg(target_os = "linux")]
 fn advise<T>(v: &Vec<T>) {
     let bytes = v.capacity().saturating_mul(std::mem::size_of::<T>());

@@ -20,8 +20,8 @@
 //!
 //! **Latency.** A query is a few thousand independent cache misses, so it
 //! is fast only if many are in flight at once: the lookups are batched and
-//! prefetched in stages (see [`Tables::candidates`]), and each link carries
-//! a bit saying whether its list goes on (see [`MORE`]), which spares the
+//! prefetched in stages (see `Tables::candidates`), and each link carries
+//! a bit saying whether its list goes on (see `MORE`), which spares the
 //! miss on a list's last link.
 //!
 //! **Choosing per query.** Enumerating substring neighbourhoods grows
@@ -52,8 +52,8 @@ const MORE: u32 = 1 << 31;
 /// The slot bits of a link.
 const SLOT_MASK: u32 = MORE - 1;
 
-/// The largest slot the index can hold: the top bit of a link is [`MORE`],
-/// and `MORE | SLOT_MASK` is [`NIL`]. (Slots index the codes directly, so
+/// The largest slot the index can hold: the top bit of a link is `MORE`,
+/// and `MORE | SLOT_MASK` is `NIL`. (Slots index the codes directly, so
 /// slots that high would need 64 GiB of codes anyway.)
 pub const MAX_SLOT: u32 = MORE - 2;
 
@@ -94,6 +94,8 @@ thread_local! {
 }
 
 /// Asks the CPU to start loading `value`'s cache line into L1.
+// SAFETY: a prefetch hint of a live reference's address (see the block).
+#[allow(unsafe_code)]
 #[inline(always)]
 fn prefetch<T>(value: &T) {
     #[cfg(target_arch = "x86_64")]
@@ -388,6 +390,9 @@ const SCAN_BLOCK: usize = 4096;
 /// Baseline x86-64 has no `popcnt` instruction, and the bit-twiddling
 /// fallback is several times slower, so CPUs that have it run a build of the
 /// same loop that uses it.
+// SAFETY: the one unsafe block calls the `popcnt` build only after
+// checking at run time that the CPU has it (see the comment on the block).
+#[allow(unsafe_code)]
 fn scan(
     codes: &[[u64; 4]],
     queries: &[[u64; 4]],
@@ -410,6 +415,10 @@ fn scan(
 ///
 /// # Safety
 /// The CPU must support `popcnt`.
+// SAFETY: `unsafe` only because `#[target_feature]` functions must be on
+// Rust 1.85; the body calls safe code only, and the one caller checks for
+// `popcnt` first.
+#[allow(unsafe_code)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
 unsafe fn scan_popcnt(

@@ -1,17 +1,29 @@
-//! A minimal HTTP/1.1 endpoint for the metrics: `GET /metrics` and
-//! `GET /healthz`, one request per connection.
+//! The metrics endpoint over HTTP/1.1: `GET /metrics` and `GET /healthz`,
+//! one request per connection, served by hyper.
 //!
-//! It reads the request head with a size cap and a timeout, answers, and
-//! closes; there is no keep-alive, no body and no chunking, which is all a
-//! Prometheus scraper or a health probe needs. It uses only tokio's `net`
-//! readiness API, so no HTTP crate (and no tokio `io-util`) is required.
+//! hyper parses the request and answers malformed (400) and oversized (431)
+//! heads itself; this module only routes, caps the connections, and
+//! bounds how long a connection may take. There is no keep-alive and no
+//! request body is read, which is all a Prometheus scraper or a health
+//! probe needs. hyper and its HTTP/1 server are in the build already
+//! through tonic, so using them costs no build time and replaces a
+//! hand-written parser.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -19,13 +31,15 @@ use tokio::time::timeout;
 
 use super::Metrics;
 
-/// Largest request head accepted (request line and headers).
+/// Largest request head accepted (request line and headers): hyper's read
+/// buffer limit, whose smallest allowed value this is.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// Time a client has to send its whole request head.
+/// Time a client has to send its whole request head (from the accept on).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Time a client has to take the response.
+/// Time a client has, after that, to take the response. hyper has no write
+/// timeout, so the whole connection is bounded by the sum.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// After answering, how long unread input is drained before closing (so
@@ -43,21 +57,28 @@ const MAX_CONNECTIONS: usize = 64;
 /// loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The exposition format's content type.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Every other response's content type.
+const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
+
 /// Serves `metrics` over HTTP on `listener` until `shutdown` completes.
 ///
 /// * `GET /metrics` (or `HEAD`): 200, `text/plain; version=0.0.4;
 ///   charset=utf-8`, [`Metrics::render`];
 /// * `GET /healthz`: 200, `ok`;
-/// * any other path: 404; any other method: 405; a malformed request: 400;
-///   a request head over 8 KiB: 431; no complete head within 5 s: the
-///   connection is closed.
+/// * any other path: 404; any other method: 405; a malformed request
+///   (including a target that is not a path): 400; a request head over
+///   8 KiB: 431; no complete head within 5 s: the connection is closed.
 ///
-/// Every response carries `Connection: close`. Each connection runs in its
-/// own task (at most 64 at once; more are closed unanswered); a failing
-/// connection is logged at debug level and never ends the server, and a
-/// failing `accept` is logged and retried after a short pause. Returns
-/// `Ok(())` once `shutdown` completes; connections still being answered then
-/// finish on their own.
+/// Every response carries `Connection: close` (an HTTP/1.0 request is
+/// answered in HTTP/1.0, as hyper does). Each connection runs in its own
+/// task (at most 64 at once; more are closed unanswered) and is closed
+/// after 10 s whatever it does; a failing connection is logged at debug
+/// level and never ends the server, and a failing `accept` is logged and
+/// retried after a short pause. Returns `Ok(())` once `shutdown`
+/// completes; connections still being answered then finish on their own.
 ///
 /// The endpoint is not authenticated: bind `listener` to loopback (or a
 /// private interface).
@@ -81,9 +102,7 @@ pub async fn serve_http(
                     let metrics = Arc::clone(&metrics);
                     tokio::spawn(async move {
                         let _permit = permit;
-                        if let Err(error) = handle(stream, &metrics).await {
-                            tracing::debug!(%peer, %error, "metrics connection failed");
-                        }
+                        handle(stream, peer, metrics).await;
                     });
                 }
                 Err(error) => {
@@ -95,196 +114,82 @@ pub async fn serve_http(
     }
 }
 
-/// What reading a request head gave.
-enum Head {
-    /// A complete head of this many bytes (terminator included).
-    Complete(usize),
-    /// The cap was reached without a complete head.
-    TooLarge,
-    /// The client closed the connection before sending anything.
-    Empty,
-}
-
-/// Answers one request on `stream` and closes it.
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> io::Result<()> {
-    let mut buf = vec![0u8; MAX_HEAD];
-    let response = match timeout(READ_TIMEOUT, read_head(&stream, &mut buf)).await {
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no complete request head in time",
-            ))
-        }
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(Head::Empty)) => return Ok(()),
-        Ok(Ok(Head::TooLarge)) => simple(
-            "431 Request Header Fields Too Large",
-            "request head too large\n",
-        ),
-        Ok(Ok(Head::Complete(n))) => route(buf.get(..n).unwrap_or_default(), metrics),
-    };
-    timeout(WRITE_TIMEOUT, write_all(&stream, &response))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not taken in time"))??;
+/// Serves the one request of `stream`, then closes it.
+async fn handle(mut stream: TcpStream, peer: SocketAddr, metrics: Arc<Metrics>) {
+    let service = service_fn(move |request: Request<Incoming>| {
+        let response = route(&request, &metrics);
+        async move { Ok::<_, Infallible>(response) }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .keep_alive(false)
+        // A client may end its side once the request is sent.
+        .half_close(true)
+        .title_case_headers(true)
+        .serve_connection(TokioIo::new(&mut stream), service);
+    let served = timeout(READ_TIMEOUT + WRITE_TIMEOUT, connection).await;
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%peer, %error, "metrics connection failed"),
+        Err(_) => tracing::debug!(%peer, "metrics connection took too long, closing"),
+    }
     linger_close(&mut stream).await;
-    Ok(())
 }
 
-/// Reads into `buf` until the end of the request head (an empty line), the
-/// end of `buf`, or the end of input.
-async fn read_head(stream: &TcpStream, buf: &mut [u8]) -> io::Result<Head> {
-    let mut len = 0;
-    loop {
-        stream.readable().await?;
-        let Some(free) = buf.get_mut(len..) else {
-            return Ok(Head::TooLarge);
-        };
-        match stream.try_read(free) {
-            Ok(0) if len == 0 => return Ok(Head::Empty),
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed inside the request head",
-                ))
-            }
-            Ok(n) => {
-                // The terminator may straddle the previous read.
-                let from = len.saturating_sub(3);
-                len += n;
-                if let Some(end) = head_end(buf.get(..len).unwrap_or_default(), from) {
-                    return Ok(Head::Complete(end));
-                }
-                if len >= buf.len() {
-                    return Ok(Head::TooLarge);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
+/// The response to a parsed request. `HEAD` gets the same response, whose
+/// body hyper leaves out (keeping its `Content-Length`).
+fn route(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let target = request.uri();
+    // The origin form (`/path?query`) only: hyper also accepts the absolute
+    // and authority forms, which a scraper never sends.
+    if target.scheme().is_some() || target.authority().is_some() || !target.path().starts_with('/')
+    {
+        return response(StatusCode::BAD_REQUEST, PLAIN_TEXT, "bad request line\n");
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut refused = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            PLAIN_TEXT,
+            "method not allowed\n",
+        );
+        refused
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return refused;
+    }
+    match target.path() {
+        "/metrics" => response(StatusCode::OK, PROMETHEUS_TEXT, metrics.render()),
+        "/healthz" => response(StatusCode::OK, PLAIN_TEXT, "ok"),
+        _ => response(StatusCode::NOT_FOUND, PLAIN_TEXT, "not found\n"),
     }
 }
 
-/// The end of the head in `data` (just past `\r\n\r\n`, or `\n\n` from
-/// lenient clients), looking from `from` on.
-fn head_end(data: &[u8], from: usize) -> Option<usize> {
-    (from..data.len()).find_map(|i| {
-        let rest = data.get(i..)?;
-        if rest.starts_with(b"\r\n\r\n") {
-            Some(i + 4)
-        } else if rest.starts_with(b"\n\n") {
-            Some(i + 2)
-        } else {
-            None
-        }
-    })
-}
-
-/// The response to a complete request head.
-fn route(head: &[u8], metrics: &Metrics) -> Vec<u8> {
-    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
-    let line = head.get(..line_end).unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let Ok(line) = std::str::from_utf8(line) else {
-        return simple("400 Bad Request", "bad request line\n");
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return simple("400 Bad Request", "bad request line\n");
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || !target.starts_with('/') {
-        return simple("400 Bad Request", "bad request line\n");
-    }
-    let head_only = match method {
-        "GET" => false,
-        "HEAD" => true,
-        _ => {
-            return response(
-                "405 Method Not Allowed",
-                "text/plain; charset=utf-8",
-                "Allow: GET, HEAD\r\n",
-                b"method not allowed\n",
-                false,
-            )
-        }
-    };
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    match path {
-        "/metrics" => response(
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            "",
-            metrics.render().as_bytes(),
-            head_only,
-        ),
-        "/healthz" => response("200 OK", "text/plain; charset=utf-8", "", b"ok", head_only),
-        _ => response(
-            "404 Not Found",
-            "text/plain; charset=utf-8",
-            "",
-            b"not found\n",
-            head_only,
-        ),
-    }
-}
-
-/// A plain-text response with `body`.
-fn simple(status: &str, body: &str) -> Vec<u8> {
-    response(
-        status,
-        "text/plain; charset=utf-8",
-        "",
-        body.as_bytes(),
-        false,
-    )
-}
-
-/// A full response; `extra_headers` is empty or complete `\r\n`-terminated
-/// header lines; `head_only` leaves the body out (for `HEAD`).
+/// A response with `body` (hyper adds `Content-Length` from it).
 fn response(
-    status: &str,
-    content_type: &str,
-    extra_headers: &str,
-    body: &[u8],
-    head_only: bool,
-) -> Vec<u8> {
-    let mut out = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\n{extra_headers}Connection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body);
-    }
-    out
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
-/// Writes all of `data` to `stream`.
-async fn write_all(stream: &TcpStream, data: &[u8]) -> io::Result<()> {
-    let mut written = 0;
-    while let Some(rest) = data.get(written..).filter(|r| !r.is_empty()) {
-        stream.writable().await?;
-        match stream.try_write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Ends the write side, then reads and discards what the client still sends
-/// (up to [`LINGER_BYTES`] within [`LINGER`]) before the stream is dropped:
-/// closing a socket with unread input resets the connection, which can make
-/// the client lose a response it has not read yet.
+/// Ends the write side (hyper has normally done so already), then reads and
+/// discards what the client still sends (up to [`LINGER_BYTES`] within
+/// [`LINGER`]) before the stream is dropped: closing a socket with unread
+/// input resets the connection, which can make the client lose a response
+/// it has not read yet (e.g. a 431 for a head hyper stopped reading).
 async fn linger_close(stream: &mut TcpStream) {
-    let shut = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_shutdown(cx)).await;
-    if shut.is_err() {
-        return;
-    }
+    // A second shutdown, or one after the client closed, may fail; the
+    // drain below then ends at once.
+    let _ = std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_shutdown(cx)).await;
     let drain = async {
         let mut scratch = [0u8; 4096];
         let mut total = 0;
@@ -308,6 +213,7 @@ mod tests {
     use super::*;
     use crate::metrics::Kind;
     use std::io::{Read, Write};
+    use std::time::Instant;
 
     /// Sends `request` over a blocking socket and returns what came back
     /// (possibly cut short by an error).
@@ -354,14 +260,16 @@ mod tests {
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
         assert!(got.contains("\r\nConnection: close\r\n"));
+        assert!(got.contains("\r\nCache-Control: no-store\r\n"));
         assert!(got
             .lines()
             .any(|l| l == "hashfed_match_queries_total{type=\"pdq\"} 1"));
         let (head, body) = got.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
 
+        // hyper answers an HTTP/1.0 request in HTTP/1.0.
         let got = text(&raw(addr, b"GET /healthz HTTP/1.0\r\n\r\n".to_vec()).await);
-        assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(got.starts_with("HTTP/1.0 200 OK\r\n"), "{got}");
         assert!(got.ends_with("\r\n\r\nok"), "{got}");
 
         let got = text(&raw(addr, b"GET /metrics?x=1 HTTP/1.1\n\n".to_vec()).await);
@@ -391,9 +299,10 @@ mod tests {
             &b"GARBAGE\r\n\r\n"[..],
             b"GET /metrics\r\n\r\n",
             b"GET metrics HTTP/1.1\r\n\r\n",
+            b"GET http://x/metrics HTTP/1.1\r\n\r\n",
             b"GET /metrics SPDY/3\r\n\r\n",
             b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
-            b"\r\n\r\n",
+            b"\r\n\r\nGARBAGE\r\n\r\n",
         ] {
             let got = text(&raw(addr, bad.to_vec()).await);
             assert!(
@@ -415,10 +324,12 @@ mod tests {
             "{got}"
         );
 
-        // A client that connects and leaves, and one that sends half a head:
-        // closed without an answer.
+        // A client that connects and leaves, one that sends half a head, and
+        // one that sends only empty lines (which RFC 9112 §2.2 lets a server
+        // skip before a request line): closed without an answer.
         assert!(raw(addr, Vec::new()).await.is_empty());
         assert!(raw(addr, b"GET /metr".to_vec()).await.is_empty());
+        assert!(raw(addr, b"\r\n\r\n".to_vec()).await.is_empty());
 
         // The server is still up after all that.
         let got = text(&raw(addr, b"GET /healthz HTTP/1.1\r\n\r\n".to_vec()).await);
@@ -428,12 +339,70 @@ mod tests {
         server.await.unwrap().unwrap();
     }
 
-    #[test]
-    fn head_end_finds_both_terminators() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody", 0), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\n\nbody", 0), Some(16));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n", 0), None);
-        assert_eq!(head_end(b"", 0), None);
-        assert_eq!(head_end(b"ab", 5), None);
+    /// Reads `s` to its end; what came and how long it took.
+    fn read_all(mut s: std::net::TcpStream) -> (Vec<u8>, Duration) {
+        let started = Instant::now();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        (out, started.elapsed())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_clients_are_closed_after_the_read_timeout() {
+        let (addr, _metrics, stop, server) = start().await;
+        // One sends nothing; one half a head and keeps its side open.
+        let silent = tokio::task::spawn_blocking(move || {
+            read_all(std::net::TcpStream::connect(addr).unwrap())
+        });
+        let trickle = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost:").unwrap();
+            read_all(s)
+        });
+        for client in [silent, trickle] {
+            let (got, took) = client.await.unwrap();
+            assert!(got.is_empty(), "{}", text(&got));
+            assert!(
+                took >= READ_TIMEOUT - Duration::from_millis(500),
+                "{took:?}"
+            );
+            assert!(took < READ_TIMEOUT + WRITE_TIMEOUT, "{took:?}");
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_most_64_connections_are_served_at_once() {
+        let (addr, _metrics, stop, server) = start().await;
+        let started = Instant::now();
+        let idle: Vec<std::net::TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        // The 65th is accepted after them and closed unanswered at once,
+        // long before the idle ones time out.
+        let (got, _) = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\n\r\n");
+            read_all(s)
+        })
+        .await
+        .unwrap();
+        assert!(got.is_empty(), "{}", text(&got));
+        assert!(started.elapsed() < READ_TIMEOUT, "{:?}", started.elapsed());
+        // Once they leave, requests are served again.
+        drop(idle);
+        let mut served = String::new();
+        for _ in 0..50 {
+            served = text(&raw(addr, b"GET /healthz HTTP/1.1\r\n\r\n".to_vec()).await);
+            if !served.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(served.starts_with("HTTP/1.1 200 OK\r\n"), "{served}");
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
     }
 }

@@ -1,6 +1,6 @@
 //! Prometheus metrics for a node: match queries, gRPC calls, feedback and a
 //! few gauges, rendered in the text exposition format 0.0.4 and served by a
-//! tiny HTTP endpoint ([`serve_http`]).
+//! small HTTP endpoint ([`serve_http`]).
 //!
 //! Why it looks like this:
 //!
@@ -11,9 +11,10 @@
 //!   hashing. The set of gRPC methods is fixed when [`Metrics::new`] is
 //!   called, so even the per-method series need no lock; a method not
 //!   registered there is counted as `method="other"`.
-//! * **No external crate.** The exposition format is a few lines of text and
-//!   the HTTP side needs only `GET /metrics` and `GET /healthz`, so neither a
-//!   metrics library nor an HTTP stack is pulled in for it.
+//! * **No metrics crate.** The exposition format is a few lines of text,
+//!   written here. The HTTP side (`GET /metrics`, `GET /healthz`) is
+//!   hyper's HTTP/1.1 server, which tonic builds already, so it adds no
+//!   dependency and no hand-written parser.
 //! * **Bind the endpoint to loopback** (or a private interface behind a
 //!   scraper you control): the metrics are not authenticated and reveal
 //!   traffic volumes per signal type, which is information about the

@@ -156,11 +156,14 @@ impl MatchService {
             .enumerate()
             .map(|(i, q)| {
                 parse(q).map_err(|m| {
+                    // The type the caller named, not the value's: a PDQ
+                    // value of the wrong length is a PDQ error (an
+                    // unknown type name counts as opaque).
                     let k = q
                         .signal
                         .as_ref()
-                        .and_then(|s| wire::signal_from(s).ok())
-                        .map_or(Kind::Opaque, |s| Kind::from(s.kind()));
+                        .and_then(|s| wire::signal_type_from(s).ok())
+                        .map_or(Kind::Opaque, |t| Kind::from(&t));
                     metrics.error(k, ErrorReason::InvalidArgument);
                     Status::invalid_argument(format!("query {i}: {m}"))
                 })

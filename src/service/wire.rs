@@ -12,8 +12,14 @@ use crate::store::StoredEntry;
 
 /// The wire signal to ours.
 pub fn signal_from(s: &proto::Signal) -> Result<Signal, String> {
+    Signal::from_bytes(signal_type_from(s)?, s.value.clone()).map_err(|e| e.to_string())
+}
+
+/// The signal type `s` names, whatever its value: what a malformed value
+/// is counted under (the caller named the type; only the value is wrong).
+pub fn signal_type_from(s: &proto::Signal) -> Result<SignalType, String> {
     use proto::SignalType as W;
-    let kind = match W::try_from(s.r#type) {
+    Ok(match W::try_from(s.r#type) {
         Ok(W::Pdq) => SignalType::Pdq,
         Ok(W::Md5) => SignalType::Md5,
         Ok(W::Sha1) => SignalType::Sha1,
@@ -21,8 +27,7 @@ pub fn signal_from(s: &proto::Signal) -> Result<Signal, String> {
         Ok(W::Blake3) => SignalType::Blake3,
         Ok(W::Opaque) => SignalType::parse(&s.opaque_type).map_err(|e| e.to_string())?,
         _ => return Err(format!("unknown signal type {}", s.r#type)),
-    };
-    Signal::from_bytes(kind, s.value.clone()).map_err(|e| e.to_string())
+    })
 }
 
 /// Our signal type to the wire's.

@@ -2,6 +2,9 @@
 //! and its head (seq, digest, the node's signature) under `maudit_head`.
 //! The chain and its check are in [`crate::model::audit`].
 
+// Part of the store, the one module that touches sled.
+#![allow(clippy::disallowed_types)]
+
 use super::keys;
 use super::{Store, StoreError};
 use crate::model::audit::{self, AuditCheck, AuditEvent, Note};

@@ -12,6 +12,9 @@
 //! of everything before it. A restore checks the digest over the whole
 //! file before writing anything.
 
+// Part of the store, the one module that touches sled.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::path::Path;
 
@@ -108,7 +111,7 @@ impl Store {
             .path(dir.join("sled"))
             .cache_capacity(options.cache_bytes)
             .open()?;
-        let tree = db.open_tree("hashfed")?;
+        let tree = db.open_tree(super::TREE)?;
         let f = std::fs::File::open(file).map_err(io("opening the backup"))?;
         let mut r = std::io::BufReader::with_capacity(1 << 20, f);
         let read =

@@ -13,6 +13,9 @@
 //! checkpoint or the new one, never in between, so a restart resumes from
 //! the head and fetches nothing twice.
 
+// Part of the store, the one module that touches sled.
+#![allow(clippy::disallowed_types)]
+
 use std::sync::Arc;
 
 use super::keys;

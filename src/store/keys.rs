@@ -12,8 +12,8 @@
 //! | `s`    | set id (UTF-8)                        | set state (JSON)               |
 //! | `l`    | set number u32, log chunk u64         | up to 64 records, each u32 length + bytes (see [`LOG_CHUNK`]) |
 //! | `c`    | set number u32, seq u64               | checkpoint: digest (32), signature (64) |
-//! | `e`    | entry chunk u32                       | up to 64 entry states (see [`super::entries`]) |
-//! | `p`    | PDQ slot chunk u32                    | slot chunk (see [`super::slots`]) |
+//! | `e`    | entry chunk u32                       | up to 64 entry states (see `entries.rs`) |
+//! | `p`    | PDQ slot chunk u32                    | slot chunk (see `slots.rs`) |
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
 //! | `x`    | set number u32, external id, entry id | empty                          |
 //! | `m`    | counter name                          | u64                            |
@@ -22,7 +22,7 @@
 //! | `r`    | match id (16)                         | match record (JSON; stores before `R`, read only) |
 //! | `o`    | outbox number u64                     | feedback to forward (JSON)     |
 //! | `i`    | entry id (16), reporter node id       | feedback received (JSON)       |
-//! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see [`super::vetting`]) |
+//! | `q`    | entry id (16)                         | entry waiting for vetting (JSON, see `vetting.rs`) |
 //! | `d`    | day u32, counter, set, type           | a daily count for the report (u64; see [`super::usage`]) |
 //! | `z`    | entry id (16)                         | when its disputes were last reviewed (ms u64) |
 //! | `a`    | audit seq u64                         | chain digest (32), audit record (JSON) |
@@ -81,7 +81,7 @@ pub const NEXT_SLOT: &[u8] = b"mnext_slot";
 pub const NEXT_SET: &[u8] = b"mnext_set";
 /// Counter: the next outbox number.
 pub const NEXT_OUTBOX: &[u8] = b"mnext_outbox";
-/// Counter: write batches applied (see [`super::snapshot`]).
+/// Counter: write batches applied (see `snapshot.rs`).
 pub const GENERATION: &[u8] = b"mgeneration";
 
 /// `s` + set id.

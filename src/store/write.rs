@@ -1,5 +1,8 @@
 //! The write path: turning changes to a set into one atomic sled batch.
 
+// Part of the store, the one module that touches sled.
+#![allow(clippy::disallowed_types)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

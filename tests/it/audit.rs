@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use hashfed::store::keys;
+use hashfed::store::raw::RawStore;
 
 fn hashfed(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hashfed"))
@@ -153,14 +154,13 @@ fn actions_are_audited_and_a_changed_record_is_named() {
 
     // Flip one byte of record 3's stored JSON (the node is stopped).
     {
-        let db = sled::open(a.join("store").join("sled")).unwrap();
-        let tree = db.open_tree("hashfed").unwrap();
+        let raw = RawStore::open(&a.join("store")).unwrap();
         let key = keys::audit(3);
-        let mut value = tree.get(key).unwrap().unwrap().to_vec();
+        let mut value = raw.get(&key).unwrap().unwrap();
         let at = value.iter().rposition(|&b| b == b'p').unwrap();
         value[at] = b'q';
-        tree.insert(key, value).unwrap();
-        db.flush().unwrap();
+        raw.put(&key, &value).unwrap();
+        raw.flush().unwrap();
     }
     let o = hashfed(&["audit", "verify", "--dir", d(&a)]);
     assert_eq!(o.status.code(), Some(1));
@@ -170,20 +170,19 @@ fn actions_are_audited_and_a_changed_record_is_named() {
     // Rewriting the chain from there on (fresh digests) is caught by the
     // signed head.
     {
-        let db = sled::open(a.join("store").join("sled")).unwrap();
-        let tree = db.open_tree("hashfed").unwrap();
+        let raw = RawStore::open(&a.join("store")).unwrap();
         let mut digest = hashfed::model::audit::genesis();
         for seq in 1..=6 {
             let key = keys::audit(seq);
-            let mut value = tree.get(key).unwrap().unwrap().to_vec();
+            let mut value = raw.get(&key).unwrap().unwrap();
             digest = hashfed::model::audit::link(&digest, &value[32..]);
             value[..32].copy_from_slice(&digest);
-            tree.insert(key, value).unwrap();
+            raw.put(&key, &value).unwrap();
         }
-        let mut head = tree.get(keys::AUDIT_HEAD).unwrap().unwrap().to_vec();
+        let mut head = raw.get(keys::AUDIT_HEAD).unwrap().unwrap();
         head[8..40].copy_from_slice(&digest);
-        tree.insert(keys::AUDIT_HEAD, head).unwrap();
-        db.flush().unwrap();
+        raw.put(keys::AUDIT_HEAD, &head).unwrap();
+        raw.flush().unwrap();
     }
     let o = hashfed(&["audit", "verify", "--dir", d(&a)]);
     assert_eq!(o.status.code(), Some(1));

@@ -415,6 +415,49 @@ async fn health_reflection_and_metrics_are_served() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn invalid_queries_count_under_the_type_the_caller_named() {
+    let mut node = seeded().await;
+    let metrics = node.node().addresses().metrics;
+    let mut c = match_client(&node).await;
+    let named = |kind: proto::SignalType, opaque_type: &str, value: Vec<u8>| proto::Query {
+        signal: Some(proto::Signal {
+            r#type: kind as i32,
+            value,
+            opaque_type: opaque_type.into(),
+        }),
+        pdq_variants: vec![],
+        quality: None,
+        radius: None,
+    };
+    let mut bad_variant = pdq_query(PDQ.to_vec());
+    bad_variant.pdq_variants = vec![vec![0; 31]];
+    for query in [
+        // 31 bytes (62 hex digits) sent as PDQ: a PDQ error, not an opaque one.
+        pdq_query(vec![0x3c; 31]),
+        // The same, PDQ named by its type name.
+        named(proto::SignalType::Opaque, "pdq", vec![0x3c; 31]),
+        bad_variant,
+        named(proto::SignalType::Md5, "", vec![0; 15]),
+        // No known type: opaque.
+        named(proto::SignalType::Unspecified, "", vec![0; 32]),
+    ] {
+        let status = c.match_hashes(batch(vec![query])).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    }
+    let text = http_get(metrics, "/metrics").await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "hashfed_match_errors_total{type=\"pdq\",reason=\"invalid_argument\"} 3",
+        "hashfed_match_errors_total{type=\"md5\",reason=\"invalid_argument\"} 1",
+        "hashfed_match_errors_total{type=\"opaque\",reason=\"invalid_argument\"} 1",
+        "hashfed_match_queries_total{type=\"pdq\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}: {text}");
+    }
+    node.stop().await;
+}
+
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hashfed::database::Database;
+use hashfed::identity::client::node_endpoint;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::{EntryData, SetId, SetInfo, Signal, SignalType};
 use hashfed::service::proto::{self, match_client::MatchClient};
@@ -43,7 +44,7 @@ use hashfed::signal::pdq::PdqHash;
 use hashfed::store::{Change, StoreOptions};
 use serde_json::json;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::{Args, Rng};
 
@@ -95,13 +96,13 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the client runtime")?;
-    let tls = match_tls(&node, "bench-client")?;
     let addr = server.addr;
+    let endpoint = match_endpoint(&node, "bench-client", &addr.to_string())?;
     let channels: Vec<Channel> = runtime.block_on(async {
         let mut channels = Vec::new();
         for _ in 0..args.concurrency.div_ceil(2).max(1) {
-            let channel = Channel::from_shared(format!("https://{addr}"))?
-                .tls_config(tls.clone())?
+            let channel = endpoint
+                .clone()
                 .connect_timeout(Duration::from_secs(5))
                 .connect()
                 .await
@@ -303,16 +304,13 @@ pub(crate) fn init_node(node: &Path, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// TLS to the match listener of the node in `node`, as a local service
-/// with a fresh client certificate (trusting the node's CA).
-pub(crate) fn match_tls(node: &Path, client: &str) -> anyhow::Result<ClientTlsConfig> {
+/// An mTLS endpoint to the match listener at `addr` of the node in `node`,
+/// as a local service with a fresh client certificate named `client`
+/// (trusting the node's CA).
+pub(crate) fn match_endpoint(node: &Path, client: &str, addr: &str) -> anyhow::Result<Endpoint> {
     let cert = issue_client(node, client, ClientRole::Local, 1)?;
-    let ca =
-        std::fs::read_to_string(node.join("tls/node-ca.pem")).context("reading the node CA")?;
-    Ok(ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(&cert.cert, &cert.key)))
+    node_endpoint(node, addr, "localhost", Some(&cert))
+        .with_context(|| format!("the match listener at {addr}"))
 }
 
 /// Makes the node directory (if new) and fills its store (if empty).

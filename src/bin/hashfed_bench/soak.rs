@@ -24,7 +24,7 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use super::grpc::{
-    init_node, match_tls, prepare, server_bin, sha_values, RemoveDir, Server, PDQ_SET, SHA_SET,
+    init_node, match_endpoint, prepare, server_bin, sha_values, RemoveDir, Server, PDQ_SET, SHA_SET,
 };
 use crate::{Args, Rng};
 
@@ -165,13 +165,10 @@ async fn soak(
     let mut tasks = tokio::task::JoinSet::new();
 
     // Matches (and some feedback) on the provider, over mTLS.
-    let tls = match_tls(b_dir, "soak")?;
+    let endpoint = match_endpoint(b_dir, "soak", &b.addr.to_string())?;
     let known = Arc::new(codes.to_vec());
     for worker in 0..2u64 {
-        let channel = Channel::from_shared(format!("https://{}", b.addr))?
-            .tls_config(tls.clone())?
-            .connect()
-            .await?;
+        let channel = endpoint.clone().connect().await?;
         let (counts, stop, known) = (counts.clone(), stop.clone(), known.clone());
         let mut rng = Rng(args
             .seed

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
 use hashfed::database::Database;
+use hashfed::identity::client::node_endpoint;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType};
 use hashfed::ops::{Actor, ConfirmOutcome};
@@ -37,7 +38,7 @@ use hashfed::signal::content::{hash_image, HashOptions};
 use hashfed::signal::pdq::{PdqHasher, DEFAULT_MATCH_THRESHOLD};
 use hashfed::store::StoreOptions;
 use tokio::sync::watch;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use super::pdq::{brighten, jpeg, resize, scene};
 
@@ -373,14 +374,9 @@ fn matchable(db: &Database, set: &SetId, signal: &Signal) -> bool {
 async fn match_client(p: &DemoNode) -> anyhow::Result<MatchClient<Channel>> {
     let cert = issue_client(&p.dir, "upload-pipeline", ClientRole::Local, 1)
         .context("issuing the upload pipeline's client certificate")?;
-    let ca = std::fs::read_to_string(p.dir.join("tls/node-ca.pem"))
-        .context("reading the provider's node CA")?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost")
-        .identity(Identity::from_pem(&cert.cert, &cert.key));
-    let channel = Channel::from_shared(format!("https://{}", p.node.addresses().match_))?
-        .tls_config(tls)?
+    let addr = p.node.addresses().match_.to_string();
+    let channel = node_endpoint(&p.dir, &addr, "localhost", Some(&cert))
+        .context("dialling the provider's match listener")?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await

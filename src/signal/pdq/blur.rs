@@ -84,6 +84,9 @@ pub struct BlurScratch {
 /// On x86-64 CPUs with AVX2 the same code runs compiled for AVX2: twice the
 /// lanes per instruction, the same IEEE operations in the same order (Rust
 /// never fuses a multiply and an add on its own), so the same bits.
+// SAFETY: the one unsafe block calls the AVX2 build only after checking at
+// run time that the CPU has AVX2 (see the comment on the block).
+#[allow(unsafe_code)]
 pub fn blur_and_decimate(
     luma: &mut [f32],
     rows: usize,
@@ -105,6 +108,10 @@ pub fn blur_and_decimate(
 ///
 /// # Safety
 /// The CPU must support AVX2.
+// SAFETY: `unsafe` only because `#[target_feature]` functions must be on
+// Rust 1.85; the body calls safe code only, and the one caller checks for
+// AVX2 first.
+#[allow(unsafe_code)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn blur_and_decimate_avx2(

@@ -148,6 +148,9 @@ pub fn luma_plane_into(
 /// With AVX2 the formula itself vectorises (eight pixels per step, the same
 /// rounded products and sums as [`luma_of`]); without it, table lookups beat
 /// scalar conversions.
+// SAFETY: the one unsafe block calls the AVX2 build only after checking at
+// run time that the CPU has AVX2 (see the comment on the block).
+#[allow(unsafe_code)]
 fn rgb_to_luma(pixels: &[u8], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -167,6 +170,10 @@ fn rgb_to_luma(pixels: &[u8], out: &mut [f32]) {
 ///
 /// # Safety
 /// The CPU must support AVX2.
+// SAFETY: `unsafe` only because `#[target_feature]` functions must be on
+// Rust 1.85; the body is safe code (slice iteration), and the one caller
+// checks for AVX2 first.
+#[allow(unsafe_code)]
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn rgb_to_luma_avx2(pixels: &[u8], out: &mut [f32]) {

@@ -16,7 +16,7 @@ use hashfed::identity::tls::CertKey;
 use hashfed::model::{EntryData, SetId, SetInfo, Signal, SignalType};
 use hashfed::server::Node;
 use hashfed::store::{Change, StoreOptions};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 /// Points every listener of the node in `dir` at an ephemeral loopback
 /// port, so tests can run side by side.
@@ -118,16 +118,8 @@ pub async fn channel(
     addr: std::net::SocketAddr,
     cert: Option<&CertKey>,
 ) -> Result<Channel, tonic::transport::Error> {
-    let ca = std::fs::read_to_string(dir.join("tls/node-ca.pem")).unwrap();
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    if let Some(cert) = cert {
-        tls = tls.identity(Identity::from_pem(&cert.cert, &cert.key));
-    }
-    Channel::from_shared(format!("https://{addr}"))
+    hashfed::identity::client::node_endpoint(dir, &addr.to_string(), "localhost", cert)
         .unwrap()
-        .tls_config(tls)?
         .connect_timeout(Duration::from_secs(5))
         .connect()
         .await
