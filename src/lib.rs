@@ -4,6 +4,7 @@
 //! integration tests and benchmarks use the same library.
 
 pub mod database;
+pub mod export;
 pub mod federation;
 pub mod identity;
 pub mod import;

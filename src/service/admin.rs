@@ -1075,4 +1075,20 @@ impl Admin for AdminService {
             .await
             .map(Response::new)
     }
+
+    type ExportStream = super::admin_read::ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<proto::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        super::admin_read::export(self.db.clone(), request).await
+    }
+
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyRequest>,
+    ) -> Result<Response<proto::VerifyResponse>, Status> {
+        super::admin_read::verify(self.db.clone(), request).await
+    }
 }
