@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod database;
+pub mod export;
 pub mod federation;
 pub mod identity;
 pub mod import;

@@ -14,7 +14,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hashfed: error: {err:#}");
-            ExitCode::FAILURE
+            // As grep: 1 is an answer (nothing found, a check failed), 2
+            // an error (see `hashfed --help`).
+            ExitCode::from(2)
         }
     }
 }

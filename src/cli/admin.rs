@@ -3,18 +3,28 @@
 //! database, and writing through it keeps its index in step), or, when it
 //! is not, by running the same service in this process over the database
 //! opened directly. Either way the command sees the same answers.
+//!
+//! The admin socket also serves the match service (see [`hashfed::server`]),
+//! so `hashfed match` makes the same MatchHashes and MatchImage calls as a
+//! local service, to the running node or to the same service in-process.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use hashfed::database::Database;
 use hashfed::identity::client::node_endpoint;
 use hashfed::identity::tls::CertKey;
+use hashfed::metrics::Metrics;
 use hashfed::server::admin_socket;
 use hashfed::service::admin::AdminService;
-use hashfed::service::proto::{self, admin_client::AdminClient, admin_server::Admin};
+use hashfed::service::matching::MatchService;
+use hashfed::service::proto::{
+    self, admin_client::AdminClient, admin_server::Admin, match_client::MatchClient,
+    match_server::Match,
+};
 use hashfed::store::StoreOptions;
+use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::Request;
 
@@ -62,13 +72,58 @@ pub struct NodeAdmin {
 }
 
 enum Via {
-    /// The running node, over its admin socket.
-    Socket(AdminClient<Channel>),
-    /// The service in this process, over the database opened here.
+    /// The running node, over its admin socket (or, from
+    /// [`NodeAdmin::open_as`], its admin listener, which serves no match
+    /// service: match calls there are refused as unimplemented).
+    Socket {
+        admin: AdminClient<Channel>,
+        /// Boxed: two clients side by side make the enum twice the size of
+        /// the in-process variant.
+        matcher: Box<MatchClient<Channel>>,
+    },
+    /// The services in this process, over the database opened here.
     InProcess {
-        service: AdminService,
+        admin: AdminService,
+        matcher: MatchService,
         db: Arc<Database>,
     },
+}
+
+impl Via {
+    /// Both services over one connection to a node.
+    fn socket(channel: Channel) -> Self {
+        Via::Socket {
+            admin: AdminClient::new(channel.clone()),
+            // The owner's own node: its answers are not limited in size, as
+            // a match on the database opened here is not (a wide radius can
+            // match many entries).
+            matcher: Box::new(MatchClient::new(channel).max_decoding_message_size(usize::MAX)),
+        }
+    }
+}
+
+/// A call the node refused, with its gRPC code, so that a command can tell
+/// "not found" (exit 1, as grep) from a failure (exit 2).
+#[derive(Debug)]
+pub struct Refused {
+    /// The gRPC code.
+    pub code: tonic::Code,
+    /// The node's message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether `e` is the node saying that what was asked for does not exist.
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refused>()
+        .is_some_and(|r| r.code == tonic::Code::NotFound)
 }
 
 /// A small runtime for driving one command's calls.
@@ -82,29 +137,48 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// The admin service of the node in `dir`, if that node is running.
 pub fn running(runtime: &tokio::runtime::Runtime, dir: &Path) -> Option<AdminClient<Channel>> {
+    running_channel(runtime, dir).map(AdminClient::new)
+}
+
+/// A connection to the admin socket of the node in `dir`, if it runs.
+fn running_channel(runtime: &tokio::runtime::Runtime, dir: &Path) -> Option<Channel> {
     let socket = admin_socket(dir);
     if !socket.exists() {
         return None;
     }
-    let channel = runtime
+    runtime
         .block_on(hashfed::service::client::unix_channel(&socket))
-        .ok()?;
-    Some(AdminClient::new(channel))
+        .ok()
 }
 
-/// A gRPC status as a CLI error: the node's message is the useful part.
+/// A gRPC status as a CLI error: the node's message is the useful part
+/// (the code stays readable with [`is_not_found`]).
 pub fn status(e: tonic::Status) -> anyhow::Error {
-    anyhow!("{}", e.message())
+    anyhow::Error::new(Refused {
+        code: e.code(),
+        message: e.message().to_owned(),
+    })
 }
 
-/// Makes one admin call, over the socket or in-process: the same request
-/// type and answer either way.
+/// Makes one call, over the socket or in-process: the same request type
+/// and answer either way. The admin service's unless `match:` says the
+/// match service's.
 macro_rules! call {
-    ($self:ident, $method:ident, $request:expr) => {{
+    ($self:ident, match: $method:ident, $request:expr) => {
+        call!(@ $self, matcher, $method, $request)
+    };
+    ($self:ident, $method:ident, $request:expr) => {
+        call!(@ $self, admin, $method, $request)
+    };
+    (@ $self:ident, $service:ident, $method:ident, $request:expr) => {{
         let request = $request;
         let answer = match &mut $self.via {
-            Via::Socket(client) => $self.runtime.block_on(client.$method(request)),
-            Via::InProcess { service, .. } => $self
+            Via::Socket { $service: client, .. } => {
+                $self.runtime.block_on(client.$method(request))
+            }
+            Via::InProcess {
+                $service: service, ..
+            } => $self
                 .runtime
                 .block_on(service.$method(Request::new(request))),
         };
@@ -112,15 +186,44 @@ macro_rules! call {
     }};
 }
 
+/// Writes every chunk of a streamed answer to `out` and returns the bytes
+/// written; `data` takes a message's bytes out; `what` names the output in
+/// a write error.
+fn drain<T>(
+    runtime: &tokio::runtime::Runtime,
+    mut stream: std::pin::Pin<Box<dyn Stream<Item = Result<T, tonic::Status>> + Send>>,
+    out: &mut impl std::io::Write,
+    what: &str,
+    mut data: impl FnMut(T) -> Vec<u8>,
+) -> anyhow::Result<u64> {
+    let mut bytes = 0;
+    while let Some(message) = runtime.block_on(stream.next()) {
+        let chunk = data(message.map_err(status)?);
+        out.write_all(&chunk)
+            .with_context(|| format!("writing {what}"))?;
+        bytes += chunk.len() as u64;
+    }
+    Ok(bytes)
+}
+
 impl NodeAdmin {
-    /// Reaches the node in `dir`.
+    /// Reaches the node in `dir`: the running node through its admin
+    /// socket, else its database opened here. A directory with neither a
+    /// node's configuration nor a database is refused (rather than given an
+    /// empty database, which would answer every question with nothing).
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
         let runtime = runtime()?;
-        if let Some(client) = running(&runtime, dir) {
+        if let Some(channel) = running_channel(&runtime, dir) {
             return Ok(NodeAdmin {
                 runtime,
-                via: Via::Socket(client),
+                via: Via::socket(channel),
             });
+        }
+        if !dir.join("hashfed.toml").is_file() && !super::store_dir(dir).exists() {
+            bail!(
+                "{} is not a node directory (no hashfed.toml, no store): `hashfed init --dir {0}` makes one",
+                dir.display()
+            );
         }
         let config = hashfed::identity::load_config(dir).ok();
         let db = Arc::new(Database::open(
@@ -139,9 +242,16 @@ impl NodeAdmin {
             }
             None => AdminService::new(db.clone(), String::new(), String::new()),
         };
+        // Its counts go nowhere: no metrics endpoint runs here.
+        let matcher =
+            MatchService::new(db.clone(), Arc::new(Metrics::new(&[]))).without_match_records();
         Ok(NodeAdmin {
             runtime,
-            via: Via::InProcess { service, db },
+            via: Via::InProcess {
+                admin: service,
+                matcher,
+                db,
+            },
         })
     }
 
@@ -181,13 +291,67 @@ impl NodeAdmin {
             .with_context(|| format!("connecting to the admin listener at {addr}"))?;
         Ok(NodeAdmin {
             runtime,
-            via: Via::Socket(AdminClient::new(channel)),
+            via: Via::socket(channel),
         })
     }
 
     /// Whether the commands go to a running node.
     pub fn is_remote(&self) -> bool {
-        matches!(self.via, Via::Socket(_))
+        matches!(self.via, Via::Socket { .. })
+    }
+
+    /// Looks hashes up (MatchHashes: 1 to 1024 queries).
+    pub fn match_hashes(
+        &mut self,
+        request: proto::MatchRequest,
+    ) -> anyhow::Result<proto::MatchResponse> {
+        call!(self, match: match_hashes, request)
+    }
+
+    /// Hashes an image and looks its hashes up (MatchImage).
+    pub fn match_image(
+        &mut self,
+        request: proto::MatchImageRequest,
+    ) -> anyhow::Result<proto::MatchImageResponse> {
+        call!(self, match: match_image, request)
+    }
+
+    /// The store's consistency check.
+    pub fn verify(&mut self) -> anyhow::Result<proto::VerifyResponse> {
+        call!(self, verify, proto::VerifyRequest {})
+    }
+
+    /// Streams an export into `out`; returns how many entries it holds. An
+    /// export that ends without the node's last message is an error: the
+    /// bytes written are then not the whole export.
+    pub fn export(
+        &mut self,
+        request: proto::ExportRequest,
+        out: &mut impl std::io::Write,
+    ) -> anyhow::Result<u64> {
+        let runtime = &self.runtime;
+        let stream: std::pin::Pin<
+            Box<dyn Stream<Item = Result<proto::ExportChunk, tonic::Status>> + Send>,
+        > = match &mut self.via {
+            Via::Socket { admin, .. } => Box::pin(
+                runtime
+                    .block_on(admin.export(request))
+                    .map_err(status)?
+                    .into_inner(),
+            ),
+            Via::InProcess { admin, .. } => runtime
+                .block_on(admin.export(Request::new(request)))
+                .map_err(status)?
+                .into_inner(),
+        };
+        let mut entries = None;
+        drain(runtime, stream, out, "the export", |chunk| {
+            if chunk.done {
+                entries = Some(chunk.entries);
+            }
+            chunk.data
+        })?;
+        entries.ok_or_else(|| anyhow!("the export ended before the node finished it"))
     }
 
     /// Every set.
@@ -352,30 +516,23 @@ impl NodeAdmin {
 
     /// Streams a backup of the database into `out`; returns its bytes.
     pub fn backup(&mut self, out: &mut impl std::io::Write) -> anyhow::Result<u64> {
-        use tokio_stream::StreamExt;
         let request = proto::BackupRequest {};
         let runtime = &self.runtime;
-        let mut stream: std::pin::Pin<
-            Box<dyn tokio_stream::Stream<Item = Result<proto::BackupChunk, tonic::Status>> + Send>,
+        let stream: std::pin::Pin<
+            Box<dyn Stream<Item = Result<proto::BackupChunk, tonic::Status>> + Send>,
         > = match &mut self.via {
-            Via::Socket(client) => Box::pin(
+            Via::Socket { admin, .. } => Box::pin(
                 runtime
-                    .block_on(client.backup(request))
+                    .block_on(admin.backup(request))
                     .map_err(status)?
                     .into_inner(),
             ),
-            Via::InProcess { service, .. } => runtime
-                .block_on(service.backup(Request::new(request)))
+            Via::InProcess { admin, .. } => runtime
+                .block_on(admin.backup(Request::new(request)))
                 .map_err(status)?
                 .into_inner(),
         };
-        let mut bytes = 0;
-        while let Some(chunk) = runtime.block_on(stream.next()) {
-            let chunk = chunk.map_err(status)?;
-            out.write_all(&chunk.data).context("writing the backup")?;
-            bytes += chunk.data.len() as u64;
-        }
-        Ok(bytes)
+        drain(runtime, stream, out, "the backup", |chunk| chunk.data)
     }
 
     /// Switches review of a peer's entries.
@@ -438,8 +595,9 @@ impl NodeAdmin {
     pub fn close(self) -> anyhow::Result<()> {
         let NodeAdmin { runtime, via } = self;
         drop(runtime);
-        if let Via::InProcess { service, db } = via {
-            drop(service);
+        if let Via::InProcess { admin, matcher, db } = via {
+            drop(admin);
+            drop(matcher);
             let db =
                 Arc::try_unwrap(db).map_err(|_| anyhow!("the database is still in use at exit"))?;
             db.close()?;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use hashfed::model::EntryId;
 use hashfed::service::proto;
 
-use super::admin::{NodeAdmin, OperatorArgs};
+use super::admin::{is_not_found, NodeAdmin, OperatorArgs};
 
 /// Arguments of `hashfed entry`.
 #[derive(Args, Debug)]
@@ -107,7 +107,15 @@ pub fn run(args: EntryArgs) -> anyhow::Result<ExitCode> {
 fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
     match action {
         Action::Show { id } => {
-            let e = node.get_entry(id.to_string())?;
+            let e = match node.get_entry(id.to_string()) {
+                Ok(e) => e,
+                // Like grep: 1 means "ran fine, found nothing".
+                Err(e) if is_not_found(&e) => {
+                    eprintln!("hashfed: {e}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e),
+            };
             let signal = e.signal.unwrap_or_default();
             let v = serde_json::json!({
                 "id": e.id,

@@ -1,4 +1,8 @@
-//! `hashfed export`: write a set's entries (or every set's) to a file.
+//! `hashfed export`: write a set's entries (or every set's) to a file,
+//! through the node's admin service (see [`super::admin`]): the running
+//! node streams the file while it serves; a stopped node's database is
+//! read here by the same service. The bytes are made in the library
+//! ([`hashfed::export`]), so both are the same.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -7,9 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use hashfed::import::{write_te_csv_header, write_te_csv_row, write_te_line};
+use hashfed::export::ExportFormat as Format;
 use hashfed::model::SetId;
-use hashfed::store::{Store, StoreOptions, StoredEntry};
+use hashfed::service::proto;
+
+use super::admin::NodeAdmin;
 
 /// Export formats.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -20,6 +26,16 @@ enum ExportFormat {
     TeCsv,
     /// python-threatexchange's `<type> <value>` lines.
     TeLines,
+}
+
+impl From<ExportFormat> for Format {
+    fn from(f: ExportFormat) -> Self {
+        match f {
+            ExportFormat::Jsonl => Format::Jsonl,
+            ExportFormat::TeCsv => Format::TeCsv,
+            ExportFormat::TeLines => Format::TeLines,
+        }
+    }
 }
 
 /// Arguments of `hashfed export`.
@@ -44,7 +60,14 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
+    let mut node = NodeAdmin::open(&args.dir)?;
+    let written = write(&mut node, &args);
+    node.close()?;
+    eprintln!("{} entries written", written?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write(node: &mut NodeAdmin, args: &ExportArgs) -> anyhow::Result<u64> {
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => {
             Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
@@ -52,52 +75,16 @@ pub fn run(args: ExportArgs) -> anyhow::Result<ExitCode> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(256 << 10, &mut out);
-    if let ExportFormat::TeCsv = args.format {
-        write_te_csv_header(&mut out)?;
-    }
-    let mut written = 0u64;
-    for entry in store.entries(args.set.as_ref())? {
-        let entry = entry?;
-        if entry.retracted && !args.include_retracted {
-            continue;
-        }
-        let kind = entry.data.signal.kind().name();
-        let value = entry.data.signal.value_hex();
-        match args.format {
-            ExportFormat::Jsonl => {
-                serde_json::to_writer(&mut out, &json_line(&entry))?;
-                out.write_all(b"\n")?;
-            }
-            ExportFormat::TeCsv => write_te_csv_row(&mut out, kind, &value, &entry.data.labels)?,
-            ExportFormat::TeLines => write_te_line(&mut out, kind, &value, &entry.data.labels)?,
-        }
-        written += 1;
-    }
-    out.flush()?;
-    eprintln!("{written} entries written");
-    Ok(ExitCode::SUCCESS)
-}
-
-fn json_line(e: &StoredEntry) -> serde_json::Value {
-    let status = if e.retracted {
-        "retracted"
-    } else if e.disabled {
-        "disabled"
-    } else {
-        "active"
+    let request = proto::ExportRequest {
+        set: args.set.as_ref().map(SetId::to_string).unwrap_or_default(),
+        format: Format::from(args.format).name().to_owned(),
+        include_retracted: args.include_retracted,
     };
-    let mut v = serde_json::json!({
-        "set": e.set.as_str(),
-        "id": e.id.to_string(),
-        "type": e.data.signal.kind().name(),
-        "value": e.data.signal.value_hex(),
-        "labels": e.data.labels,
-        "status": status,
-        "seq": e.last_seq,
-        "time": e.time_ms,
-    });
-    if let Some(ext) = &e.data.external_id {
-        v["external_id"] = ext.clone().into();
-    }
-    v
+    let written = node.export(request, &mut out);
+    // What arrived is written even when the export failed part-way, as a
+    // file written directly would hold it.
+    let flushed = out.flush().context("writing the export");
+    let written = written?;
+    flushed?;
+    Ok(written)
 }

@@ -146,7 +146,9 @@ pub fn run(args: HashArgs) -> anyhow::Result<ExitCode> {
             "hashfed: {failures} of {} inputs failed",
             inputs.len() + walk_errors.len()
         );
-        return Ok(ExitCode::FAILURE);
+        // An input that could not be hashed is an error (exit 2, as grep's
+        // unreadable file), though the others were hashed.
+        return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,21 @@
-//! `hashfed match`: look hashes or images up in the node's database, the
-//! way a local service will over gRPC, from a terminal.
+//! `hashfed match`: look hashes or images up from a terminal, with the
+//! calls local services make (MatchHashes, MatchImage): to the running
+//! node over its admin socket, or to the same match service in-process over
+//! the database when the node is stopped (see [`super::admin`]). An
+//! operator's lookups leave no match records.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use hashfed::database::{Database, Match, MatchError, PdqQuery};
-use hashfed::model::Signal;
-use hashfed::signal::content::{hash_image, HashOptions};
-use hashfed::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
-use hashfed::store::StoreOptions;
+use hashfed::database::MAX_RADIUS;
+use hashfed::model::{Signal, SignalType};
+use hashfed::service::matching::MAX_BATCH;
+use hashfed::service::{proto, wire};
+use hashfed::signal::pdq::DEFAULT_QUALITY_FLOOR;
+
+use super::admin::NodeAdmin;
 
 /// Arguments of `hashfed match`.
 #[derive(Args, Debug)]
@@ -19,7 +24,7 @@ pub struct MatchArgs {
     #[arg(long, value_name = "DIR")]
     dir: PathBuf,
     /// PDQ radius (0-128); default: each set's threshold (31 unless set).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_RADIUS)))]
     radius: Option<u32>,
     /// Refuse PDQ hashes of images under this quality.
     #[arg(long, default_value_t = u32::from(DEFAULT_QUALITY_FLOOR))]
@@ -39,27 +44,33 @@ pub struct MatchArgs {
     queries: Vec<String>,
 }
 
+/// Most matches printed for one image.
+const MAX_IMAGE_HITS: usize = 10_000;
+
 pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
-    let db = Database::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
-    let mut hasher = PdqHasher::new();
-    let mut any = false;
-    for query in &args.queries {
-        let matches = if args.image {
-            match_image(&db, &args, query, &mut hasher)?
-        } else {
-            let (kind, value) = query.split_once(':').unwrap_or(("pdq", query));
-            let signal = Signal::parse(kind, value).with_context(|| format!("query {query:?}"))?;
-            match signal.as_pdq() {
-                Some(hash) => match_pdq(&db, &args, &[hash], None)?,
-                None => db.match_exact(&signal)?,
-            }
-        };
-        any |= !matches.is_empty();
-        print(&args, query, &matches)?;
-    }
-    // Leaves a current index snapshot behind so the next open is quick.
-    db.close()?;
-    Ok(if any {
+    // Every hash is checked before the node is reached: a malformed one is
+    // a usage error, and nothing is looked up.
+    let signals = if args.image {
+        Vec::new()
+    } else {
+        args.queries
+            .iter()
+            .map(|query| {
+                let (kind, value) = query.split_once(':').unwrap_or(("pdq", query));
+                Signal::parse(kind, value).with_context(|| format!("query {query:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    let mut node = NodeAdmin::open(&args.dir)?;
+    let found = if args.image {
+        match_images(&mut node, &args)
+    } else {
+        match_hashes(&mut node, &args, &signals)
+    };
+    // On a stopped node, leaves a current index snapshot behind so the
+    // next open is quick.
+    node.close()?;
+    Ok(if found? {
         ExitCode::SUCCESS
     } else {
         // Like grep: 1 means "ran fine, found nothing".
@@ -67,78 +78,125 @@ pub fn run(args: MatchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn match_pdq(
-    db: &Database,
+/// Looks the hashes up in batches; prints each query's matches in order.
+/// Whether any matched.
+fn match_hashes(
+    node: &mut NodeAdmin,
     args: &MatchArgs,
-    hashes: &[PdqHash],
-    quality: Option<u32>,
-) -> anyhow::Result<Vec<Match>> {
-    let query = PdqQuery {
-        hashes,
-        quality,
-        quality_floor: args.quality_floor,
-        radius: args.radius,
-    };
-    match db.match_pdq(&query) {
-        Ok(m) => Ok(m),
-        Err(e @ MatchError::LowQuality { .. }) => {
-            eprintln!("hashfed: {e}");
-            Ok(Vec::new())
+    signals: &[Signal],
+) -> anyhow::Result<bool> {
+    let mut any = false;
+    let queries: Vec<(&String, &Signal)> = args.queries.iter().zip(signals).collect();
+    for batch in queries.chunks(MAX_BATCH) {
+        let request = proto::MatchRequest {
+            queries: batch
+                .iter()
+                .map(|(_, signal)| proto::Query {
+                    signal: Some(wire::signal(signal)),
+                    pdq_variants: Vec::new(),
+                    quality: None,
+                    radius: signal.as_pdq().and(args.radius),
+                })
+                .collect(),
+            tag: 0,
+        };
+        let answer = node.match_hashes(request)?;
+        if answer.results.len() != batch.len() {
+            bail!(
+                "the node answered {} of {} queries",
+                answer.results.len(),
+                batch.len()
+            );
         }
-        Err(e) => Err(e.into()),
+        for ((query, signal), result) in batch.iter().zip(answer.results) {
+            if !result.skipped.is_empty() {
+                eprintln!("hashfed: {}", result.skipped);
+            }
+            any |= !result.hits.is_empty();
+            print(args, query, &result.hits, Some(signal.kind()))?;
+        }
     }
+    Ok(any)
 }
 
-fn match_image(
-    db: &Database,
-    args: &MatchArgs,
-    path: &str,
-    hasher: &mut PdqHasher,
-) -> anyhow::Result<Vec<Match>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-    let options = HashOptions {
-        dihedral: args.dihedral,
-        ..HashOptions::default()
+/// Sends each image to be hashed and matched; prints its matches. Whether
+/// any matched.
+fn match_images(node: &mut NodeAdmin, args: &MatchArgs) -> anyhow::Result<bool> {
+    let mut any = false;
+    for path in &args.queries {
+        let image = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        let answer = node
+            .match_image(proto::MatchImageRequest {
+                image,
+                dihedral: args.dihedral,
+                radius: args.radius,
+                quality_floor: Some(args.quality_floor),
+            })
+            .with_context(|| path.clone())?;
+        if !answer.pdq_skipped.is_empty() {
+            eprintln!("hashfed: {path}: {}", answer.pdq_skipped);
+        }
+        if answer.hits.len() > MAX_IMAGE_HITS {
+            bail!("{path}: over 10,000 matches; narrow the radius");
+        }
+        any |= !answer.hits.is_empty();
+        print(args, path, &answer.hits, None)?;
+    }
+    Ok(any)
+}
+
+/// The name of a hit's signal type. A hit of an exact query has the
+/// query's type (entries are found by type and value), which names an
+/// opaque type the wire's code does not.
+fn type_name(code: i32, query: Option<&SignalType>) -> String {
+    use proto::SignalType as W;
+    let kind = match W::try_from(code) {
+        Ok(W::Pdq) => SignalType::Pdq,
+        Ok(W::Md5) => SignalType::Md5,
+        Ok(W::Sha1) => SignalType::Sha1,
+        Ok(W::Sha256) => SignalType::Sha256,
+        Ok(W::Blake3) => SignalType::Blake3,
+        Ok(W::Opaque) => match query {
+            Some(kind @ SignalType::Opaque(_)) => kind.clone(),
+            _ => return "opaque".to_owned(),
+        },
+        _ => return "unknown".to_owned(),
     };
-    let hashes = hash_image(&bytes, &options, hasher).with_context(|| path.to_owned())?;
-    let matched = db.match_image(&hashes, args.radius, args.quality_floor)?;
-    if let Some(why) = &matched.pdq_skipped {
-        eprintln!("hashfed: {path}: {why}");
-    }
-    let out = matched.hits;
-    if out.len() > 10_000 {
-        bail!("{path}: over 10,000 matches; narrow the radius");
-    }
-    Ok(out)
+    kind.name().to_owned()
 }
 
-fn print(args: &MatchArgs, query: &str, matches: &[Match]) -> anyhow::Result<()> {
-    for m in matches {
+fn print(
+    args: &MatchArgs,
+    query: &str,
+    hits: &[proto::Hit],
+    kind: Option<&SignalType>,
+) -> anyhow::Result<()> {
+    for m in hits {
+        let signal_type = type_name(m.r#type, kind);
         if args.json {
             let v = serde_json::json!({
                 "query": query,
-                "entry": m.entry.to_string(),
-                "set": m.set.as_str(),
+                "entry": m.entry_id,
+                "set": m.set,
                 "origin": m.origin,
-                "type": m.signal_type.name(),
+                "type": signal_type,
                 "distance": m.distance,
                 "variant": m.variant,
                 "labels": m.labels,
-                "external_id": m.external_id,
+                "external_id": (!m.external_id.is_empty()).then_some(&m.external_id),
             });
             println!("{v}");
         } else {
             println!(
-                "{query}\t{}\t{}\t{}\tdistance {}\t{}",
+                "{query}\t{}\t{}\t{signal_type}\tdistance {}\t{}",
                 m.set,
-                m.entry,
-                m.signal_type,
+                m.entry_id,
                 m.distance,
                 m.labels.join(",")
             );
         }
     }
-    if matches.is_empty() && !args.json {
+    if hits.is_empty() && !args.json {
         println!("{query}\tno match");
     }
     Ok(())

@@ -26,9 +26,31 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit codes, as grep and ripgrep use them (shown by `hashfed --help`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  done: found (match), consistent (verify, audit verify), equal (set verify)
+  1  ran fine, but nothing found or a check failed: no match, no such entry
+     (entry show), verify inconsistent, audit log altered, sets differing
+     from peers (set verify), a certificate expiring (status); import:
+     records refused
+  2  error: bad arguments, node directory missing or unreachable, I/O
+     error, a file that failed to hash (hash)
+
+Commands that read or change the database (match, export, verify, sets,
+stats, entry, set, peer, audit, report, keys, backup, status, import) go
+through the running node's admin socket; when the node is stopped they
+run the same operation on its database directly.";
+
 /// A hash-sharing federation node for child-safety work.
 #[derive(Parser, Debug)]
-#[command(name = "hashfed", version, about, propagate_version = true)]
+#[command(
+    name = "hashfed",
+    version,
+    about,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

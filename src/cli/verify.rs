@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use hashfed::store::{Store, StoreOptions};
 
 use super::admin::NodeAdmin;
 
@@ -17,10 +16,15 @@ pub struct DirArgs {
     pub dir: PathBuf,
 }
 
-/// Checks every log, entry, entry number and slot; exit 1 on any problem.
+/// Checks every log, entry, entry number and slot (through the admin
+/// service: the running node's, or in-process on a stopped node); exit 1
+/// on any problem.
 pub fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&super::store_dir(&args.dir), &StoreOptions::default())?;
-    let report = store.verify()?;
+    let mut node = NodeAdmin::open(&args.dir)?;
+    let report = node.verify();
+    node.close()?;
+    let report = report?;
+    let consistent = report.problems.is_empty();
     for problem in &report.problems {
         println!("problem: {problem}");
     }
@@ -30,16 +34,17 @@ pub fn verify(args: DirArgs) -> anyhow::Result<ExitCode> {
         report.records,
         report.entries,
         report.matchable,
-        if report.is_ok() {
+        if consistent {
             "consistent"
         } else {
             "INCONSISTENT"
         }
     );
-    Ok(if report.is_ok() {
+    Ok(if consistent {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        // Like grep: 1 means "ran fine, the check failed".
+        ExitCode::from(1)
     })
 }
 

@@ -211,6 +211,21 @@ impl Ops {
         Ok(self.db.report(&self.node_name, from, to)?)
     }
 
+    /// Writes sets to `out` as a file in an export format, one entry at a
+    /// time; returns how many entries. (A read: not audited.)
+    pub fn export(
+        &self,
+        options: &crate::export::ExportOptions,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, crate::export::ExportError> {
+        crate::export::export(self.db.store(), options, out)
+    }
+
+    /// The store's full consistency check (`hashfed verify`).
+    pub fn verify(&self) -> Result<crate::store::VerifyReport, OpsError> {
+        Ok(self.db.store().verify()?)
+    }
+
     /// Writes a consistent copy of the database to `out`, and audits it.
     pub fn backup(
         &self,

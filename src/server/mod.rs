@@ -7,9 +7,14 @@
 //!  match        TCP, TLS 1.3 + client cert     local services (clients CA)       Match, health, reflection
 //!  match socket Unix socket (optional, 0660)   same-host services                Match, health, reflection
 //!  admin        TCP, TLS 1.3 + client cert     operators (operators CA)          Admin, health, reflection
-//!  admin socket DIR/run/admin.sock (0700 dir)  the node's owner (the CLI)        Admin, health, reflection
+//!  admin socket DIR/run/admin.sock (0700 dir)  the node's owner (the CLI)        Admin, Match*, health, reflection
 //!  metrics      TCP, plain HTTP (loopback)     Prometheus                        /metrics
 //! ```
+//!
+//! (*) Match on the admin socket is how `hashfed match` asks a running
+//! node: the same service as on the match listener, except that an
+//! operator's lookups leave no match records
+//! ([`MatchService::without_match_records`]).
 //!
 //! Roles are kept apart by the CA each TLS listener trusts (see
 //! [`crate::identity::server`]): a certificate valid on one listener fails
@@ -292,6 +297,20 @@ impl Node {
                 .add_service(health.clone())
                 .add_service(reflection()?))
         };
+        // The owner at the admin socket may also match (`hashfed match`
+        // on a running node), through the same service as local services.
+        let admin_socket_router = || -> Result<_, ServerError> {
+            Ok(builder(None)
+                .add_service(admin_service())
+                .add_service(
+                    MatchServer::new(
+                        MatchService::new(db.clone(), metrics.clone()).without_match_records(),
+                    )
+                    .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES),
+                )
+                .add_service(health.clone())
+                .add_service(reflection()?))
+        };
         let mut tasks = JoinSet::new();
         /// Serves a router on a stream of connections until shutdown, as
         /// one of the node's tasks.
@@ -361,7 +380,7 @@ impl Node {
         let socket = bind_unix("admin socket", &socket_path, 0o600).await?;
         serve!(
             "admin socket",
-            admin_router()?,
+            admin_socket_router()?,
             UnixListenerStream::new(socket)
         );
 

@@ -642,6 +642,22 @@ impl Admin for AdminService {
             items: items.into_iter().map(wire::received_feedback).collect(),
         }))
     }
+
+    type ExportStream = super::admin_read::ExportStream;
+
+    async fn export(
+        &self,
+        request: Request<proto::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        super::admin_read::export(self.ops.clone(), request).await
+    }
+
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyRequest>,
+    ) -> Result<Response<proto::VerifyResponse>, Status> {
+        super::admin_read::verify(self.ops.clone(), request).await
+    }
 }
 
 /// For tests and tools that hold the operations: the actor of a command

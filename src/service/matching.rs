@@ -50,6 +50,8 @@ pub struct MatchService {
     quality_floor: u32,
     /// Image decodes at once: each can take hundreds of MB at the limits.
     images: Arc<Semaphore>,
+    /// Whether hits leave match records (see [`MatchService::without_match_records`]).
+    records: bool,
 }
 
 impl MatchService {
@@ -61,7 +63,24 @@ impl MatchService {
             metrics,
             quality_floor: u32::from(DEFAULT_QUALITY_FLOOR),
             images: Arc::new(Semaphore::new(cores)),
+            records: true,
         }
+    }
+
+    /// The same service, except that hits leave no match record (and so
+    /// carry no `match_id`): for an operator looking hashes up from the
+    /// `hashfed` CLI (on the admin socket, or in-process on a stopped
+    /// node). A lookup is not a service's match: recording it would count
+    /// in the transparency report and the match statistics as one, and it
+    /// never gets feedback.
+    pub fn without_match_records(mut self) -> Self {
+        self.records = false;
+        self
+    }
+
+    /// Who hits are recorded for: the caller, or nobody.
+    fn recorded_as<T>(&self, request: &Request<T>) -> Option<String> {
+        self.records.then(|| wire::caller(request))
     }
 }
 
@@ -142,7 +161,7 @@ impl MatchService {
         metrics: &Metrics,
         quality_floor: u32,
         queries: &[proto::Query],
-        client: &str,
+        client: Option<&str>,
         parallel: bool,
     ) -> Result<Vec<proto::QueryResult>, Status> {
         if queries.is_empty() || queries.len() > MAX_BATCH {
@@ -235,8 +254,12 @@ impl MatchService {
             .collect())
     }
 
-    /// Records hits (what reporting and feedback need, never the query).
-    fn record(db: &Database, hits: &[&Hit], client: &str) -> Result<Vec<MatchId>, Status> {
+    /// Records hits (what reporting and feedback need, never the query)
+    /// for `client`; with no client, records nothing.
+    fn record(db: &Database, hits: &[&Hit], client: Option<&str>) -> Result<Vec<MatchId>, Status> {
+        let Some(client) = client else {
+            return Ok(Vec::new());
+        };
         if hits.is_empty() {
             return Ok(Vec::new());
         }
@@ -260,17 +283,17 @@ impl MatchService {
     async fn answer_blocking(
         &self,
         queries: Vec<proto::Query>,
-        client: String,
+        client: Option<String>,
     ) -> Result<Vec<proto::QueryResult>, Status> {
         let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
         // One cheap query is answered right here: handing it to another
         // thread costs about as much as the lookup (measured: p50 0.38 vs
         // 0.42 ms per call over loopback mTLS at 1M entries).
         if queries.len() == 1 && cheap(&queries[0], db.store().max_pdq_threshold()) {
-            return Self::answer(&db, &metrics, floor, &queries, &client, false);
+            return Self::answer(&db, &metrics, floor, &queries, client.as_deref(), false);
         }
         tokio::task::spawn_blocking(move || {
-            Self::answer(&db, &metrics, floor, &queries, &client, true)
+            Self::answer(&db, &metrics, floor, &queries, client.as_deref(), true)
         })
         .await
         .map_err(internal)?
@@ -295,7 +318,7 @@ impl Match for MatchService {
         request: Request<proto::MatchRequest>,
     ) -> Result<Response<proto::MatchResponse>, Status> {
         let started = Instant::now();
-        let client = wire::caller(&request);
+        let client = self.recorded_as(&request);
         let request = request.into_inner();
         let result = self
             .answer_blocking(request.queries, client)
@@ -316,7 +339,7 @@ impl Match for MatchService {
         &self,
         request: Request<Streaming<proto::MatchRequest>>,
     ) -> Result<Response<Self::MatchStreamStream>, Status> {
-        let client = wire::caller(&request);
+        let client = self.recorded_as(&request);
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<proto::MatchResponse, Status>>(STREAM_IN_FLIGHT * 2);
         let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
@@ -348,17 +371,24 @@ impl Match for MatchService {
                     let _permit = permit;
                     let started = Instant::now();
                     let answer = tokio::task::spawn_blocking(move || {
-                        Self::answer(&db, &metrics, floor, &message.queries, &client, false)
-                            .map(|results| proto::MatchResponse {
-                                results,
-                                tag: message.tag,
-                            })
-                            .map_err(|s| {
-                                Status::new(
-                                    s.code(),
-                                    format!("request {}: {}", message.tag, s.message()),
-                                )
-                            })
+                        Self::answer(
+                            &db,
+                            &metrics,
+                            floor,
+                            &message.queries,
+                            client.as_deref(),
+                            false,
+                        )
+                        .map(|results| proto::MatchResponse {
+                            results,
+                            tag: message.tag,
+                        })
+                        .map_err(|s| {
+                            Status::new(
+                                s.code(),
+                                format!("request {}: {}", message.tag, s.message()),
+                            )
+                        })
                     })
                     .await
                     .unwrap_or_else(|e| Err(internal(e)));
@@ -382,7 +412,7 @@ impl Match for MatchService {
         request: Request<proto::MatchImageRequest>,
     ) -> Result<Response<proto::MatchImageResponse>, Status> {
         let started = Instant::now();
-        let client = wire::caller(&request);
+        let client = self.recorded_as(&request);
         let request = request.into_inner();
         let result = self.image(request, client).await;
         self.metrics.rpc_result("MatchImage", started, &result);
@@ -405,7 +435,7 @@ impl MatchService {
     async fn image(
         &self,
         request: proto::MatchImageRequest,
-        client: String,
+        client: Option<String>,
     ) -> Result<proto::MatchImageResponse, Status> {
         if request.image.len() > MAX_IMAGE_BYTES {
             self.metrics
@@ -416,7 +446,8 @@ impl MatchService {
             )));
         }
         let _permit = self.images.acquire().await.map_err(internal)?;
-        let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
+        let (db, metrics) = (self.db.clone(), self.metrics.clone());
+        let floor = request.quality_floor.unwrap_or(self.quality_floor);
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let options = HashOptions {
@@ -448,14 +479,13 @@ impl MatchService {
             };
             metrics.query(Kind::Image, started.elapsed(), !matched.hits.is_empty());
             let refs: Vec<&Hit> = matched.hits.iter().collect();
-            let ids = Self::record(&db, &refs, &client)?;
+            let mut ids = Self::record(&db, &refs, client.as_deref())?.into_iter();
             Ok(proto::MatchImageResponse {
                 hits: matched
                     .hits
                     .iter()
-                    .zip(ids)
-                    .map(|(h, id)| proto::Hit {
-                        match_id: id.to_string(),
+                    .map(|h| proto::Hit {
+                        match_id: ids.next().map(|id| id.to_string()).unwrap_or_default(),
                         ..wire::hit(h)
                     })
                     .collect(),

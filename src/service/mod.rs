@@ -2,7 +2,8 @@
 //!
 //! * [`proto`]: the generated types (from `proto/hashfed/v1/`);
 //! * [`matching`]: the match service for local services;
-//! * [`admin`]: the admin service for operators and the CLI;
+//! * [`admin`]: the admin service for operators and the CLI (its
+//!   whole-database reads, export and verify, are in `admin_read.rs`);
 //! * [`wire`]: conversions between the wire types and the library's;
 //! * [`client`]: connecting to a node's Unix sockets.
 //!
@@ -10,6 +11,7 @@
 //! certificates, is decided in [`crate::server`].
 
 pub mod admin;
+mod admin_read;
 pub mod client;
 pub mod matching;
 pub mod wire;

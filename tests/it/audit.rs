@@ -248,7 +248,7 @@ fn operators_vet_from_the_command_line_with_their_certificates() {
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let own = as_op("ana", &["confirm", &id]);
-    assert_eq!(own.status.code(), Some(1));
+    assert_eq!(own.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&own.stderr).contains("cannot confirm"));
     let first = as_op("ben", &["confirm", &id]);
     assert!(String::from_utf8_lossy(&first.stderr).contains("1 of 2 confirmations"));

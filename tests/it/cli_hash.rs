@@ -180,7 +180,11 @@ fn a_bad_file_is_reported_and_the_batch_goes_on() {
     let missing = dir.path().join("nope.png").display().to_string();
 
     let out = hashfed(&["hash", &good1, &bad, &missing, &good2]);
-    assert_eq!(out.status.code(), Some(1), "any failure gives exit code 1");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "any failure is an error: exit code 2"
+    );
     assert_eq!(stdout(&out).lines().count(), 2, "both good files hashed");
     let err = stderr(&out);
     assert!(err.contains("2.jpg: unrecognised image format"), "{err}");
@@ -227,7 +231,7 @@ fn hostile_inputs_get_clear_errors_and_no_panic() {
         let path = write(dir.path(), name, bytes);
         let out = hashfed(&["hash", &path]);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(
             err.contains(expected),
             "{name}: expected {expected:?} in {err:?}"
@@ -245,7 +249,7 @@ fn oversized_files_are_refused_before_reading() {
         &encode(&test_image(10), ImageFormat::Png),
     );
     let out = hashfed(&["hash", "--max-bytes", "1000", &path]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("over the limit of 1000 bytes"),
         "{}",

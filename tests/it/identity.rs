@@ -66,7 +66,7 @@ fn init_lays_out_a_node_directory_with_private_keys() {
         ])
         .output()
         .unwrap();
-    assert_eq!(again.status.code(), Some(1));
+    assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a node"));
     assert_eq!(load_config(&dir).unwrap(), config);
 }

@@ -262,14 +262,14 @@ fn unknown_format_and_missing_file_are_clear_errors() {
     let odd = tmp.path().join("odd.bin");
     std::fs::write(&odd, [0u8, 1, 2, 3]).unwrap();
     let out = import(&node, "o/s", &odd, None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("cannot tell the format"),
         "{}",
         text(&out.stderr)
     );
     let out = import(&node, "o/s", &tmp.path().join("missing"), None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("missing"),
         "{}",

@@ -192,6 +192,7 @@ async fn malformed_and_oversized_requests_are_invalid_argument() {
                 image,
                 dihedral: false,
                 radius: None,
+                quality_floor: None,
             })
             .await
             .unwrap_err();
@@ -300,6 +301,7 @@ async fn images_are_hashed_by_the_node_and_feedback_is_recorded_once() {
             image: png.clone(),
             dihedral: true,
             radius: None,
+            quality_floor: None,
         })
         .await
         .unwrap()

@@ -395,6 +395,7 @@ async fn match_image(
             image: bytes.to_vec(),
             dihedral: false,
             radius: None,
+            quality_floor: None,
         })
         .await
         .map_err(|s| anyhow!("MatchImage: {}", s.message()))?
