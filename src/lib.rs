@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod config;
 pub mod database;
 pub mod export;
 pub mod federation;
@@ -27,3 +28,4 @@ pub mod server;
 pub mod service;
 pub mod signal;
 pub mod store;
+pub mod wire;

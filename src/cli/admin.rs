@@ -19,11 +19,11 @@ use hashfed::metrics::Metrics;
 use hashfed::server::admin_socket;
 use hashfed::service::admin::AdminService;
 use hashfed::service::matching::MatchService;
-use hashfed::service::proto::{
+use hashfed::store::StoreOptions;
+use hashfed::wire::proto::{
     self, admin_client::AdminClient, admin_server::Admin, match_client::MatchClient,
     match_server::Match,
 };
-use hashfed::store::StoreOptions;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::Request;

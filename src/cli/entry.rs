@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use hashfed::model::EntryId;
-use hashfed::service::proto;
+use hashfed::wire::proto;
 
 use super::admin::{is_not_found, NodeAdmin, OperatorArgs};
 
@@ -224,7 +224,7 @@ fn act(node: &mut NodeAdmin, action: Action) -> anyhow::Result<ExitCode> {
 
 /// The name of a wire signal's type, as `hashfed` prints it elsewhere.
 fn type_name(signal: &proto::Signal) -> String {
-    hashfed::service::wire::signal_from(signal)
+    hashfed::wire::signal_from(signal)
         .map(|s| s.kind().name().to_owned())
         .unwrap_or_else(|_| "unknown".to_owned())
 }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use hashfed::export::ExportFormat as Format;
 use hashfed::model::SetId;
-use hashfed::service::proto;
+use hashfed::wire::proto;
 
 use super::admin::NodeAdmin;
 

@@ -13,8 +13,8 @@ use hashfed::import::Format;
 use hashfed::model::signed::Signer;
 use hashfed::model::SetId;
 use hashfed::ops::{ImportRequest, Ops};
-use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::StoreOptions;
+use hashfed::wire::proto::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 
 /// Arguments of `hashfed import`.

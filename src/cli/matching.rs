@@ -12,8 +12,8 @@ use clap::Args;
 use hashfed::database::MAX_RADIUS;
 use hashfed::model::{Signal, SignalType};
 use hashfed::service::matching::MAX_BATCH;
-use hashfed::service::{proto, wire};
 use hashfed::signal::pdq::DEFAULT_QUALITY_FLOOR;
+use hashfed::wire::{self, proto};
 
 use super::admin::NodeAdmin;
 

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use hashfed::peers::PeerCard;
-use hashfed::service::proto;
+use hashfed::wire::proto;
 
 use super::admin::NodeAdmin;
 

@@ -16,34 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::EntryId;
 
-/// When an entry counts as flooding (`[quarantine]` in hashfed.toml).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FloodLimits {
-    /// Matches of one entry within a minute that quarantine it (0: no
-    /// such limit).
-    pub per_minute: u64,
-    /// Share of all of the minute's queries that one entry's matches may
-    /// reach (0: no such limit)...
-    pub share: f64,
-    /// ...once it has at least this many matches in the minute (so a
-    /// quiet node's first matches do not count as a flood).
-    pub min_matches: u64,
-}
-
-impl Default for FloodLimits {
-    fn default() -> Self {
-        FloodLimits {
-            per_minute: 1000,
-            share: 0.01,
-            min_matches: 200,
-        }
-    }
-}
+pub use crate::config::FloodLimits;
 
 /// The minute's counts.
 #[derive(Default)]

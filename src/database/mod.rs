@@ -414,18 +414,11 @@ impl Database {
         self.store.audit(now_ms(), note).map(|_| ())
     }
 
-    /// A journal for changes to the peer registry: each change is recorded
-    /// with its audit records before it goes in place (see
-    /// [`Store::journal_peers`]).
-    pub fn peers_journal(
-        &self,
-        notes: Vec<Note>,
-    ) -> impl FnOnce([u8; 32]) -> Result<(), crate::peers::JournalError> + '_ {
-        move |digest| {
-            self.store
-                .journal_peers(digest, notes)
-                .map_err(|e| Box::new(e) as crate::peers::JournalError)
-        }
+    /// Records that a peer registry change (written beside the registry
+    /// with this digest) happened, with its audit records, in one batch
+    /// (see [`Store::journal_peers`]).
+    pub fn journal_peers(&self, digest: [u8; 32], notes: Vec<Note>) -> Result<(), StoreError> {
+        self.store.journal_peers(digest, notes)
     }
 
     /// Queues feedback from a downstream peer to go on toward the origin

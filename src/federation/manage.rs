@@ -6,52 +6,12 @@ use std::sync::Arc;
 
 use super::sync::connect;
 use super::{Federation, FederationError};
+use crate::identity::keys::Rotated;
 use crate::model::audit::Note;
 use crate::model::signed::Signer;
-use crate::peers::{Peer, PeerCard, PeerError, PeerStatus};
-use crate::service::proto;
+use crate::peers::{Peer, PeerCard, PeerError, PeerStatus, PeerView, SetComparison};
 use crate::store::SetState;
-
-/// A peer as operators see it: its registry entry and what the node is
-/// doing with it now.
-#[derive(Clone, Debug)]
-pub struct PeerView {
-    /// The registry's entry (card, grants, status, review).
-    pub peer: Peer,
-    /// Connections it has open to this node.
-    pub open_connections: u32,
-    /// What our sync with it is doing ("idle" if we take nothing).
-    pub sync: String,
-}
-
-/// What a key rotation did.
-#[derive(Clone, Debug, Default)]
-pub struct Rotated {
-    /// The node's id (unchanged by rotations).
-    pub node_id: String,
-    /// The signing key's number in the node's history (0: the first).
-    pub key_number: u32,
-    /// The signing key now in use.
-    pub signing_key: String,
-    /// The certificates renewed.
-    pub certificates: Vec<String>,
-}
-
-/// How one set compares with a peer's copy (`hashfed set verify`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SetComparison {
-    /// The set.
-    pub set: String,
-    /// The peer.
-    pub peer: String,
-    /// Our head.
-    pub local_seq: u64,
-    /// The peer's head (0 if unknown).
-    pub peer_seq: u64,
-    /// "equal", "N records behind the peer", "diverged ...",
-    /// "unreachable: ...", ...
-    pub verdict: String,
-}
+use crate::wire::proto;
 
 impl Federation {
     fn peer_view(&self, p: &Peer) -> PeerView {
@@ -73,7 +33,7 @@ impl Federation {
         &'a self,
         audit: impl FnOnce(&Peer) -> Vec<Note> + 'a,
     ) -> impl FnOnce(&Peer, [u8; 32]) -> Result<(), crate::peers::JournalError> + 'a {
-        move |peer, digest| (self.db.peers_journal(audit(peer)))(digest)
+        move |peer, digest| self.journal_peers(digest, audit(peer))
     }
 
     /// Switches local review of a peer's entries on or off, audited as

@@ -30,11 +30,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
 use crate::database::Database;
 use crate::identity::keys::KeyHistory;
 use crate::identity::peers::{PeerIdentity, PeerTrust};
 use crate::identity::server::ServerCerts;
-use crate::identity::Config;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
 use crate::peers::{Peer, PeerRegistry};
@@ -184,6 +184,18 @@ impl Federation {
             return false;
         }
         set.info.policy.allows(own, &peer.card.node_id).is_ok()
+    }
+
+    /// Journals a peer registry change with its audit records (see
+    /// [`crate::peers::PeerRegistry::recover`]).
+    pub(crate) fn journal_peers(
+        &self,
+        digest: [u8; 32],
+        notes: Vec<crate::model::audit::Note>,
+    ) -> Result<(), crate::peers::JournalError> {
+        self.db
+            .journal_peers(digest, notes)
+            .map_err(|e| Box::new(e) as crate::peers::JournalError)
     }
 
     /// The sets `peer` may receive.

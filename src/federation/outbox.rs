@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::service::{feedback_item, key_history};
 use super::sync::connect;
 use super::Federation;
-use crate::service::proto;
+use crate::wire::federation::{feedback_item, key_history};
+use crate::wire::proto;
 
 /// How often the outbox is looked at when nothing wakes it.
 const PERIOD: Duration = Duration::from_secs(2);

@@ -12,15 +12,14 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::Federation;
-use crate::identity::keys::KeyHistory;
 use crate::identity::peers::{PeerConnectInfo, PeerIdentity};
-use crate::model::keychain::KeyRotation;
-use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
+
 use crate::model::{EntryId, SetId};
 use crate::peers::Peer;
-use crate::service::proto;
-use crate::service::proto::federation_server::Federation as FederationRpc;
 use crate::store::{ReceivedFeedback, SetState};
+use crate::wire::federation::{checkpoint, feedback_note, head, key_history};
+use crate::wire::proto;
+use crate::wire::proto::federation_server::Federation as FederationRpc;
 
 /// Records per pull chunk (a chunk of PDQ records is about 100 KiB).
 const CHUNK_RECORDS: usize = 1024;
@@ -99,124 +98,6 @@ impl FederationService {
             keys,
         }
     }
-}
-
-/// A set's head as the manifest shows it.
-pub fn head(s: &SetState) -> proto::SetHead {
-    proto::SetHead {
-        set: s.id().to_string(),
-        head_seq: s.head_seq,
-        head_digest: s.digest().to_vec(),
-        info: s.signed_info.as_ref().map(signed_info),
-    }
-}
-
-/// A key history to the wire's.
-pub fn key_history(h: &KeyHistory) -> proto::KeyHistory {
-    proto::KeyHistory {
-        node_id: h.node_id.clone(),
-        first_key: h.first_key.clone(),
-        rotations: h
-            .rotations
-            .iter()
-            .map(|r| proto::KeyRotation {
-                n: r.n,
-                key: r.key.clone(),
-                time_ms: r.time_ms,
-                signature: r.signature.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// The wire's key history to ours (checked by whoever uses it).
-pub fn key_history_from(h: &proto::KeyHistory) -> KeyHistory {
-    KeyHistory {
-        node_id: h.node_id.clone(),
-        first_key: h.first_key.clone(),
-        rotations: h
-            .rotations
-            .iter()
-            .map(|r| KeyRotation {
-                n: r.n,
-                key: r.key.clone(),
-                time_ms: r.time_ms,
-                signature: r.signature.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Our signed configuration to the wire's.
-pub fn signed_info(s: &SignedInfo) -> proto::SignedInfo {
-    proto::SignedInfo {
-        json: s.json.clone(),
-        version: s.version,
-        signature: s.signature.clone(),
-    }
-}
-
-/// Our checkpoint to the wire's.
-pub fn checkpoint(c: &Checkpoint) -> proto::Checkpoint {
-    proto::Checkpoint {
-        seq: c.seq,
-        digest: c.digest.to_vec(),
-        signature: c.signature.to_vec(),
-    }
-}
-
-/// The wire's checkpoint to ours.
-pub fn checkpoint_from(c: &proto::Checkpoint) -> Result<Checkpoint, String> {
-    Ok(Checkpoint {
-        seq: c.seq,
-        digest: c
-            .digest
-            .as_slice()
-            .try_into()
-            .map_err(|_| "checkpoint digest is not 32 bytes".to_owned())?,
-        signature: c
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| "checkpoint signature is not 64 bytes".to_owned())?,
-    })
-}
-
-/// A feedback note to the wire's.
-pub fn feedback_item(n: &FeedbackNote) -> proto::FeedbackItem {
-    proto::FeedbackItem {
-        set: n.set.to_string(),
-        entry_id: n.entry.to_string(),
-        verdict: n.verdict.clone(),
-        reason: n.reason.clone(),
-        time_ms: n.time_ms,
-        reporter_node_id: n.reporter.clone(),
-        signature: n.signature.clone(),
-    }
-}
-
-fn feedback_note(i: &proto::FeedbackItem) -> Result<FeedbackNote, String> {
-    if !matches!(i.verdict.as_str(), "confirmed" | "false_positive") {
-        return Err("verdict must be confirmed or false_positive".into());
-    }
-    if i.reason.len() > 64 || i.reporter_node_id.len() > 64 || i.signature.len() > 128 {
-        return Err("a field is too long".into());
-    }
-    Ok(FeedbackNote {
-        set: i
-            .set
-            .parse()
-            .map_err(|e: crate::model::NameError| e.to_string())?,
-        entry: i
-            .entry_id
-            .parse()
-            .map_err(|e: crate::model::NameError| e.to_string())?,
-        verdict: i.verdict.clone(),
-        reason: i.reason.clone(),
-        time_ms: i.time_ms,
-        reporter: i.reporter_node_id.clone(),
-        signature: i.signature.clone(),
-    })
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

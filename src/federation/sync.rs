@@ -15,14 +15,14 @@ use ed25519_dalek::VerifyingKey;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use super::service::checkpoint_from;
 use super::Federation;
 use crate::model::signed::{verify_checkpoint, SignedInfo, CHECKPOINT_EVERY};
 use crate::model::{SetId, ShareRefusal};
 use crate::peers::Peer;
-use crate::service::proto;
-use crate::service::proto::federation_client::FederationClient;
-use crate::service::MAX_MESSAGE_BYTES;
+use crate::wire::federation::checkpoint_from;
+use crate::wire::proto;
+use crate::wire::proto::federation_client::FederationClient;
+use crate::wire::MAX_MESSAGE_BYTES;
 
 /// Longest pause between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -180,7 +180,7 @@ const MAX_HISTORIES: usize = 1024;
 /// we have.
 pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyHistory]) {
     for wire in histories.iter().take(MAX_HISTORIES) {
-        let history = super::service::key_history_from(wire);
+        let history = crate::wire::federation::key_history_from(wire);
         let actor = format!("peer:{}", peer.name());
         let detail = format!(
             "key {} of node {}, learnt via {}",
@@ -195,7 +195,7 @@ pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyH
                 origin,
                 detail,
             );
-            (fed.db.peers_journal(vec![note]))(digest)
+            fed.journal_peers(digest, vec![note])
         };
         match fed.peers.learn_keys(&history, journal) {
             Ok(None) => {}

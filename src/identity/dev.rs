@@ -19,7 +19,7 @@ const DEV_DAYS: i64 = 3650;
 
 /// The node id the development CAs are named for (they are not tied to a
 /// signing key; nodes built on them keep their own id).
-pub(super) const DEV_ID: &str = "development";
+pub(super) use crate::config::DEV_ID;
 
 /// The server certificate names: what a local client dials.
 fn server_names() -> Vec<String> {

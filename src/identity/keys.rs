@@ -281,3 +281,16 @@ mod tests {
         std::fs::write(path, text).unwrap();
     }
 }
+
+/// What a key rotation did.
+#[derive(Clone, Debug, Default)]
+pub struct Rotated {
+    /// The node's id (unchanged by rotations).
+    pub node_id: String,
+    /// The signing key's number in the node's history (0: the first).
+    pub key_number: u32,
+    /// The signing key now in use.
+    pub signing_key: String,
+    /// The certificates renewed.
+    pub certificates: Vec<String>,
+}

@@ -42,8 +42,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
+use crate::config::{Config, Limits, Listen, Retention};
 pub use keys::NodeId;
 
 /// Why an identity operation failed.
@@ -93,106 +92,6 @@ pub enum IdentityError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// Listen addresses of the node's services.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Listen {
-    /// Peers (federation service).
-    pub federation: String,
-    /// Local services (match service).
-    #[serde(rename = "match")]
-    pub match_: String,
-    /// Operators (admin service).
-    pub admin: String,
-    /// Prometheus metrics (plain HTTP; bind to loopback).
-    pub metrics: String,
-    /// A Unix socket for same-host local services (relative paths are
-    /// inside the node directory); none unless set.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub match_socket: Option<String>,
-}
-
-impl Default for Listen {
-    fn default() -> Self {
-        Listen {
-            federation: "127.0.0.1:7701".into(),
-            match_: "127.0.0.1:7702".into(),
-            admin: "127.0.0.1:7703".into(),
-            metrics: "127.0.0.1:7709".into(),
-            match_socket: None,
-        }
-    }
-}
-
-/// `hashfed.toml`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Config {
-    /// Human name of the node (e.g. `hotline-a`).
-    pub name: String,
-    /// The node id, derived from the signing key (checked at load).
-    pub node_id: String,
-    /// Where the services listen.
-    #[serde(default)]
-    pub listen: Listen,
-    /// The TLS files came from the development set (`init --dev-certs`):
-    /// never for production; the CA names follow that set's.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub dev_certs: bool,
-    /// When an entry that matches too often is switched off on this node
-    /// (`[quarantine]`: `per_minute`, `share`, `min_matches`).
-    #[serde(default)]
-    pub quarantine: crate::database::FloodLimits,
-    /// How long records are kept (`[retention]`: `match_days`).
-    #[serde(default)]
-    pub retention: Retention,
-    /// Limits on what one caller may hold (`[limits]`: `request_secs`).
-    #[serde(default)]
-    pub limits: Limits,
-}
-
-/// Limits on what one caller may hold on the federation and match
-/// listeners.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Seconds a request may take to arrive and be answered; a caller that
-    /// sends half a message and stalls gets CANCELLED then. Streams are
-    /// not cut: their messages come when they come (HTTP/2 keepalive
-    /// finds dead connections).
-    pub request_secs: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { request_secs: 60 }
-    }
-}
-
-/// How long the node keeps records that only reporting and feedback need.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Retention {
-    /// Days a match record is kept (0: for ever). The transparency
-    /// report's daily counts are kept regardless.
-    pub match_days: u32,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention { match_days: 365 }
-    }
-}
-
-impl Config {
-    /// The id the node's CAs are named for.
-    pub fn ca_id(&self) -> &str {
-        if self.dev_certs {
-            dev::DEV_ID
-        } else {
-            &self.node_id
-        }
-    }
 }
 
 /// Days the node CA and the client CAs are valid.

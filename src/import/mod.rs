@@ -27,6 +27,34 @@
 //! * **No panics.** Input is hostile by assumption: no indexing, `unwrap` or
 //!   recursion on input-derived data, and every buffer has a cap.
 
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// The format read.
+    pub format: String,
+    /// Records read (good and bad).
+    pub records: u64,
+    /// New entries.
+    pub added: u64,
+    /// Entries changed or brought back.
+    pub updated: u64,
+    /// Records that changed nothing.
+    pub unchanged: u64,
+    /// Entries withdrawn.
+    pub retracted: u64,
+    /// Withdrawals that found nothing.
+    pub not_found: u64,
+    /// Records refused.
+    pub refused: u64,
+    /// The first refused records, in words (the operation keeps at most
+    /// a hundred).
+    pub problems: Vec<String>,
+    /// Why the input stopped before its end ("" if it did not).
+    pub stopped: String,
+    /// The set's log head afterwards.
+    pub head_seq: u64,
+}
+
 mod jsonl;
 mod lines;
 pub mod load;

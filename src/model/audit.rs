@@ -128,6 +128,46 @@ pub fn unaudited<T: ?Sized>(_: &T) -> Vec<Note> {
     Vec::new()
 }
 
+/// Who acts, as the audit log names them: `operator:<certificate
+/// fingerprint>` on the operator listener, `local-socket` on the admin
+/// socket, `local-cli` for a command run on a stopped node, `node` for
+/// what the node does by itself, `peer:<name>` for a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actor(String);
+
+impl Actor {
+    /// An actor by its audit name.
+    pub fn new(name: impl Into<String>) -> Self {
+        Actor(name.into())
+    }
+
+    /// The node itself (quarantine, disputes, vetting completed).
+    pub fn node() -> Self {
+        Actor("node".into())
+    }
+
+    /// The name the audit log keeps.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A note by this actor.
+    pub fn note(
+        &self,
+        action: Action,
+        subject: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Note {
+        Note::new(self.0.clone(), action, subject, detail)
+    }
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// One audit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {

@@ -4,7 +4,9 @@
 use super::{check_reason, page, Actor, Ops, OpsError};
 use crate::model::audit::Action;
 use crate::model::{EntryData, EntryId, SetId};
-use crate::store::{Change, Confirmed, Outcome, PendingEntry, StoreError, StoredEntry};
+use crate::store::{
+    Change, Confirmed, DisputeView, Outcome, PendingEntry, StoreError, StoredEntry,
+};
 
 /// What a confirmation did.
 #[derive(Clone, Debug)]
@@ -22,19 +24,6 @@ pub enum Release {
     Entry(EntryId),
     /// Every held entry of one set.
     Set(SetId),
-}
-
-/// One disputed entry as operators see it.
-#[derive(Clone, Debug)]
-pub struct DisputeView {
-    /// The feedback since the entry's last review.
-    pub dispute: crate::store::Dispute,
-    /// The set's threshold of distinct false-positive reports (0: off).
-    pub threshold: u32,
-    /// Whether the entry reached it.
-    pub raised: bool,
-    /// Whether the entry is withdrawn (suspended, or retracted).
-    pub retracted: bool,
 }
 
 impl Ops {

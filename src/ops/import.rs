@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{check_reason, Actor, Ops, OpsError};
 use crate::import::load::{load, LoadError};
+pub use crate::import::ImportSummary;
 use crate::import::{detect, parse, Format};
 use crate::model::audit::Action;
 use crate::model::SetId;
@@ -26,33 +27,6 @@ pub struct ImportRequest {
     pub file_name: String,
     /// Recorded with the retractions the import makes ("" for the default).
     pub reason: String,
-}
-
-/// What an import did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ImportSummary {
-    /// The format read.
-    pub format: String,
-    /// Records read (good and bad).
-    pub records: u64,
-    /// New entries.
-    pub added: u64,
-    /// Entries changed or brought back.
-    pub updated: u64,
-    /// Records that changed nothing.
-    pub unchanged: u64,
-    /// Entries withdrawn.
-    pub retracted: u64,
-    /// Withdrawals that found nothing.
-    pub not_found: u64,
-    /// Records refused.
-    pub refused: u64,
-    /// The first [`MAX_PROBLEMS`] refused records, in words.
-    pub problems: Vec<String>,
-    /// Why the input stopped before its end ("" if it did not).
-    pub stopped: String,
-    /// The set's log head afterwards.
-    pub head_seq: u64,
 }
 
 /// How often an import makes its progress durable: sled otherwise buffers

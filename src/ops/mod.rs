@@ -20,13 +20,15 @@ mod sets;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use entries::{ConfirmOutcome, DisputeView, Release};
+pub use crate::store::DisputeView;
+pub use entries::{ConfirmOutcome, Release};
 pub use import::{ImportRequest, ImportSummary, MAX_PROBLEMS};
 pub use peers::{PeerView, Rotated, SetComparison};
 
 use crate::database::Database;
 use crate::federation::Federation;
-use crate::model::audit::{AuditCheck, AuditEvent, Note};
+pub use crate::model::audit::Actor;
+use crate::model::audit::{AuditCheck, AuditEvent};
 use crate::model::NameError;
 use crate::peers::PeerError;
 use crate::report::Report;
@@ -37,46 +39,6 @@ pub const MAX_REASON: usize = 200;
 
 /// Most records one list call returns.
 pub const MAX_PAGE: usize = 1000;
-
-/// Who acts, as the audit log names them: `operator:<certificate
-/// fingerprint>` on the operator listener, `local-socket` on the admin
-/// socket, `local-cli` for a command run on a stopped node, `node` for
-/// what the node does by itself, `peer:<name>` for a peer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Actor(String);
-
-impl Actor {
-    /// An actor by its audit name.
-    pub fn new(name: impl Into<String>) -> Self {
-        Actor(name.into())
-    }
-
-    /// The node itself (quarantine, disputes, vetting completed).
-    pub fn node() -> Self {
-        Actor("node".into())
-    }
-
-    /// The name the audit log keeps.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// A note by this actor.
-    pub(crate) fn note(
-        &self,
-        action: crate::model::audit::Action,
-        subject: impl Into<String>,
-        detail: impl Into<String>,
-    ) -> Note {
-        Note::new(self.0.clone(), action, subject, detail)
-    }
-}
-
-impl std::fmt::Display for Actor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Why an operation failed. Each kind tells the door how to answer (a gRPC
 /// code, an exit code); the message says what to do in words, and the

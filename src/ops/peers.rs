@@ -9,7 +9,8 @@
 //! between is finished (or dropped, if nothing was recorded) when the node
 //! next opens its registry ([`crate::peers::PeerRegistry::recover`]).
 
-pub use crate::federation::manage::{PeerView, Rotated, SetComparison};
+pub use crate::identity::keys::Rotated;
+pub use crate::peers::{PeerView, SetComparison};
 
 use super::{Actor, Ops, OpsError};
 use crate::model::audit::Action;

@@ -30,9 +30,10 @@ use serde::{Deserialize, Serialize};
 
 pub use card::PeerCard;
 
+use crate::config::Config;
 use crate::identity::keys::KeyHistory;
 use crate::identity::peers::TrustedPeer;
-use crate::identity::{Config, IdentityError};
+use crate::identity::IdentityError;
 use crate::model::keychain::{self, merge};
 use crate::model::SetId;
 
@@ -210,6 +211,34 @@ pub struct PeerRegistry {
     /// Bumped on every change; the federation follows it (connections,
     /// sync tasks, subscriptions).
     version: tokio::sync::watch::Sender<u64>,
+}
+
+/// A peer as operators see it: its registry entry and what the node is
+/// doing with it now.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    /// The registry's entry (card, grants, status, review).
+    pub peer: Peer,
+    /// Connections it has open to this node.
+    pub open_connections: u32,
+    /// What our sync with it is doing ("idle" if we take nothing).
+    pub sync: String,
+}
+
+/// How one set compares with a peer's copy (`hashfed set verify`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetComparison {
+    /// The set.
+    pub set: String,
+    /// The peer.
+    pub peer: String,
+    /// Our head.
+    pub local_seq: u64,
+    /// The peer's head (0 if unknown).
+    pub peer_seq: u64,
+    /// "equal", "N records behind the peer", "diverged ...",
+    /// "unreachable: ...", ...
+    pub verdict: String,
 }
 
 /// Why the journal of a registry change failed (the node's database).

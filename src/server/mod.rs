@@ -33,19 +33,21 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::codegen::http;
 use tonic::transport::Server;
 
+use crate::config::Config;
 use crate::database::Database;
 use crate::federation::service::FederationService;
 use crate::federation::Federation;
 use crate::identity::server::{Acceptor, Listener};
-use crate::identity::{Config, IdentityError};
+use crate::identity::IdentityError;
 use crate::metrics::{Kind, Metrics};
 use crate::ops::Ops;
 use crate::service::admin::AdminService;
 use crate::service::matching::MatchService;
-use crate::service::proto::admin_server::AdminServer;
-use crate::service::proto::federation_server::FederationServer;
-use crate::service::proto::match_server::MatchServer;
-use crate::service::{proto, MAX_MATCH_MESSAGE_BYTES, MAX_MESSAGE_BYTES};
+use crate::service::MAX_MATCH_MESSAGE_BYTES;
+use crate::wire::proto::admin_server::AdminServer;
+use crate::wire::proto::federation_server::FederationServer;
+use crate::wire::proto::match_server::MatchServer;
+use crate::wire::{proto, MAX_MESSAGE_BYTES};
 
 /// Why the node could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@
 //!
 //! Each call only translates: the request becomes one [`Ops`] call (the
 //! typed operations, where the behaviour and the audit records are), its
-//! answer becomes the response, its error a status ([`wire::ops_status`]).
+//! answer becomes the response, its error a status ([`ops_status`]).
 
 use std::io::Read;
 use std::sync::Arc;
@@ -16,13 +16,14 @@ use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::proto::{self, admin_server::Admin};
-use super::wire;
+use super::status::ops_status;
 use crate::database::Database;
 use crate::federation::Federation;
 use crate::import::Format;
 use crate::model::{EntryId, SetId};
 use crate::ops::{self, Actor, ConfirmOutcome, ImportRequest, Ops, OpsError, Release};
+use crate::wire;
+use crate::wire::proto::{self, admin_server::Admin};
 
 /// The admin service over one node's operations.
 pub struct AdminService {
@@ -70,7 +71,7 @@ impl AdminService {
         tokio::task::spawn_blocking(move || work(&ops))
             .await
             .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
-            .map_err(wire::ops_status)
+            .map_err(ops_status)
     }
 }
 
@@ -140,7 +141,7 @@ fn import_request(first: &proto::ImportChunk) -> Result<ImportRequest, Status> {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?,
         ),
     };
-    ops::check_reason(&first.reason).map_err(wire::ops_status)?;
+    ops::check_reason(&first.reason).map_err(ops_status)?;
     Ok(ImportRequest {
         set,
         format,
@@ -270,7 +271,7 @@ impl Admin for AdminService {
         let summary = work
             .await
             .map_err(|e| Status::internal(format!("import task failed: {e}")))?
-            .map_err(wire::ops_status)?;
+            .map_err(ops_status)?;
         Ok(Response::new(wire::import_summary(summary)))
     }
 
@@ -319,7 +320,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<proto::ListPeersRequest>,
     ) -> Result<Response<proto::ListPeersResponse>, Status> {
-        let peers = self.ops.peers().map_err(wire::ops_status)?;
+        let peers = self.ops.peers().map_err(ops_status)?;
         Ok(Response::new(proto::ListPeersResponse {
             peers: peers.iter().map(wire::peer).collect(),
         }))
@@ -383,7 +384,7 @@ impl Admin for AdminService {
         &self,
         _request: Request<proto::VerifySetsRequest>,
     ) -> Result<Response<proto::VerifySetsResponse>, Status> {
-        let comparisons = self.ops.verify_sets().await.map_err(wire::ops_status)?;
+        let comparisons = self.ops.verify_sets().await.map_err(ops_status)?;
         Ok(Response::new(proto::VerifySetsResponse {
             comparisons: comparisons.into_iter().map(wire::comparison).collect(),
         }))

@@ -13,11 +13,11 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::proto;
 use crate::export::{ExportError, ExportFormat, ExportOptions};
 use crate::model::SetId;
 use crate::ops::Ops;
 use crate::store::StoreError;
+use crate::wire::proto;
 
 /// Bytes per export message: small enough that a slow reader holds little
 /// (the channel keeps at most [`EXPORT_IN_FLIGHT`] of them), large enough
@@ -154,7 +154,7 @@ pub async fn verify(
     let report = tokio::task::spawn_blocking(move || ops.verify())
         .await
         .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
-        .map_err(super::wire::ops_status)?;
+        .map_err(super::status::ops_status)?;
     Ok(Response::new(proto::VerifyResponse {
         sets: report.sets,
         records: report.records,

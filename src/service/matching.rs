@@ -20,8 +20,6 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::proto::{self, match_server::Match};
-use super::wire;
 use crate::database::{Database, Match as Hit, MatchError, PdqQuery};
 use crate::metrics::{ErrorReason, Kind, Metrics};
 use crate::model::Signal;
@@ -29,6 +27,8 @@ use crate::signal::content::{hash_image, HashOptions};
 use crate::signal::decode::{DecodeLimits, DecodeOptions};
 use crate::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
 use crate::store::matches::{Feedback, MatchId, MatchRecord, Verdict};
+use crate::wire;
+use crate::wire::proto::{self, match_server::Match};
 
 /// Most queries in one call or one stream message.
 pub const MAX_BATCH: usize = 1024;

@@ -29,6 +29,19 @@ pub struct Dispute {
     pub reviewed_ms: u64,
 }
 
+/// One disputed entry as operators see it.
+#[derive(Clone, Debug)]
+pub struct DisputeView {
+    /// The feedback since the entry's last review.
+    pub dispute: Dispute,
+    /// The set's threshold of distinct false-positive reports (0: off).
+    pub threshold: u32,
+    /// Whether the entry reached it.
+    pub raised: bool,
+    /// Whether the entry is withdrawn (suspended, or retracted).
+    pub retracted: bool,
+}
+
 impl Store {
     /// Sets what this node does when peers dispute entries of one of its
     /// sets (signed anew: peers see the policy).

@@ -59,7 +59,8 @@ pub const AUDIT: u8 = b'a';
 /// absent when the node had no signing key).
 pub const AUDIT_HEAD: &[u8] = b"maudit_head";
 /// The digest of the last peer registry change journalled with its audit
-/// record (see [`crate::peers::PeerRegistry::recover`]).
+/// record (the federation finishes or drops an interrupted change with it
+/// when the node opens).
 pub const PEERS_JOURNAL: &[u8] = b"mpeers_journal";
 /// Match records, packed per call (see [`super::matches`]).
 pub const MATCHES: u8 = b'R';

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use backup::BackupSummary;
-pub use disputes::Dispute;
+pub use disputes::{Dispute, DisputeView};
 pub use federation::ReceivedFeedback;
 pub use snapshot::SnapshotLoad;
 pub use state::{SetState, StoredEntry};

@@ -22,8 +22,8 @@ use hashfed::database::Database;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::audit::{Action, AuditEvent};
 use hashfed::model::{EntryId, SetId, Signal};
-use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::StoreOptions;
+use hashfed::wire::proto::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 
 const IMPORTS: &str = "n/imports";

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use crate::nodes::{add_pdq, channel, hex, pdq_query};
 use hashfed::database::Database;
 use hashfed::identity::roles::ClientRole;
-use hashfed::service::proto::{self, match_client::MatchClient};
 use hashfed::store::{keys, Store, StoreOptions};
+use hashfed::wire::proto::{self, match_client::MatchClient};
 
 /// A deterministic stream of pseudo-random bytes (xorshift), so a failure
 /// names values that can be reproduced.

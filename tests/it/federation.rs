@@ -13,8 +13,8 @@ use hashfed::database::Database;
 use hashfed::model::audit::Action;
 use hashfed::model::{Signal, SignalType};
 use hashfed::ops::Actor;
-use hashfed::service::proto;
 use hashfed::store::Change;
+use hashfed::wire::proto;
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -310,11 +310,11 @@ mod evil {
     use std::sync::Arc;
 
     use hashfed::database::Database;
-    use hashfed::federation::service::{checkpoint, head};
     use hashfed::identity::peers::{PeerTrust, TrustedPeer};
     use hashfed::model::signed::Signer;
-    use hashfed::service::proto;
-    use hashfed::service::proto::federation_server::{Federation, FederationServer};
+    use hashfed::wire::federation::{checkpoint, head};
+    use hashfed::wire::proto;
+    use hashfed::wire::proto::federation_server::{Federation, FederationServer};
     use tokio_stream::Stream;
     use tonic::{Request, Response, Status};
 
@@ -534,7 +534,7 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         ));
         let keys = match trick {
             Trick::ForgeRotation => {
-                vec![hashfed::federation::service::key_history(&forged)]
+                vec![hashfed::wire::federation::key_history(&forged)]
             }
             _ => vec![],
         };
@@ -588,7 +588,7 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records() {
     use hashfed::identity::server::Listener;
-    use hashfed::service::proto::admin_client::AdminClient;
+    use hashfed::wire::proto::admin_client::AdminClient;
 
     let (a, b, c) = three(100).await;
     policy(&a, true);
@@ -714,6 +714,6 @@ fn received(ops: &hashfed::ops::Ops) -> Vec<proto::ReceivedFeedback> {
     ops.received_feedback()
         .unwrap()
         .into_iter()
-        .map(hashfed::service::wire::received_feedback)
+        .map(hashfed::wire::received_feedback)
         .collect()
 }

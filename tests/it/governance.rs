@@ -9,8 +9,8 @@ use crate::nodes::{eventually, TestNode};
 use hashfed::identity::roles::ClientRole;
 use hashfed::model::audit::Action;
 use hashfed::model::{EntryData, EntryId, SetId, SetInfo, Signal};
-use hashfed::service::proto::{self, admin_client::AdminClient};
 use hashfed::store::{Change, StoreError, VettingRefusal};
+use hashfed::wire::proto::{self, admin_client::AdminClient};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -299,7 +299,7 @@ async fn a_suppressed_set_stops_matching_at_once_and_still_syncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flood_of_matches_on_one_entry_quarantines_it() {
     use hashfed::database::FloodLimits;
-    use hashfed::service::proto::match_client::MatchClient;
+    use hashfed::wire::proto::match_client::MatchClient;
     let (flooded, quiet) = ([1u8; 32], [2u8; 32]);
     let a = TestNode::start("a", |db| nodes::add_pdq(db, "a/list", &[flooded, quiet])).await;
     a.db.set_flood_limits(FloodLimits {
@@ -518,7 +518,7 @@ async fn k_false_positives_from_distinct_peers_raise_and_suspend_an_entry() {
 /// set, through the real match service and `hashfed report`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_report_counts_exactly_what_happened() {
-    use hashfed::service::proto::match_client::MatchClient;
+    use hashfed::wire::proto::match_client::MatchClient;
     let md5 = |b: u8| Signal::parse("md5", &nodes::hex(&[b; 16])).unwrap();
     let a = TestNode::start("a", |db| {
         nodes::add_pdq(db, "a/list", &[[5; 32], [6; 32], [7; 32]]);

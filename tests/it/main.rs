@@ -21,6 +21,7 @@ mod federation_crash;
 mod governance;
 mod identity;
 mod import_export;
+mod layers;
 mod match_service;
 mod pdq_vectors;
 mod python_client;

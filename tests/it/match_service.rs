@@ -7,7 +7,7 @@ use crate::nodes;
 use crate::nodes::{add_pdq, channel, pdq_query, TestNode};
 use hashfed::identity::roles::{issue_client_between, ClientRole};
 use hashfed::identity::tls::CertKey;
-use hashfed::service::proto::{self, admin_client::AdminClient, match_client::MatchClient};
+use hashfed::wire::proto::{self, admin_client::AdminClient, match_client::MatchClient};
 use tonic::Code;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::nodes::TestNode;
 use hashfed::identity::roles::ClientRole;
 use hashfed::identity::server::HANDSHAKE_TIMEOUT;
-use hashfed::service::proto::{self, admin_client::AdminClient};
+use hashfed::wire::proto::{self, admin_client::AdminClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -159,7 +159,7 @@ async fn names_that_would_leave_their_directory_are_refused_at_every_door() {
             vec![],
         )
         .unwrap_err();
-    let refused = hashfed::service::wire::ops_status(refused);
+    let refused = hashfed::service::status::ops_status(refused);
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     // Nothing was created anywhere.
     assert!(node.db.store().sets().is_empty());

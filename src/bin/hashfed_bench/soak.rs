@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use hashfed::model::{EntryId, SetId, Signal};
-use hashfed::service::proto::{self, admin_client::AdminClient, match_client::MatchClient};
 use hashfed::signal::pdq::PdqHash;
+use hashfed::wire::proto::{self, admin_client::AdminClient, match_client::MatchClient};
 use serde_json::json;
 use tonic::transport::Channel;
 

@@ -32,11 +32,11 @@ use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType};
 use hashfed::ops::{Actor, ConfirmOutcome};
 use hashfed::peers::PeerCard;
 use hashfed::server::Node;
-use hashfed::service::proto;
-use hashfed::service::proto::match_client::MatchClient;
 use hashfed::signal::content::{hash_image, HashOptions};
 use hashfed::signal::pdq::{PdqHasher, DEFAULT_MATCH_THRESHOLD};
 use hashfed::store::StoreOptions;
+use hashfed::wire::proto;
+use hashfed::wire::proto::match_client::MatchClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
@@ -757,7 +757,7 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     let items: Vec<_> = origin
         .received_feedback()?
         .into_iter()
-        .map(hashfed::service::wire::received_feedback)
+        .map(hashfed::wire::received_feedback)
         .collect();
     let note = items
         .iter()

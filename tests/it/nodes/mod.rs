@@ -126,8 +126,8 @@ pub async fn channel(
 }
 
 /// A PDQ query for `value` with quality 90.
-pub fn pdq_query(value: Vec<u8>) -> hashfed::service::proto::Query {
-    use hashfed::service::proto;
+pub fn pdq_query(value: Vec<u8>) -> hashfed::wire::proto::Query {
+    use hashfed::wire::proto;
     proto::Query {
         signal: Some(proto::Signal {
             r#type: proto::SignalType::Pdq as i32,
@@ -209,10 +209,10 @@ impl TestNode {
 pub async fn match_and_give_feedback(
     node: &TestNode,
     code: [u8; 32],
-    verdict: hashfed::service::proto::Verdict,
-    reason: hashfed::service::proto::FeedbackReason,
-) -> hashfed::service::proto::Hit {
-    use hashfed::service::proto;
+    verdict: hashfed::wire::proto::Verdict,
+    reason: hashfed::wire::proto::FeedbackReason,
+) -> hashfed::wire::proto::Hit {
+    use hashfed::wire::proto;
     let local = node.issue(ClientRole::Local);
     let ch = channel(&node.dir, node.node().addresses().match_, Some(&local))
         .await

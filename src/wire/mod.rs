@@ -1,10 +1,29 @@
-//! Conversions between the generated protobuf types and the library's
-//! own, shared by the services. Everything that comes off the wire is
+//! The wire: the types generated from `proto/hashfed/v1/` and every
+//! conversion between them and the library's own, for the services, the
+//! federation and the CLI alike. Everything that comes off the wire is
 //! checked here and refused with a message that names what is wrong.
+//! Nothing below this layer (store, database, operations) sees a proto
+//! type.
+
+pub mod federation;
 
 use tonic::{Request, Status};
 
-use super::proto;
+/// Types generated from `proto/hashfed/v1/*.proto`.
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("hashfed.v1");
+
+    /// The compiled schema, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hashfed_descriptors.bin"));
+}
+
+/// Largest message the admin and federation services accept (a batch of
+/// 1024 PDQ queries with all variants is about 300 KiB; import chunks are
+/// sent in pieces of 256 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+
 use crate::database::Match;
 use crate::model::{Signal, SignalType};
 use crate::signal::content::ImageHashes;
@@ -193,57 +212,12 @@ pub fn oversized_to_invalid(status: Status) -> Status {
 }
 
 /// The operation's caller as the audit log names it (see [`actor`]).
-pub fn ops_actor<T>(request: &Request<T>) -> crate::ops::Actor {
-    crate::ops::Actor::new(actor(request))
-}
-
-/// A failed operation as a gRPC status: the code says what kind of
-/// failure, the message says it in words. Internal failures are logged
-/// here, once.
-pub fn ops_status(e: crate::ops::OpsError) -> Status {
-    use crate::ops::OpsError as E;
-    use crate::peers::PeerError;
-    use crate::store::{StoreError, VettingRefusal};
-    let message = e.to_string();
-    match e {
-        E::Invalid(_) | E::Name(_) => Status::invalid_argument(message),
-        E::Precondition(_) => Status::failed_precondition(message),
-        E::Store(StoreError::UnknownEntry(_) | StoreError::UnknownSet(_)) => {
-            Status::not_found(message)
-        }
-        E::Store(StoreError::Name(_)) => Status::invalid_argument(message),
-        E::Store(StoreError::Vetting(refusal)) => match refusal {
-            VettingRefusal::OwnEntry(_) => Status::permission_denied(message),
-            VettingRefusal::AlreadyConfirmed { .. }
-            | VettingRefusal::AlreadyPending(_)
-            | VettingRefusal::Exists(_) => Status::already_exists(message),
-            VettingRefusal::NotPending(_) => Status::not_found(message),
-            VettingRefusal::NotRequired(_) | VettingRefusal::Unvetted { .. } => {
-                Status::failed_precondition(message)
-            }
-            VettingRefusal::TooFew(_) => Status::invalid_argument(message),
-        },
-        E::Store(StoreError::Received { .. }) => Status::failed_precondition(message),
-        E::Peer(PeerError::Unknown(_)) => Status::not_found(message),
-        E::Peer(PeerError::Revoked(_) | PeerError::Conflict(_)) => {
-            Status::failed_precondition(message)
-        }
-        E::Peer(PeerError::Invalid(_)) => Status::invalid_argument(message),
-        E::Federation(crate::federation::FederationError::Refused(_)) => {
-            Status::failed_precondition(message)
-        }
-        E::Federation(crate::federation::FederationError::Peers(PeerError::Unknown(_))) => {
-            Status::not_found(message)
-        }
-        other => {
-            tracing::error!(error = %other, "admin call failed");
-            Status::internal(format!("the node failed: {message}"))
-        }
-    }
+pub fn ops_actor<T>(request: &Request<T>) -> crate::model::audit::Actor {
+    crate::model::audit::Actor::new(actor(request))
 }
 
 /// A peer as the admin service shows it.
-pub fn peer(v: &crate::ops::PeerView) -> proto::Peer {
+pub fn peer(v: &crate::peers::PeerView) -> proto::Peer {
     let p = &v.peer;
     proto::Peer {
         name: p.card.name.clone(),
@@ -259,7 +233,7 @@ pub fn peer(v: &crate::ops::PeerView) -> proto::Peer {
 }
 
 /// A set's comparison with a peer's copy.
-pub fn comparison(c: crate::ops::SetComparison) -> proto::SetComparison {
+pub fn comparison(c: crate::peers::SetComparison) -> proto::SetComparison {
     proto::SetComparison {
         set: c.set,
         peer: c.peer,
@@ -284,7 +258,7 @@ pub fn received_feedback(r: crate::store::ReceivedFeedback) -> proto::ReceivedFe
 }
 
 /// A disputed entry as the admin service lists it.
-pub fn dispute(d: crate::ops::DisputeView) -> proto::Dispute {
+pub fn dispute(d: crate::store::DisputeView) -> proto::Dispute {
     proto::Dispute {
         entry_id: d.dispute.entry.to_string(),
         set: d.dispute.set.to_string(),
@@ -300,7 +274,7 @@ pub fn dispute(d: crate::ops::DisputeView) -> proto::Dispute {
 }
 
 /// An import's summary as the admin service returns it.
-pub fn import_summary(s: crate::ops::ImportSummary) -> proto::ImportSummary {
+pub fn import_summary(s: crate::import::ImportSummary) -> proto::ImportSummary {
     proto::ImportSummary {
         format: s.format,
         records: s.records,
