@@ -117,7 +117,11 @@ impl Store {
     /// Records that a change to the peer registry, written beside it with
     /// this digest, happened, with its audit records, in one batch: after
     /// a crash the change is put in place if and only if this landed.
-    pub fn journal_peers(&self, digest: [u8; 32], notes: Vec<Note>) -> Result<(), StoreError> {
+    pub(crate) fn journal_peers(
+        &self,
+        digest: [u8; 32],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         batch.insert(keys::PEERS_JOURNAL, &digest[..]);
@@ -129,7 +133,7 @@ impl Store {
     }
 
     /// The digest of the last peer registry change journalled.
-    pub fn peers_journal(&self) -> Result<Option<[u8; 32]>, StoreError> {
+    pub(crate) fn peers_journal(&self) -> Result<Option<[u8; 32]>, StoreError> {
         Ok(self
             .tree
             .get(keys::PEERS_JOURNAL)?
@@ -137,7 +141,7 @@ impl Store {
     }
 
     /// Forgets the journalled digest (once the change is in place).
-    pub fn clear_peers_journal(&self) -> Result<(), StoreError> {
+    pub(crate) fn clear_peers_journal(&self) -> Result<(), StoreError> {
         self.tree.remove(keys::PEERS_JOURNAL)?;
         Ok(())
     }

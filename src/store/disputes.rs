@@ -45,7 +45,7 @@ pub struct DisputeView {
 impl Store {
     /// Sets what this node does when peers dispute entries of one of its
     /// sets (signed anew: peers see the policy).
-    pub fn set_disputes(
+    pub(crate) fn set_disputes(
         &self,
         set: &SetId,
         policy: DisputePolicy,
@@ -55,7 +55,7 @@ impl Store {
     }
 
     /// When an entry's disputes were last reviewed (0: never).
-    pub fn reviewed_ms(&self, entry: &EntryId) -> Result<u64, StoreError> {
+    pub(crate) fn reviewed_ms(&self, entry: &EntryId) -> Result<u64, StoreError> {
         Ok(match self.tree.get(keys::reviewed(&entry.0))? {
             Some(v) => u64::from_be_bytes(
                 v.as_ref()
@@ -69,7 +69,7 @@ impl Store {
     /// Marks an entry's disputes as reviewed at `now_ms` and, with
     /// `restore`, adds the entry back with that content (an add record:
     /// peers follow), with the audit records `audit` makes, in one batch.
-    pub fn review(
+    pub(crate) fn review(
         &self,
         entry: &EntryId,
         restore: Option<&EntryData>,

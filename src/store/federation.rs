@@ -57,7 +57,7 @@ impl Store {
     /// Makes this node the origin of sets named after `signer`: their
     /// writes get signed checkpoints from now on. Call
     /// [`Store::sign_missing`] next for what was written before.
-    pub fn set_signer(&self, signer: Arc<Signer>) {
+    pub(crate) fn set_signer(&self, signer: Arc<Signer>) {
         *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
     }
 
@@ -105,7 +105,7 @@ impl Store {
     /// written before the node had its signer (every
     /// [`CHECKPOINT_EVERY`] records and at the head). Returns the sets
     /// changed.
-    pub fn sign_missing(&self) -> Result<Vec<SetId>, StoreError> {
+    pub(crate) fn sign_missing(&self) -> Result<Vec<SetId>, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
         for mut state in self.sets() {
@@ -174,7 +174,7 @@ impl Store {
 
     /// Changes who may receive one of this node's own sets; the new policy
     /// is signed with the next version.
-    pub fn set_policy(
+    pub(crate) fn set_policy(
         &self,
         set: &SetId,
         policy: SetPolicy,
@@ -212,7 +212,7 @@ impl Store {
     /// caller). An older or equal version than the one held changes
     /// nothing: a relay cannot roll a policy back. A change is audited
     /// (as the peer's) in its own batch.
-    pub fn receive_set(
+    pub(crate) fn receive_set(
         &self,
         info: SetInfo,
         signed: SignedInfo,
@@ -284,7 +284,7 @@ impl Store {
     /// the chain over them reaches every checkpoint's digest at its seq.
     /// Several checkpoints' worth of records may come in one call (one
     /// sled batch).
-    pub fn apply_remote(
+    pub(crate) fn apply_remote(
         &self,
         set: &SetId,
         records: &[Vec<u8>],
@@ -395,7 +395,7 @@ impl Store {
 
     /// Queues feedback that arrived from a downstream peer about a set this
     /// node received too: it goes on toward the origin.
-    pub fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {
+    pub(crate) fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {
         let mut unique = note.entry.0.to_vec();
         unique.extend_from_slice(note.reporter.as_bytes());
         let (key, value) = outbox_item(note, &unique)?;
@@ -416,7 +416,7 @@ impl Store {
     }
 
     /// Drops notes that reached the next node.
-    pub fn remove_from_outbox(&self, keys_sent: &[Vec<u8>]) -> Result<(), StoreError> {
+    pub(crate) fn remove_from_outbox(&self, keys_sent: &[Vec<u8>]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for k in keys_sent {
             if k.first() == Some(&keys::OUTBOX) {
@@ -430,7 +430,7 @@ impl Store {
     /// Keeps feedback about one of this node's entries: one per entry and
     /// reporter (a later note from the same reporter replaces the earlier),
     /// with the audit record `note` in the same batch.
-    pub fn receive_feedback(
+    pub(crate) fn receive_feedback(
         &self,
         received: &ReceivedFeedback,
         note: Note,

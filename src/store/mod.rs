@@ -224,7 +224,7 @@ impl Store {
     /// while the entry id map loads on another thread: the database builds
     /// its match index then (at 10M entries each takes seconds). Until
     /// `meanwhile` returns the store finds no entry by id.
-    pub fn open_with<T: Send>(
+    pub(crate) fn open_with<T: Send>(
         dir: &Path,
         options: &StoreOptions,
         meanwhile: impl FnOnce(&Store) -> Result<T, StoreError> + Send,
@@ -348,6 +348,8 @@ impl Store {
 
     /// Creates a set, or does nothing if it exists with the same
     /// configuration; a new set's audit records (`audit`) land with it.
+    /// (Public for the store's own benchmark; the node creates sets
+    /// through the database.)
     pub fn create_set(
         &self,
         info: SetInfo,
@@ -424,7 +426,7 @@ impl Store {
 
     /// Whether a set is switched off on this node (see
     /// [`SetState::suppressed`]); cheap, for the match path.
-    pub fn is_suppressed(&self, id: &SetId) -> bool {
+    pub(crate) fn is_suppressed(&self, id: &SetId) -> bool {
         let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
         cache.by_id.get(id).is_some_and(|s| s.suppressed)
     }
@@ -432,7 +434,7 @@ impl Store {
     /// Switches a set off (or back on) on this node: its entries stop (or
     /// resume) matching at once, its log keeps syncing, and nothing is sent
     /// to its origin. `audit` describes it, in the same batch.
-    pub fn set_suppressed(
+    pub(crate) fn set_suppressed(
         &self,
         id: &SetId,
         suppressed: bool,
@@ -451,7 +453,7 @@ impl Store {
 
     /// The largest PDQ threshold of any set (the default when there are
     /// none): the radius a query must search to serve every set.
-    pub fn max_pdq_threshold(&self) -> u32 {
+    pub(crate) fn max_pdq_threshold(&self) -> u32 {
         let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
         cache
             .by_id
@@ -490,7 +492,7 @@ impl Store {
     }
 
     /// One past the highest PDQ slot ever handed out.
-    pub fn slot_bound(&self) -> Result<u32, StoreError> {
+    pub(crate) fn slot_bound(&self) -> Result<u32, StoreError> {
         Ok(self.counter(keys::NEXT_SLOT)?.min(u64::from(u32::MAX)) as u32)
     }
 
@@ -548,7 +550,7 @@ impl Store {
     }
 
     /// The entry whose PDQ code is at `slot`, if any.
-    pub fn entry_at_slot(&self, slot: u32) -> Result<Option<EntryId>, StoreError> {
+    pub(crate) fn entry_at_slot(&self, slot: u32) -> Result<Option<EntryId>, StoreError> {
         let (chunk, i) = slots::locate(slot);
         Ok(self
             .tree

@@ -101,7 +101,7 @@ impl Store {
     /// id map's beside it. The caller must hold off writers (the database
     /// does it on close) and pass the index's contents: PDQ `(slot, code
     /// bytes)` and exact `(key, entry)`.
-    pub fn write_index_snapshot<'a>(
+    pub(crate) fn write_index_snapshot<'a>(
         &self,
         pdq: &[(u32, [u8; 32])],
         exact: impl Iterator<Item = (&'a [u8], EntryId)>,
@@ -263,7 +263,7 @@ impl Store {
 
     /// Feeds the snapshot's contents to `sink` if the snapshot is there,
     /// intact and of the current generation.
-    pub fn load_index_snapshot(
+    pub(crate) fn load_index_snapshot(
         &self,
         mut sink: impl FnMut(Matchable),
     ) -> Result<SnapshotLoad, StoreError> {

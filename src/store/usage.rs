@@ -113,7 +113,7 @@ pub struct UsageCount {
 
 impl Store {
     /// Adds `increments` to day `day`'s counts.
-    pub fn add_usage(&self, day: u32, increments: &Increments) -> Result<(), StoreError> {
+    pub(crate) fn add_usage(&self, day: u32, increments: &Increments) -> Result<(), StoreError> {
         if increments.is_empty() {
             return Ok(());
         }

@@ -133,7 +133,7 @@ impl Store {
     /// Sets how many reviewers must confirm each new entry of one of this
     /// node's own sets (0: none, entries are added directly; else at least
     /// 2). The configuration is signed again, so peers see the rule.
-    pub fn set_vetting(
+    pub(crate) fn set_vetting(
         &self,
         set: &SetId,
         reviewers: u32,
@@ -147,7 +147,7 @@ impl Store {
 
     /// Puts an entry up for vetting in `set`, which must ask for it; its
     /// audit records (`audit`) land with it.
-    pub fn submit(
+    pub(crate) fn submit(
         &self,
         set: &SetId,
         data: EntryData,
@@ -194,7 +194,7 @@ impl Store {
     /// record) and leaves the pending list, in one batch. `audit` says what
     /// the confirmation did (given the entry as it now stands and, if it
     /// entered the log, the seq it ends at), in the same batch.
-    pub fn confirm(
+    pub(crate) fn confirm(
         &self,
         id: &EntryId,
         reviewer: &str,
@@ -240,7 +240,7 @@ impl Store {
 
     /// Withdraws a pending entry (a reviewer found it wrong); it never
     /// enters the log. `audit` describes it, in the same batch.
-    pub fn reject(
+    pub(crate) fn reject(
         &self,
         id: &EntryId,
         audit: impl FnOnce(&PendingEntry) -> Vec<Note>,
@@ -280,7 +280,7 @@ impl Store {
     /// of `set`. One batch per set, each with the audit records `audit`
     /// makes of that set's releases; the outcomes list the released
     /// entries.
-    pub fn release(
+    pub(crate) fn release(
         &self,
         set: Option<&SetId>,
         entry: Option<&EntryId>,

@@ -143,7 +143,9 @@ impl Store {
     /// Applies `changes` to `set` as one atomic batch: log records appended
     /// with contiguous sequence numbers, entry states, PDQ
     /// slots, the set's head and the audit records `audit` makes of what
-    /// was done, all together, or none of it.
+    /// was done, all together, or none of it. (The node writes through
+    /// [`crate::database::Database`], which keeps the indexes in step;
+    /// this is public for the store's own benchmark.)
     pub fn append(
         &self,
         set: &SetId,
@@ -188,7 +190,7 @@ impl Store {
     /// resumes) matching but stays in the set and keeps syncing. Not a log
     /// record; the origin is not told. `audit` describes it, in the same
     /// batch.
-    pub fn set_disabled(
+    pub(crate) fn set_disabled(
         &self,
         id: &EntryId,
         disabled: bool,

@@ -314,7 +314,7 @@ impl Store {
     /// Gives one call's records their ids (no I/O): a fresh call key, each
     /// record's place under it and a random tag. Write them with
     /// [`Store::record_matches`], in the order they were reserved.
-    pub fn reserve_matches(&self, records: Vec<MatchRecord>) -> ReservedMatches {
+    pub(crate) fn reserve_matches(&self, records: Vec<MatchRecord>) -> ReservedMatches {
         use rand_core::{OsRng, RngCore};
         let parts = records.len().div_ceil(packed::MAX_RECORDS).max(1) as u64;
         let now = records.iter().map(|r| r.time_ms).max().unwrap_or(0);
@@ -346,7 +346,7 @@ impl Store {
     /// Calls must come in the order they were reserved, after every call
     /// written before: a call is found under the greatest batch key not
     /// above its own. Anything else is refused, and nothing is written.
-    pub fn record_matches(&self, calls: &[ReservedMatches]) -> Result<(), StoreError> {
+    pub(crate) fn record_matches(&self, calls: &[ReservedMatches]) -> Result<(), StoreError> {
         if calls.is_empty() {
             return Ok(());
         }
@@ -422,7 +422,7 @@ impl Store {
     /// If the entry's set was received from a peer, the feedback is also
     /// queued (signed by this node) to travel back toward the set's origin,
     /// in the same transaction: it is either given and queued, or neither.
-    pub fn give_feedback(
+    pub(crate) fn give_feedback(
         &self,
         id: &MatchId,
         feedback: Feedback,
