@@ -117,7 +117,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityErr
     let pem = fs::read(path).map_err(io(path))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))?;
+        .map_err(super::tls_error(path.display().to_string()))?;
     if certs.is_empty() {
         return Err(IdentityError::Certificate(format!(
             "{}: no certificate in the file",
@@ -129,8 +129,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityErr
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
     let pem = fs::read(path).map_err(io(path))?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(super::tls_error(path.display().to_string()))
 }
 
 /// The CA files whose certificates a listener accepts. Peers' CAs come
@@ -213,7 +212,7 @@ impl ServerCerts {
             let chain = certificates(&path)?;
             let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
             CertifiedKey::from_der(chain, key, provider)
-                .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+                .map_err(super::tls_error(path.display().to_string()))
         };
         Ok([
             one(Listener::Federation)?,
@@ -233,7 +232,7 @@ fn server_config(
 ) -> Result<tokio_rustls::TlsAcceptor, IdentityError> {
     let mut config = ServerConfig::builder_with_provider(certs.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| IdentityError::Certificate(e.to_string()))?
+        .map_err(super::tls_error("TLS 1.3 settings"))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certs.live[listener.index()].clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -262,7 +261,7 @@ impl Acceptor {
             for cert in certificates(&ca)? {
                 roots
                     .add(cert)
-                    .map_err(|e| IdentityError::Certificate(format!("{}: {e}", ca.display())))?;
+                    .map_err(super::tls_error(ca.display().to_string()))?;
             }
         }
         let verifier = if roots.is_empty() {
@@ -271,7 +270,7 @@ impl Acceptor {
         } else {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| IdentityError::Certificate(e.to_string()))?
+                .map_err(super::tls_error("client certificate verifier"))?
         };
         Ok(Acceptor {
             inner: server_config(certs, listener, verifier)?,
