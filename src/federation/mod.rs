@@ -37,7 +37,7 @@ use crate::identity::peers::{PeerIdentity, PeerTrust};
 use crate::identity::server::ServerCerts;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
-use crate::peers::{Peer, PeerRegistry};
+use crate::peers::{Peer, PeerRegistry, SyncState};
 use crate::store::SetState;
 
 /// Why the federation could not be set up.
@@ -72,7 +72,7 @@ pub struct Federation {
     /// Held while keys rotate: one rotation at a time.
     rotating: Mutex<()>,
     /// Per peer: what our sync with it is doing (for `hashfed peer list`).
-    sync_status: Mutex<HashMap<String, String>>,
+    sync_status: Mutex<HashMap<String, SyncState>>,
     /// Cancelled when the node stops: background tasks and open
     /// subscriptions end.
     shutdown: CancellationToken,
@@ -208,17 +208,17 @@ impl Federation {
             .collect()
     }
 
-    /// Our sync with `peer`, in a word (or the last error).
-    pub fn sync_status(&self, peer: &str) -> String {
+    /// Our sync with `peer` (idle if there is none).
+    pub fn sync_status(&self, peer: &str) -> SyncState {
         self.sync_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(peer)
             .cloned()
-            .unwrap_or_else(|| "idle".into())
+            .unwrap_or(SyncState::Idle)
     }
 
-    fn set_sync_status(&self, peer: &str, status: String) {
+    fn set_sync_status(&self, peer: &str, status: SyncState) {
         self.sync_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -251,7 +251,7 @@ impl Federation {
                 let keep = wanted.get(name).is_some_and(|w| w.same_but_keys(peer));
                 if !keep {
                     token.cancel();
-                    self.set_sync_status(name, "idle".into());
+                    self.set_sync_status(name, SyncState::Idle);
                 }
                 keep
             });

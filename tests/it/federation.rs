@@ -561,9 +561,11 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         c.add_card(a.card(), &[], &[]);
         c.add_card(evil_card, &[], &["*"]);
         let fed = c.node().federation().clone();
-        let status = eventually(WAIT, || fed.sync_status("evil").contains("refused"))
-            .await
-            .map(|_| fed.sync_status("evil"));
+        let status = eventually(WAIT, || {
+            fed.sync_status("evil").to_string().contains("refused")
+        })
+        .await
+        .map(|_| fed.sync_status("evil").to_string());
         let status = status
             .unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
         assert!(status.contains(expect), "{trick:?}: {status}");
