@@ -24,7 +24,8 @@ const PERIOD: Duration = Duration::from_secs(2);
 /// Notes sent per call.
 const BATCH: usize = 256;
 
-/// Forwards the outbox until `stop` is cancelled.
+/// Forwards the outbox until `stop` is cancelled (as one of the
+/// federation's tasks, it is also dropped when the node stops).
 pub async fn run(fed: Arc<Federation>, stop: CancellationToken) {
     let mut changes = fed.db.changes();
     loop {

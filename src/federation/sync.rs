@@ -89,6 +89,8 @@ pub async fn connect(
 }
 
 /// Syncs from `peer` until `stop` is cancelled, reconnecting with backoff.
+/// Runs as one of the federation's tasks (store work included), so it
+/// also ends, at the latest, when the node stops.
 pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
     let name = peer.name().to_owned();
     let mut backoff = MIN_BACKOFF;
@@ -284,7 +286,9 @@ async fn sync_set(
         }
         _ => {
             let (db, name) = (fed.db.clone(), peer.name().to_owned());
-            tokio::task::spawn_blocking(move || db.receive_set(info, signed, &name)).await??
+            fed.tasks
+                .spawn_blocking(move || db.receive_set(info, signed, &name))
+                .await??
         }
     };
     if head.head_seq > local.head_seq {
@@ -363,14 +367,14 @@ async fn pull(
         // The peer's current setting: an operator may switch review on
         // while a sync runs.
         let hold = fed.peers.get(&name).is_some_and(|p| p.review);
-        let applied = tokio::task::spawn_blocking(move || {
-            db.apply_remote(&set_id, &records, &[cp], &name, hold)
-        })
-        .await?
-        .map_err(|e| match e {
-            crate::store::StoreError::Rejected(reason) => refused(reason),
-            other => SyncError::Store(other),
-        })?;
+        let applied = fed
+            .tasks
+            .spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name, hold))
+            .await?
+            .map_err(|e| match e {
+                crate::store::StoreError::Rejected(reason) => refused(reason),
+                other => SyncError::Store(other),
+            })?;
         fed.metrics.records_received(applied.appended);
         *applied_records += applied.appended;
         applied_through = through;

@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::peers::{PeerStream, PeerTrust};
 use super::{io, IdentityError};
+use crate::tasks::Tasks;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -291,19 +292,23 @@ impl Acceptor {
         Ok(FederationAcceptor { inner, trust })
     }
 
-    /// Accepts connections on `tcp` until the returned stream is dropped,
-    /// handshaking each in its own task under [`HANDSHAKE_TIMEOUT`]; only
-    /// completed handshakes come out of the stream.
+    /// Accepts connections on `tcp` until the returned stream is dropped
+    /// or `tasks` stop, handshaking each in its own task under
+    /// [`HANDSHAKE_TIMEOUT`]; only completed handshakes come out of the
+    /// stream. The accept loop and the handshakes are background work of
+    /// `tasks`, so a stopped node is not left accepting.
     pub fn incoming(
         self,
         tcp: TcpListener,
+        tasks: &Tasks,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             self.inner,
             self.listener.name(),
             tcp,
             tx,
+            tasks.clone(),
             |tls, _| Some(tls),
         ));
         ReceiverStream::new(rx)
@@ -331,15 +336,20 @@ impl FederationAcceptor {
     /// Serve it with `Server::builder().serve_with_incoming(...)`; services
     /// then find [`PeerConnectInfo`](super::peers::PeerConnectInfo) in
     /// their requests' extensions.
-    pub fn incoming(self, tcp: TcpListener) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
+    pub fn incoming(
+        self,
+        tcp: TcpListener,
+        tasks: &Tasks,
+    ) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
         let trust = self.trust;
         let listener = Listener::Federation.name();
-        tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             self.inner,
             listener,
             tcp,
             tx,
+            tasks.clone(),
             move |tls, remote| match trust.admit(tls, remote) {
                 Ok(stream) => {
                     let peer = stream.peer();
@@ -366,12 +376,14 @@ impl FederationAcceptor {
 /// Accepts on `tcp` until `tx` closes, handshaking each connection in its
 /// own task (at most [`MAX_HANDSHAKES`] at once, at most
 /// [`MAX_HANDSHAKES_PER_ADDRESS`] of them from one address, each under
-/// [`HANDSHAKE_TIMEOUT`]) and sending what `admit` makes of it.
+/// [`HANDSHAKE_TIMEOUT`], as background work of `tasks`) and sending
+/// what `admit` makes of it.
 async fn accept_loop<T, F>(
     acceptor: tokio_rustls::TlsAcceptor,
     listener: &'static str,
     tcp: TcpListener,
     tx: mpsc::Sender<Result<T, std::io::Error>>,
+    tasks: Tasks,
     admit: F,
 ) where
     T: Send + 'static,
@@ -409,7 +421,7 @@ async fn accept_loop<T, F>(
         let acceptor = acceptor.clone();
         let admit = admit.clone();
         let tx = tx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             let handshake = slot;
             let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;

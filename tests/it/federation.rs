@@ -475,7 +475,7 @@ mod evil {
             trust,
         )
         .unwrap()
-        .incoming(tcp);
+        .incoming(tcp, &hashfed::tasks::Tasks::new());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(FederationServer::new(relay))
