@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod database;
+pub mod error;
 pub mod export;
 pub mod federation;
 pub mod identity;
@@ -28,4 +29,5 @@ pub mod server;
 pub mod service;
 pub mod signal;
 pub mod store;
+pub mod tasks;
 pub mod wire;

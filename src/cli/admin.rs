@@ -237,6 +237,7 @@ impl NodeAdmin {
                     &config,
                     db.clone(),
                     Default::default(),
+                    Default::default(),
                 )?;
                 AdminService::new(db.clone(), config.node_id, config.name).with_federation(fed)
             }

@@ -33,8 +33,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let mut node = Node::start(&args.dir, &config, db.clone()).await?;
+    // The node gets the only handle: once it has stopped (every task it
+    // started has ended), it hands the database back to be closed.
+    let (db, failed) = runtime.block_on(async {
+        let mut node = Node::start(&args.dir, &config, db).await?;
         let a = node.addresses().clone();
         eprintln!(
             "hashfed: node {} ({}): match listening on {}",
@@ -47,20 +49,24 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         eprintln!("hashfed: federation listening on {}", a.federation);
         eprintln!("hashfed: metrics listening on http://{}/metrics", a.metrics);
-        tokio::select! {
-            failed = node.failed() => {
-                failed?;
-                return Err(anyhow!("a listener stopped unexpectedly"));
-            }
-            () = shutdown() => {}
-        }
-        node.stop(SHUTDOWN_GRACE).await?;
-        anyhow::Ok(())
+        let failed = tokio::select! {
+            failed = node.failed() => Some(match failed {
+                Ok(()) => anyhow!("a listener stopped unexpectedly"),
+                Err(e) => anyhow::Error::new(e),
+            }),
+            () = shutdown() => None,
+        };
+        let db = node
+            .into_database(SHUTDOWN_GRACE)
+            .await
+            .context("stopping the node")?;
+        anyhow::Ok((db, failed))
     })?;
     drop(runtime);
-    let db =
-        Arc::try_unwrap(db).map_err(|_| anyhow!("the database is still in use at shutdown"))?;
     db.close()?;
+    if let Some(failed) = failed {
+        return Err(failed);
+    }
     eprintln!("hashfed: stopped cleanly");
     Ok(ExitCode::SUCCESS)
 }

@@ -269,7 +269,7 @@ impl Database {
     }
 
     /// Applies records of a received set up to verified checkpoints (see
-    /// [`Store::apply_remote`]) and updates the indexes: the entries match
+    /// `Store::apply_remote`) and updates the indexes: the entries match
     /// (or stop matching) as soon as this returns.
     pub fn apply_remote(
         &self,
@@ -289,7 +289,7 @@ impl Database {
     }
 
     /// Makes this node the signer of its own sets and signs what they lack
-    /// (see [`Store::sign_missing`]).
+    /// (see `Store::sign_missing`).
     pub fn set_signer(&self, signer: Arc<Signer>) -> Result<Vec<SetId>, StoreError> {
         self.store.set_signer(signer);
         let changed = self.store.sign_missing()?;
@@ -312,7 +312,7 @@ impl Database {
     }
 
     /// Sets how many reviewers must confirm each new entry of one of this
-    /// node's sets (see [`Store::set_vetting`]).
+    /// node's sets (see `Store::set_vetting`).
     pub fn set_vetting(
         &self,
         set: &SetId,
@@ -325,7 +325,7 @@ impl Database {
     }
 
     /// Sets what this node does when peers dispute entries of one of its
-    /// sets (see [`Store::set_disputes`]).
+    /// sets (see `Store::set_disputes`).
     pub fn set_disputes(
         &self,
         set: &SetId,
@@ -338,7 +338,7 @@ impl Database {
     }
 
     /// Switches a set off (or back on) on this node (see
-    /// [`Store::set_suppressed`]).
+    /// `Store::set_suppressed`).
     pub fn set_suppressed(
         &self,
         set: &SetId,
@@ -348,7 +348,7 @@ impl Database {
         self.store.set_suppressed(set, suppressed, audit)
     }
 
-    /// Puts an entry up for vetting (see [`Store::submit`]).
+    /// Puts an entry up for vetting (see `Store::submit`).
     pub fn submit(
         &self,
         set: &SetId,
@@ -359,7 +359,7 @@ impl Database {
         self.store.submit(set, data, submitter, now_ms(), audit)
     }
 
-    /// Withdraws a pending entry (see [`Store::reject`]).
+    /// Withdraws a pending entry (see `Store::reject`).
     pub fn reject(
         &self,
         id: &EntryId,
@@ -369,7 +369,7 @@ impl Database {
     }
 
     /// Keeps feedback a peer sent about one of this node's entries, with
-    /// its audit record (see [`Store::receive_feedback`]).
+    /// its audit record (see `Store::receive_feedback`).
     pub fn receive_feedback(
         &self,
         received: &ReceivedFeedback,
@@ -378,7 +378,7 @@ impl Database {
         self.store.receive_feedback(received, note)
     }
 
-    /// Records a set offered by a peer (see [`Store::receive_set`]).
+    /// Records a set offered by a peer (see `Store::receive_set`).
     pub fn receive_set(
         &self,
         info: SetInfo,
@@ -391,8 +391,8 @@ impl Database {
     }
 
     /// Records a reviewer's confirmation of a pending entry (see
-    /// [`Store::confirm`]); the entry matches as soon as this returns if it
-    /// completed the vetting. `audit` is as for [`Store::confirm`].
+    /// `Store::confirm`); the entry matches as soon as this returns if it
+    /// completed the vetting. `audit` is as for `Store::confirm`.
     pub fn confirm(
         &self,
         id: &EntryId,
@@ -416,13 +416,13 @@ impl Database {
 
     /// Records that a peer registry change (written beside the registry
     /// with this digest) happened, with its audit records, in one batch
-    /// (see [`Store::journal_peers`]).
+    /// (see `Store::journal_peers`).
     pub fn journal_peers(&self, digest: [u8; 32], notes: Vec<Note>) -> Result<(), StoreError> {
         self.store.journal_peers(digest, notes)
     }
 
     /// Queues feedback from a downstream peer to go on toward the origin
-    /// (see [`Store::queue_feedback`]), and wakes the outbox.
+    /// (see `Store::queue_feedback`), and wakes the outbox.
     pub fn queue_feedback(&self, note: &FeedbackNote) -> Result<(), StoreError> {
         self.store.queue_feedback(note)?;
         self.changed();

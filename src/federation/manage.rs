@@ -20,7 +20,7 @@ impl Federation {
             sync: if p.active() && !p.accept.is_empty() {
                 self.sync_status(p.name())
             } else {
-                "idle".into()
+                crate::peers::SyncState::Idle
             },
             peer: p.clone(),
         }

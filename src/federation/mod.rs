@@ -37,8 +37,9 @@ use crate::identity::peers::{PeerIdentity, PeerTrust};
 use crate::identity::server::ServerCerts;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
-use crate::peers::{Peer, PeerRegistry};
+use crate::peers::{Peer, PeerRegistry, SyncState};
 use crate::store::SetState;
+use crate::tasks::Tasks;
 
 /// Why the federation could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -72,10 +73,11 @@ pub struct Federation {
     /// Held while keys rotate: one rotation at a time.
     rotating: Mutex<()>,
     /// Per peer: what our sync with it is doing (for `hashfed peer list`).
-    sync_status: Mutex<HashMap<String, String>>,
-    /// Cancelled when the node stops: background tasks and open
-    /// subscriptions end.
-    shutdown: CancellationToken,
+    sync_status: Mutex<HashMap<String, SyncState>>,
+    /// The node's tasks: sync, the outbox and subscriptions run as its
+    /// background work (ended when the node stops), pulls' and feedback's
+    /// store work as its blocking work (waited for).
+    tasks: Tasks,
     /// Counters the node exports.
     metrics: Arc<Metrics>,
 }
@@ -85,12 +87,15 @@ impl Federation {
     /// (set on `db`, which signs what its own sets lack), the TLS trust
     /// for its peers, its server certificates, and the client certificate
     /// it dials peers with. Finishes a key rotation or certificate renewal
-    /// a crash interrupted. Starts nothing; see [`Federation::run`].
+    /// a crash interrupted. Starts nothing; see [`Federation::run`]. What
+    /// it starts later is one of `tasks`, so that whoever stops them (the
+    /// node) knows when nothing of the federation runs any more.
     pub fn for_node(
         dir: &Path,
         config: &Config,
         db: Arc<Database>,
         metrics: Arc<Metrics>,
+        tasks: Tasks,
     ) -> Result<Arc<Self>, FederationError> {
         // A registry change a crash interrupted happened if it was
         // journalled (with its audit record), and not otherwise.
@@ -127,7 +132,7 @@ impl Federation {
             keys: tokio::sync::watch::Sender::new(history),
             rotating: Mutex::new(()),
             sync_status: Mutex::new(HashMap::new()),
-            shutdown: CancellationToken::new(),
+            tasks,
             metrics,
         }))
     }
@@ -208,36 +213,43 @@ impl Federation {
             .collect()
     }
 
-    /// Our sync with `peer`, in a word (or the last error).
-    pub fn sync_status(&self, peer: &str) -> String {
+    /// Our sync with `peer` (idle if there is none).
+    pub fn sync_status(&self, peer: &str) -> SyncState {
         self.sync_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(peer)
             .cloned()
-            .unwrap_or_else(|| "idle".into())
+            .unwrap_or(SyncState::Idle)
     }
 
-    fn set_sync_status(&self, peer: &str, status: String) {
+    fn set_sync_status(&self, peer: &str, status: SyncState) {
         self.sync_status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(peer.to_owned(), status);
     }
 
-    /// Ends the background work and every open subscription.
+    /// Ends the background work and every open subscription (the node's
+    /// first step of stopping, [`Tasks::stop`]).
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.tasks.stop();
+    }
+
+    /// The tasks the federation runs its work as.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// Runs the federation's background work until [`Federation::shutdown`]:
     /// keeps the TLS trust equal to the registry, one sync task per peer
-    /// we accept sets from, and the feedback outbox.
+    /// we accept sets from, and the feedback outbox, each one of the
+    /// federation's [`Tasks`].
     pub async fn run(self: Arc<Self>) {
-        let stop = self.shutdown.clone();
+        let stop = self.tasks.stopping().clone();
         let mut changes = self.peers.changes();
         let mut tasks: HashMap<String, (Peer, CancellationToken)> = HashMap::new();
-        tokio::spawn(outbox::run(self.clone(), stop.clone()));
+        self.tasks.spawn(outbox::run(self.clone(), stop.clone()));
         loop {
             self.refresh_trust();
             let wanted: HashMap<String, Peer> = self
@@ -251,14 +263,15 @@ impl Federation {
                 let keep = wanted.get(name).is_some_and(|w| w.same_but_keys(peer));
                 if !keep {
                     token.cancel();
-                    self.set_sync_status(name, "idle".into());
+                    self.set_sync_status(name, SyncState::Idle);
                 }
                 keep
             });
             for (name, peer) in wanted {
                 if let std::collections::hash_map::Entry::Vacant(slot) = tasks.entry(name) {
                     let token = stop.child_token();
-                    tokio::spawn(sync::run(self.clone(), peer.clone(), token.clone()));
+                    self.tasks
+                        .spawn(sync::run(self.clone(), peer.clone(), token.clone()));
                     slot.insert((peer, token));
                 }
             }

@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::sync::connect;
+use super::sync::{connect, SyncError};
 use super::Federation;
+use crate::error::Chain;
 use crate::wire::federation::{feedback_item, key_history};
 use crate::wire::proto;
 
@@ -23,12 +24,13 @@ const PERIOD: Duration = Duration::from_secs(2);
 /// Notes sent per call.
 const BATCH: usize = 256;
 
-/// Forwards the outbox until `stop` is cancelled.
+/// Forwards the outbox until `stop` is cancelled (as one of the
+/// federation's tasks, it is also dropped when the node stops).
 pub async fn run(fed: Arc<Federation>, stop: CancellationToken) {
     let mut changes = fed.db.changes();
     loop {
         if let Err(e) = drain(&fed).await {
-            tracing::info!(error = %e, "feedback not forwarded yet; will retry");
+            tracing::info!(error = %Chain(&e), "feedback not forwarded yet; will retry");
         }
         tokio::select! {
             () = stop.cancelled() => return,
@@ -58,9 +60,9 @@ fn reporter_keys(fed: &Federation, items: &[proto::FeedbackItem]) -> Vec<proto::
 }
 
 /// Sends what the outbox holds to each set's upstream peer.
-async fn drain(fed: &Federation) -> Result<(), String> {
+async fn drain(fed: &Federation) -> Result<(), SyncError> {
     let store = fed.db.store();
-    let items = store.outbox(BATCH).map_err(|e| e.to_string())?;
+    let items = store.outbox(BATCH)?;
     if items.is_empty() {
         return Ok(());
     }
@@ -76,14 +78,12 @@ async fn drain(fed: &Federation) -> Result<(), String> {
             None => dropped.push(key),
         }
     }
-    store
-        .remove_from_outbox(&dropped)
-        .map_err(|e| e.to_string())?;
+    store.remove_from_outbox(&dropped)?;
     for (name, items) in by_peer {
         let Some(peer) = fed.peers.get(&name).filter(|p| p.active()) else {
             continue;
         };
-        let mut client = connect(fed, &peer).await.map_err(|e| e.to_string())?;
+        let mut client = connect(fed, &peer).await?;
         let (keys, items): (Vec<_>, Vec<_>) = items.into_iter().unzip();
         let histories = reporter_keys(fed, &items);
         let ack = client
@@ -91,14 +91,13 @@ async fn drain(fed: &Federation) -> Result<(), String> {
                 items,
                 keys: histories,
             })
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .into_inner();
         for why in &ack.refused {
             tracing::warn!(peer = %name, reason = %why, "peer refused forwarded feedback");
         }
         // Accepted or refused for good: either way it has been answered.
-        store.remove_from_outbox(&keys).map_err(|e| e.to_string())?;
+        store.remove_from_outbox(&keys)?;
         fed.metrics.feedback_forwarded(u64::from(ack.accepted));
         tracing::info!(peer = %name, accepted = ack.accepted, "feedback forwarded toward origin");
     }

@@ -133,7 +133,10 @@ impl FederationRpc for FederationService {
         let (tx, rx) = mpsc::channel(4);
         let fed = self.fed.clone();
         let name = peer.name().to_owned();
-        tokio::task::spawn_blocking(move || {
+        // Blocking work of the node's: ends when the log is sent or the
+        // caller goes away (its connection closes at the latest when the
+        // node cuts it).
+        self.fed.tasks.spawn_blocking(move || {
             if let Err(status) = send_log(&fed, &state, req.after_seq, &tx) {
                 tracing::info!(peer = %name, set = %state.id(), error = %status.message(), "pull ended early");
                 let _ = tx.blocking_send(Err(status));
@@ -156,7 +159,9 @@ impl FederationRpc for FederationService {
         let (tx, rx) = mpsc::channel(4);
         let fed = self.fed.clone();
         let service = FederationService { fed: fed.clone() };
-        tokio::spawn(async move {
+        // Background work of the node's: the subscription ends when the
+        // node stops.
+        self.fed.tasks.spawn(async move {
             let mut sets = fed.db.changes();
             let mut peers = fed.peers.changes();
             let mut keys = fed.keys.subscribe();
@@ -179,7 +184,6 @@ impl FederationRpc for FederationService {
                     last = Some(manifest);
                 }
                 tokio::select! {
-                    () = fed.shutdown.cancelled() => return,
                     () = tx.closed() => return,
                     changed = sets.changed() => if changed.is_err() { return },
                     changed = peers.changed() => if changed.is_err() { return },
@@ -222,12 +226,15 @@ impl FederationRpc for FederationService {
             )));
         }
         let fed = self.fed.clone();
-        let ack = tokio::task::spawn_blocking(move || {
-            super::sync::learn_keys(&fed, &peer, &keys);
-            take_feedback(&fed, &peer, &items)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let ack = self
+            .fed
+            .tasks
+            .spawn_blocking(move || {
+                super::sync::learn_keys(&fed, &peer, &keys);
+                take_feedback(&fed, &peer, &items)
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(ack))
     }
 }

@@ -16,9 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::Federation;
+use crate::error::Chain;
 use crate::model::signed::{verify_checkpoint, SignedInfo, CHECKPOINT_EVERY};
 use crate::model::{SetId, ShareRefusal};
-use crate::peers::Peer;
+use crate::peers::{Peer, SyncState};
 use crate::wire::federation::checkpoint_from;
 use crate::wire::proto;
 use crate::wire::proto::federation_client::FederationClient;
@@ -39,14 +40,19 @@ const MAX_UNVERIFIED: usize = 2 * CHECKPOINT_EVERY as usize;
 /// sending few but huge records must not make us hold gigabytes either).
 const MAX_UNVERIFIED_BYTES: usize = 64 << 20;
 
-/// Why a sync session ended.
+/// Why a sync session (or a feedback delivery) ended. Causes are kept as
+/// sources: show it with [`crate::error::Chain`] or `{:#}`.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The peer's card does not make an endpoint, or our client
+    /// certificate toward peers is missing.
+    #[error("connecting")]
+    Endpoint(#[source] crate::identity::IdentityError),
     /// Could not reach the peer.
-    #[error("connecting: {0}")]
-    Connect(String),
+    #[error("connecting")]
+    Connect(#[source] tonic::transport::Error),
     /// A call failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Rpc(#[from] tonic::Status),
     /// What the peer sent does not hold up.
     #[error("refused from {set}: {reason}")]
@@ -57,8 +63,11 @@ pub enum SyncError {
         reason: String,
     },
     /// Our own store failed.
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store")]
+    Store(#[from] crate::store::StoreError),
+    /// The store work's task failed (it panicked).
+    #[error("store")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// A client for `peer`'s federation service.
@@ -72,28 +81,16 @@ pub async fn connect(
         &peer.card.node_id,
         &peer.card.ca,
     )
-    .map_err(|e| SyncError::Connect(e.to_string()))?;
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| SyncError::Connect(format!("{e}: {}", source_chain(&e))))?;
+    .map_err(SyncError::Endpoint)?;
+    let channel = endpoint.connect().await.map_err(SyncError::Connect)?;
     Ok(FederationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut out = String::new();
-    let mut next = e.source();
-    while let Some(s) = next {
-        out.push_str(&s.to_string());
-        out.push_str("; ");
-        next = s.source();
-    }
-    out
-}
-
 /// Syncs from `peer` until `stop` is cancelled, reconnecting with backoff.
+/// Runs as one of the federation's tasks (store work included), so it
+/// also ends, at the latest, when the node stops.
 pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
     let name = peer.name().to_owned();
     let mut backoff = MIN_BACKOFF;
@@ -111,12 +108,12 @@ pub async fn run(fed: Arc<Federation>, peer: Peer, stop: CancellationToken) {
         }
         match outcome {
             Ok(()) => {
-                fed.set_sync_status(&name, "disconnected".into());
+                fed.set_sync_status(&name, SyncState::Disconnected);
                 tracing::info!(peer = %name, "subscription ended; reconnecting");
             }
             Err(e) => {
-                fed.set_sync_status(&name, e.to_string());
-                tracing::warn!(peer = %name, error = %e, "sync with peer failed");
+                fed.set_sync_status(&name, SyncState::failed(&e));
+                tracing::warn!(peer = %name, error = %Chain(&e), "sync with peer failed");
             }
         }
         tokio::select! {
@@ -135,7 +132,7 @@ async fn session(fed: &Federation, peer: &Peer, applied: &mut u64) -> Result<(),
         .subscribe(proto::ManifestRequest {})
         .await?
         .into_inner();
-    fed.set_sync_status(peer.name(), "connected".into());
+    fed.set_sync_status(peer.name(), SyncState::Connected);
     tracing::info!(peer = %peer.name(), "subscribed");
     // The peer sends a manifest when its sets change; our registry can
     // change meanwhile (an origin's card added, a key learnt), which may
@@ -165,7 +162,7 @@ async fn session(fed: &Federation, peer: &Peer, applied: &mut u64) -> Result<(),
         for head in manifest.sets.clone() {
             sync_set(fed, peer, &mut client, head, applied).await?;
         }
-        fed.set_sync_status(peer.name(), "connected".into());
+        fed.set_sync_status(peer.name(), SyncState::Connected);
     }
 }
 
@@ -289,10 +286,9 @@ async fn sync_set(
         }
         _ => {
             let (db, name) = (fed.db.clone(), peer.name().to_owned());
-            tokio::task::spawn_blocking(move || db.receive_set(info, signed, &name))
-                .await
-                .map_err(|e| SyncError::Store(e.to_string()))?
-                .map_err(|e| SyncError::Store(e.to_string()))?
+            fed.tasks
+                .spawn_blocking(move || db.receive_set(info, signed, &name))
+                .await??
         }
     };
     if head.head_seq > local.head_seq {
@@ -371,15 +367,14 @@ async fn pull(
         // The peer's current setting: an operator may switch review on
         // while a sync runs.
         let hold = fed.peers.get(&name).is_some_and(|p| p.review);
-        let applied = tokio::task::spawn_blocking(move || {
-            db.apply_remote(&set_id, &records, &[cp], &name, hold)
-        })
-        .await
-        .map_err(|e| SyncError::Store(e.to_string()))?
-        .map_err(|e| match e {
-            crate::store::StoreError::Rejected(reason) => refused(reason),
-            other => SyncError::Store(other.to_string()),
-        })?;
+        let applied = fed
+            .tasks
+            .spawn_blocking(move || db.apply_remote(&set_id, &records, &[cp], &name, hold))
+            .await?
+            .map_err(|e| match e {
+                crate::store::StoreError::Rejected(reason) => refused(reason),
+                other => SyncError::Store(other),
+            })?;
         fed.metrics.records_received(applied.appended);
         *applied_records += applied.appended;
         applied_through = through;

@@ -79,12 +79,10 @@ pub(super) fn peer_client_cert(
     let leaf_der = one_certificate(&leaf.cert, "peer client certificate")?;
     verifier
         .verify_client_cert(&leaf_der, &[], rustls::pki_types::UnixTime::now())
-        .map_err(|e| {
-            IdentityError::Certificate(format!(
-                "the peer client certificate does not verify against tls/node-ca.pem ({e}); \
-                 was the node renamed in hashfed.toml?"
-            ))
-        })?;
+        .map_err(super::tls_error(
+            "the peer client certificate does not verify against tls/node-ca.pem \
+             (was the node renamed in hashfed.toml?)",
+        ))?;
     Ok(leaf)
 }
 
@@ -126,18 +124,6 @@ pub fn ensure_peer_client_cert(dir: &Path) -> Result<(), IdentityError> {
     Ok(())
 }
 
-/// The message of an error and of its causes (tonic's own says little).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// A tonic endpoint for the federation listener of the peer at `endpoint`
 /// (`host:port`), over mTLS: it trusts `peer_ca_pem` (the peer's node CA,
 /// from its peer card) and nothing else, expects the server certificate to
@@ -154,19 +140,23 @@ pub fn peer_endpoint(
     peer_node_id: &str,
     peer_ca_pem: &str,
 ) -> Result<Endpoint, IdentityError> {
-    let bad = |message: String| IdentityError::Endpoint {
+    let bad = |message: &str, source: Option<super::BoxError>| IdentityError::Endpoint {
         endpoint: endpoint.chars().take(200).collect(),
-        message,
+        message: message.to_owned(),
+        source,
     };
-    let authority: Authority = endpoint
-        .parse()
-        .map_err(|e| bad(format!("expected host:port ({e})")))?;
+    let authority: Authority =
+        endpoint
+            .parse()
+            .map_err(|e: tonic::codegen::http::uri::InvalidUri| {
+                bad("expected host:port", Some(Box::new(e)))
+            })?;
     if authority.as_str() != endpoint
         || endpoint.contains('@')
         || authority.host().is_empty()
         || authority.port_u16().is_none()
     {
-        return Err(bad("expected host:port".into()));
+        return Err(bad("expected host:port", None));
     }
     let domain = format!("{peer_node_id}.hashfed");
     let valid_id = !peer_node_id.is_empty()
@@ -195,14 +185,12 @@ pub fn peer_endpoint(
         .domain_name(domain)
         .timeout(HANDSHAKE_TIMEOUT);
     Endpoint::from_shared(format!("https://{endpoint}"))
-        .map_err(|e| bad(chain(&e)))?
+        .map_err(|e| bad("not an address to dial", Some(Box::new(e))))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .tls_config(tls)
-        .map_err(|e| {
-            IdentityError::Certificate(format!("TLS for peer {peer_node_id}: {}", chain(&e)))
-        })
+        .map_err(super::tls_error(format!("TLS for peer {peer_node_id}")))
 }
 
 /// A tonic endpoint to a listener of the node whose directory is `dir`, at
@@ -233,10 +221,11 @@ pub fn node_endpoint(
     Endpoint::from_shared(format!("https://{addr}"))
         .map_err(|e| IdentityError::Endpoint {
             endpoint: addr.chars().take(200).collect(),
-            message: chain(&e),
+            message: "not an address to dial".into(),
+            source: Some(Box::new(e)),
         })?
         .tls_config(tls)
-        .map_err(|e| IdentityError::Certificate(format!("TLS for {addr}: {}", chain(&e))))
+        .map_err(super::tls_error(format!("TLS for {addr}")))
 }
 
 #[cfg(test)]
@@ -396,7 +385,7 @@ mod tests {
         let channel = tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
             .await
             .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| crate::error::Chain(&e).to_string())?;
         let mut client = HealthClient::new(channel);
         client
             .check(HealthCheckRequest {

@@ -48,7 +48,10 @@ pub fn expiries(dir: &Path) -> Result<Vec<Expiry>, IdentityError> {
             source,
         })?;
         let bad = |why: &str| IdentityError::Certificate(format!("{}: {why}", path.display()));
-        let der = CertificateDer::from_pem_slice(&pem).map_err(|_| bad("no PEM certificate"))?;
+        let der = CertificateDer::from_pem_slice(&pem).map_err(super::tls_error(format!(
+            "{}: no PEM certificate",
+            path.display()
+        )))?;
         let not_after = not_after(&der).ok_or_else(|| bad("no readable validity"))?;
         out.push(Expiry { name, not_after });
     }

@@ -86,12 +86,12 @@ pub fn generate() -> SigningKey {
 pub fn to_pem(key: &SigningKey) -> Result<String, IdentityError> {
     key.to_pkcs8_pem(Default::default())
         .map(|pem| pem.to_string())
-        .map_err(|e| IdentityError::Key(e.to_string()))
+        .map_err(super::key_error("encoding as PKCS#8"))
 }
 
 /// Reads a PKCS#8 PEM signing key.
 pub fn from_pem(pem: &str) -> Result<SigningKey, IdentityError> {
-    SigningKey::from_pkcs8_pem(pem).map_err(|e| IdentityError::Key(e.to_string()))
+    SigningKey::from_pkcs8_pem(pem).map_err(super::key_error("not a PKCS#8 Ed25519 key"))
 }
 
 const SIGNING: &str = "keys/signing.pem";
@@ -132,7 +132,7 @@ impl KeyHistory {
             )));
         }
         keychain::walk(&self.node_id, &first, &self.rotations)
-            .map_err(|e| IdentityError::Key(e.to_string()))
+            .map_err(super::key_error("key rotations"))
     }
 }
 
@@ -143,7 +143,7 @@ pub fn history(dir: &Path) -> Result<KeyHistory, IdentityError> {
     let path = dir.join(ROTATIONS);
     let history = match std::fs::read_to_string(&path) {
         Ok(text) => serde_json::from_str::<KeyHistory>(&text)
-            .map_err(|e| IdentityError::Key(format!("{}: {e}", path.display())))?,
+            .map_err(super::key_error(path.display().to_string()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = read_pem(&dir.join(SIGNING))?.verifying_key();
             KeyHistory {
@@ -205,8 +205,7 @@ pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), Ident
     let next_path = dir.join(NEXT);
     remove_if_there(&next_path)?;
     super::write_file(&next_path, &to_pem(&next)?, true)?;
-    let json =
-        serde_json::to_string_pretty(&history).map_err(|e| IdentityError::Key(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&history).map_err(super::key_error("key history"))?;
     let path = dir.join(ROTATIONS);
     let tmp = dir.join("keys/rotations.json.tmp");
     remove_if_there(&tmp)?;

@@ -65,9 +65,27 @@ pub enum IdentityError {
     /// A key could not be made or read.
     #[error("signing key: {0}")]
     Key(String),
-    /// A certificate could not be made.
+    /// A key, or the key history, could not be encoded or decoded: the
+    /// cause is the decoder's error.
+    #[error("signing key: {what}")]
+    KeyFormat {
+        /// Which key or file.
+        what: String,
+        /// The decoder's (or encoder's) error.
+        source: BoxError,
+    },
+    /// A certificate could not be made or used.
     #[error("certificate: {0}")]
     Certificate(String),
+    /// A certificate, a private key or a TLS setting that the TLS
+    /// libraries (rustls, rcgen, tonic) refused: the cause is theirs.
+    #[error("certificate: {what}")]
+    Tls {
+        /// Which certificate, key or setting.
+        what: String,
+        /// The library's error.
+        source: BoxError,
+    },
     /// The configuration file is malformed.
     #[error("configuration {path}: {message}")]
     Config {
@@ -75,6 +93,15 @@ pub enum IdentityError {
         path: PathBuf,
         /// What is wrong.
         message: String,
+    },
+    /// The configuration file is not valid TOML for a configuration, or
+    /// could not be written as TOML.
+    #[error("configuration {path}")]
+    ConfigFormat {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        source: BoxError,
     },
     /// The node was built on the development certificates, whose node CA
     /// every such node shares: a peer trusting it would trust them all.
@@ -91,7 +118,38 @@ pub enum IdentityError {
         endpoint: String,
         /// What is wrong.
         message: String,
+        /// The parser's error, if it gave one.
+        source: Option<BoxError>,
     },
+}
+
+/// The cause an [`IdentityError`] keeps from a library's error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Makes an error of the TLS libraries an [`IdentityError::Tls`] about
+/// `what`.
+pub(crate) fn tls_error<E>(what: impl Into<String>) -> impl FnOnce(E) -> IdentityError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.into();
+    move |e| IdentityError::Tls {
+        what,
+        source: Box::new(e),
+    }
+}
+
+/// Makes a key decoder's error an [`IdentityError::KeyFormat`] about
+/// `what`.
+fn key_error<E>(what: impl Into<String>) -> impl FnOnce(E) -> IdentityError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let what = what.into();
+    move |e| IdentityError::KeyFormat {
+        what,
+        source: Box::new(e),
+    }
 }
 
 /// Days the node CA and the client CAs are valid.
@@ -261,9 +319,9 @@ fn finish(
         retention: Retention::default(),
         limits: Limits::default(),
     };
-    let text = toml::to_string(&config).map_err(|e| IdentityError::Config {
+    let text = toml::to_string(&config).map_err(|e| IdentityError::ConfigFormat {
         path: config_path.clone(),
-        message: e.to_string(),
+        source: Box::new(e),
     })?;
     write_file(&config_path, &text, false)?;
     tracing::info!(node = %node_id, "node directory initialised");
@@ -275,9 +333,9 @@ fn finish(
 pub fn load_config(dir: &Path) -> Result<Config, IdentityError> {
     let path = dir.join("hashfed.toml");
     let text = fs::read_to_string(&path).map_err(io(&path))?;
-    let config: Config = toml::from_str(&text).map_err(|e| IdentityError::Config {
+    let config: Config = toml::from_str(&text).map_err(|e| IdentityError::ConfigFormat {
         path: path.clone(),
-        message: e.to_string(),
+        source: Box::new(e),
     })?;
     let history = keys::history(dir)?;
     if history.node_id != config.node_id {

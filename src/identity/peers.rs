@@ -196,7 +196,7 @@ pub(super) fn ca_verifier(
     let mut roots = RootCertStore::empty();
     roots
         .add(ca)
-        .map_err(|e| IdentityError::Certificate(format!("{what}: CA certificate: {e}")))?;
+        .map_err(super::tls_error(format!("{what}: CA certificate")))?;
     let anchor = roots
         .roots
         .first()
@@ -204,7 +204,7 @@ pub(super) fn ca_verifier(
         .ok_or_else(|| IdentityError::Certificate(format!("{what}: CA certificate not usable")))?;
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
-        .map_err(|e| IdentityError::Certificate(format!("{what}: {e}")))?;
+        .map_err(super::tls_error(what))?;
     Ok((anchor, verifier))
 }
 

@@ -30,6 +30,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::peers::{PeerStream, PeerTrust};
 use super::{io, IdentityError};
+use crate::tasks::Tasks;
 
 /// How long a client may take to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,7 +118,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityErr
     let pem = fs::read(path).map_err(io(path))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))?;
+        .map_err(super::tls_error(path.display().to_string()))?;
     if certs.is_empty() {
         return Err(IdentityError::Certificate(format!(
             "{}: no certificate in the file",
@@ -129,8 +130,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, IdentityErr
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, IdentityError> {
     let pem = fs::read(path).map_err(io(path))?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+    PrivateKeyDer::from_pem_slice(&pem).map_err(super::tls_error(path.display().to_string()))
 }
 
 /// The CA files whose certificates a listener accepts. Peers' CAs come
@@ -213,7 +213,7 @@ impl ServerCerts {
             let chain = certificates(&path)?;
             let key = private_key(&tls.join(format!("{}.key", listener.name())))?;
             CertifiedKey::from_der(chain, key, provider)
-                .map_err(|e| IdentityError::Certificate(format!("{}: {e}", path.display())))
+                .map_err(super::tls_error(path.display().to_string()))
         };
         Ok([
             one(Listener::Federation)?,
@@ -233,7 +233,7 @@ fn server_config(
 ) -> Result<tokio_rustls::TlsAcceptor, IdentityError> {
     let mut config = ServerConfig::builder_with_provider(certs.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| IdentityError::Certificate(e.to_string()))?
+        .map_err(super::tls_error("TLS 1.3 settings"))?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certs.live[listener.index()].clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -262,7 +262,7 @@ impl Acceptor {
             for cert in certificates(&ca)? {
                 roots
                     .add(cert)
-                    .map_err(|e| IdentityError::Certificate(format!("{}: {e}", ca.display())))?;
+                    .map_err(super::tls_error(ca.display().to_string()))?;
             }
         }
         let verifier = if roots.is_empty() {
@@ -271,7 +271,7 @@ impl Acceptor {
         } else {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| IdentityError::Certificate(e.to_string()))?
+                .map_err(super::tls_error("client certificate verifier"))?
         };
         Ok(Acceptor {
             inner: server_config(certs, listener, verifier)?,
@@ -292,19 +292,23 @@ impl Acceptor {
         Ok(FederationAcceptor { inner, trust })
     }
 
-    /// Accepts connections on `tcp` until the returned stream is dropped,
-    /// handshaking each in its own task under [`HANDSHAKE_TIMEOUT`]; only
-    /// completed handshakes come out of the stream.
+    /// Accepts connections on `tcp` until the returned stream is dropped
+    /// or `tasks` stop, handshaking each in its own task under
+    /// [`HANDSHAKE_TIMEOUT`]; only completed handshakes come out of the
+    /// stream. The accept loop and the handshakes are background work of
+    /// `tasks`, so a stopped node is not left accepting.
     pub fn incoming(
         self,
         tcp: TcpListener,
+        tasks: &Tasks,
     ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             self.inner,
             self.listener.name(),
             tcp,
             tx,
+            tasks.clone(),
             |tls, _| Some(tls),
         ));
         ReceiverStream::new(rx)
@@ -332,15 +336,20 @@ impl FederationAcceptor {
     /// Serve it with `Server::builder().serve_with_incoming(...)`; services
     /// then find [`PeerConnectInfo`](super::peers::PeerConnectInfo) in
     /// their requests' extensions.
-    pub fn incoming(self, tcp: TcpListener) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
+    pub fn incoming(
+        self,
+        tcp: TcpListener,
+        tasks: &Tasks,
+    ) -> ReceiverStream<Result<PeerStream, std::io::Error>> {
         let (tx, rx) = mpsc::channel(64);
         let trust = self.trust;
         let listener = Listener::Federation.name();
-        tokio::spawn(accept_loop(
+        tasks.spawn(accept_loop(
             self.inner,
             listener,
             tcp,
             tx,
+            tasks.clone(),
             move |tls, remote| match trust.admit(tls, remote) {
                 Ok(stream) => {
                     let peer = stream.peer();
@@ -367,12 +376,14 @@ impl FederationAcceptor {
 /// Accepts on `tcp` until `tx` closes, handshaking each connection in its
 /// own task (at most [`MAX_HANDSHAKES`] at once, at most
 /// [`MAX_HANDSHAKES_PER_ADDRESS`] of them from one address, each under
-/// [`HANDSHAKE_TIMEOUT`]) and sending what `admit` makes of it.
+/// [`HANDSHAKE_TIMEOUT`], as background work of `tasks`) and sending
+/// what `admit` makes of it.
 async fn accept_loop<T, F>(
     acceptor: tokio_rustls::TlsAcceptor,
     listener: &'static str,
     tcp: TcpListener,
     tx: mpsc::Sender<Result<T, std::io::Error>>,
+    tasks: Tasks,
     admit: F,
 ) where
     T: Send + 'static,
@@ -410,7 +421,7 @@ async fn accept_loop<T, F>(
         let acceptor = acceptor.clone();
         let admit = admit.clone();
         let tx = tx.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             let handshake = slot;
             let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;

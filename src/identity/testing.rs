@@ -93,7 +93,7 @@ pub async fn listen(
     let incoming =
         Acceptor::federation(&super::server::ServerCerts::load(&node.dir).unwrap(), trust)
             .unwrap()
-            .incoming(tcp);
+            .incoming(tcp, &crate::tasks::Tasks::new());
     (addr, incoming)
 }
 

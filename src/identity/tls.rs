@@ -25,7 +25,7 @@ pub struct CertKey {
 }
 
 fn err(e: rcgen::Error) -> IdentityError {
-    IdentityError::Certificate(e.to_string())
+    super::tls_error("making a certificate")(e)
 }
 
 fn ca_params(common_name: &str) -> CertificateParams {

@@ -28,6 +28,8 @@ use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::Metrics;
 
@@ -78,7 +80,8 @@ const PLAIN_TEXT: &str = "text/plain; charset=utf-8";
 /// after 10 s whatever it does; a failing connection is logged at debug
 /// level and never ends the server, and a failing `accept` is logged and
 /// retried after a short pause. Returns `Ok(())` once `shutdown`
-/// completes; connections still being answered then finish on their own.
+/// completes and the connections still open then have been closed (each
+/// connection is a task of this server's own, not left running after it).
 ///
 /// The endpoint is not authenticated: bind `listener` to loopback (or a
 /// private interface).
@@ -88,21 +91,31 @@ pub async fn serve_http(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = TaskTracker::new();
+    let closing = CancellationToken::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             biased;
-            () = &mut shutdown => return Ok(()),
+            () = &mut shutdown => {
+                closing.cancel();
+                connections.close();
+                connections.wait().await;
+                return Ok(());
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                         tracing::debug!(%peer, "metrics: too many connections, closing");
                         continue;
                     };
-                    let metrics = Arc::clone(&metrics);
-                    tokio::spawn(async move {
+                    let (metrics, closing) = (Arc::clone(&metrics), closing.clone());
+                    connections.spawn(async move {
                         let _permit = permit;
-                        handle(stream, peer, metrics).await;
+                        tokio::select! {
+                            () = closing.cancelled() => {}
+                            () = handle(stream, peer, metrics) => {}
+                        }
                     });
                 }
                 Err(error) => {

@@ -6,11 +6,12 @@
 //! printed lines. So an operation behaves the same whichever door it came
 //! through, and its audit record says the same thing.
 //!
-//! Every change goes through [`Database`] and carries its audit
-//! [`Note`]s into the same sled batch as its effect (see
-//! [`crate::store::Store::audit_into`]): a crash leaves both or neither.
-//! Changes whose effect is a file outside the store (the peer registry,
-//! keys) are journalled the same way (see [`peers`]).
+//! Every change goes through [`Database`] and carries its audit notes
+//! into the same sled batch as its effect (see `Store::audit_into`): a
+//! crash leaves both or neither. A change to the peer registry, a file
+//! outside the store, is journalled instead (its digest and its audit
+//! record in one batch, then the rename; see `peers.rs`). A key rotation
+//! is audited once the new key files are in place.
 
 mod entries;
 mod import;

@@ -221,8 +221,43 @@ pub struct PeerView {
     pub peer: Peer,
     /// Connections it has open to this node.
     pub open_connections: u32,
-    /// What our sync with it is doing ("idle" if we take nothing).
-    pub sync: String,
+    /// What our sync with it is doing (idle if we take nothing).
+    pub sync: SyncState,
+}
+
+/// What our sync with one peer is doing. Its text is what `hashfed peer
+/// list` prints after `sync=` (and what operators' scripts read): `idle`,
+/// `connected`, `disconnected`, or the last session's error with its
+/// causes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncState {
+    /// No sync: we take nothing from the peer, or it is not active.
+    Idle,
+    /// Subscribed to the peer's manifest (and pulling what it announces).
+    Connected,
+    /// The peer ended the subscription; reconnecting.
+    Disconnected,
+    /// The last session failed; retried after a pause.
+    Failed(String),
+}
+
+impl SyncState {
+    /// The state after a session that failed with `error`, keeping the
+    /// error's causes in the text.
+    pub fn failed(error: &(dyn std::error::Error + 'static)) -> Self {
+        SyncState::Failed(crate::error::Chain(error).to_string())
+    }
+}
+
+impl std::fmt::Display for SyncState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncState::Idle => f.write_str("idle"),
+            SyncState::Connected => f.write_str("connected"),
+            SyncState::Disconnected => f.write_str("disconnected"),
+            SyncState::Failed(why) => f.write_str(why),
+        }
+    }
 }
 
 /// How one set compares with a peer's copy (`hashfed set verify`).

@@ -20,18 +20,37 @@
 //! [`crate::identity::server`]): a certificate valid on one listener fails
 //! the handshake on the others. The Unix sockets are protected by file
 //! permissions instead.
+//!
+//! The node owns what it runs, so that stopping it is one call that
+//! returns when nothing of it runs any more (see [`Node::stop`]); then the
+//! database it served can be closed at once ([`Node::into_database`]).
 
+mod lifetime;
+
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::body::Body;
 use tonic::codegen::http;
+use tonic::service::Routes;
+use tonic::transport::server::Connected;
 use tonic::transport::Server;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tower::layer::util::{Identity, Stack};
+use tower::util::MapResponseLayer;
+
+use self::lifetime::{Cuttable, TrackCalls};
 
 use crate::config::Config;
 use crate::database::Database;
@@ -44,6 +63,7 @@ use crate::ops::Ops;
 use crate::service::admin::AdminService;
 use crate::service::matching::MatchService;
 use crate::service::MAX_MATCH_MESSAGE_BYTES;
+use crate::tasks::Tasks;
 use crate::wire::proto::admin_server::AdminServer;
 use crate::wire::proto::federation_server::FederationServer;
 use crate::wire::proto::match_server::MatchServer;
@@ -88,6 +108,22 @@ pub enum ServerError {
     /// The federation (peers, signer) could not be set up.
     #[error("federation: {0}")]
     Federation(#[from] crate::federation::FederationError),
+    /// A listener's serve loop did not end even after its connections
+    /// were cut; it was aborted.
+    #[error("a listener did not end after its connections were cut")]
+    ListenerStuck,
+    /// Tasks were still running when stopping gave up waiting (blocking
+    /// work such as an import cannot be interrupted); whatever they hold,
+    /// the database included, is still held.
+    #[error("{0} tasks still running after the node stopped")]
+    TasksRunning(usize),
+    /// The database was to be handed back, but handles outside the node
+    /// still share it (the caller kept one?).
+    #[error("the database is still in use after the node stopped: {holders} other handles")]
+    DatabaseInUse {
+        /// How many handles besides the one handed back.
+        holders: usize,
+    },
 }
 
 /// Where the running node listens.
@@ -135,16 +171,6 @@ fn kind_code(kind: Kind) -> Option<u8> {
 
 /// gRPC methods named in the metrics.
 const METHODS: &[&str] = &["MatchHashes", "MatchStream", "MatchImage", "Feedback"];
-
-/// A running node. Dropping it does not stop it; call [`Node::stop`].
-pub struct Node {
-    addresses: Addresses,
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<Result<(), ServerError>>,
-    metrics: Arc<Metrics>,
-    federation: Arc<Federation>,
-    ops: Arc<Ops>,
-}
 
 /// tonic answers a message over the size limit with `OUT_OF_RANGE`, before
 /// any handler runs; to the caller it is a malformed request, so it is
@@ -225,9 +251,254 @@ fn reflection() -> Result<
         .map_err(|e| ServerError::Reflection(e.to_string()))
 }
 
+/// How long stopping waits, once the grace period is over and the
+/// connections still open are cut, for the listeners and tasks to end.
+pub const CUT_WAIT: Duration = Duration::from_secs(2);
+
+/// A running node. Dropping it does not stop it; call [`Node::stop`], or
+/// [`Node::into_database`] to close the database afterwards.
+///
+/// The node owns everything it starts: the listeners' serve loops (joined
+/// by [`Node::failed`] and [`Node::stop`]) and every other task, through
+/// its [`Tasks`] (shared with the federation and the services).
+pub struct Node {
+    addresses: Addresses,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<Result<(), ServerError>>,
+    tasks: Tasks,
+    db: Arc<Database>,
+    metrics: Arc<Metrics>,
+    federation: Arc<Federation>,
+    ops: Arc<Ops>,
+}
+
+/// The function that maps oversized messages' status (see
+/// [`oversized_is_invalid`]), as a nameable type.
+type OversizedFn = fn(http::Response<Body>) -> http::Response<Body>;
+
+/// The gRPC server every listener runs (see [`Start::grpc`]).
+type GrpcServer = Server<Stack<TrackCalls, Stack<MapResponseLayer<OversizedFn>, Identity>>>;
+
+/// What the listeners are made of while the node starts: one method per
+/// listener binds it and spawns its serve loop into `listeners`.
+struct Start<'a> {
+    dir: &'a Path,
+    config: &'a Config,
+    db: &'a Arc<Database>,
+    metrics: &'a Arc<Metrics>,
+    federation: &'a Arc<Federation>,
+    ops: &'a Arc<Ops>,
+    health: HealthReporter,
+    tasks: &'a Tasks,
+    stopped: watch::Receiver<bool>,
+    listeners: JoinSet<Result<(), ServerError>>,
+    /// The Unix sockets bound so far (removed if the start fails).
+    sockets: Vec<PathBuf>,
+}
+
+impl Start<'_> {
+    /// A gRPC server: HTTP/2 keepalive, at most [`MAX_STREAMS`] streams
+    /// per connection, oversized messages reported as invalid, and every
+    /// call counted as one of the node's tasks. Federation and match calls
+    /// have a deadline (a caller that sends half a request and stalls
+    /// holds nothing past it); the admin listener's imports and backups
+    /// may take as long as they need.
+    fn grpc(&self, with_deadline: bool) -> GrpcServer {
+        let server = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams(MAX_STREAMS);
+        let server = if with_deadline {
+            server.timeout(Duration::from_secs(u64::from(
+                self.config.limits.request_secs.max(1),
+            )))
+        } else {
+            server
+        };
+        server
+            .layer(MapResponseLayer::new(
+                oversized_is_invalid::<Body> as OversizedFn,
+            ))
+            .layer(TrackCalls(self.tasks.clone()))
+    }
+
+    fn health(&self) -> HealthServer<HealthService> {
+        HealthServer::new(HealthService::from_health_reporter(self.health.clone()))
+    }
+
+    fn match_service(&self) -> MatchService {
+        MatchService::new(self.db.clone(), self.metrics.clone()).with_tasks(self.tasks.clone())
+    }
+
+    fn admin_service(&self) -> AdminServer<AdminService> {
+        AdminServer::new(AdminService::from_ops(self.ops.clone()).with_tasks(self.tasks.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Match, health and reflection: the match listener and socket.
+    fn match_routes(&self) -> Result<Routes, ServerError> {
+        Ok(Routes::new(
+            MatchServer::new(self.match_service())
+                .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES),
+        )
+        .add_service(self.health())
+        .add_service(reflection()?))
+    }
+
+    /// Admin, health and reflection: the admin listener.
+    fn admin_routes(&self) -> Result<Routes, ServerError> {
+        Ok(Routes::new(self.admin_service())
+            .add_service(self.health())
+            .add_service(reflection()?))
+    }
+
+    /// Completes when the node stops.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopped = self.stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Serves `routes` on `incoming` until the node stops, as one of its
+    /// listeners; each connection is [`Cuttable`] by the node.
+    fn serve<I, IO, IE>(
+        &mut self,
+        listener: &'static str,
+        server: GrpcServer,
+        routes: Routes,
+        incoming: I,
+    ) where
+        I: Stream<Item = Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+    {
+        let tasks = self.tasks.clone();
+        let incoming = incoming.map(move |io| io.map(|io| Cuttable::new(io, &tasks)));
+        let shutdown = self.shutdown();
+        let mut server = server;
+        let router = server.add_routes(routes);
+        self.listeners.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+                .map_err(|source| ServerError::Transport { listener, source })
+        });
+    }
+
+    /// Federation: active peers only, each call checked against the set
+    /// policies; a peer's connections close when it is suspended or
+    /// revoked.
+    async fn federation(&mut self) -> Result<SocketAddr, ServerError> {
+        let tcp = bind("federation", &self.config.listen.federation).await?;
+        let address = local_addr("federation", &tcp)?;
+        let incoming =
+            Acceptor::federation(self.federation.certs(), self.federation.trust().clone())?
+                .incoming(tcp, self.tasks);
+        let routes = Routes::new(
+            FederationServer::new(FederationService::new(self.federation.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(self.health());
+        self.serve("federation", self.grpc(true), routes, incoming);
+        Ok(address)
+    }
+
+    /// Match over mTLS, and over a Unix socket if configured.
+    async fn match_(&mut self) -> Result<(SocketAddr, Option<PathBuf>), ServerError> {
+        let tcp = bind("match", &self.config.listen.match_).await?;
+        let address = local_addr("match", &tcp)?;
+        let incoming =
+            Acceptor::new(self.federation.certs(), Listener::Match)?.incoming(tcp, self.tasks);
+        self.serve("match", self.grpc(true), self.match_routes()?, incoming);
+        let Some(path) = &self.config.listen.match_socket else {
+            return Ok((address, None));
+        };
+        let path = self.dir.join(path);
+        let socket = bind_unix("match socket", &path, 0o660).await?;
+        self.sockets.push(path.clone());
+        self.serve(
+            "match socket",
+            self.grpc(true),
+            self.match_routes()?,
+            UnixListenerStream::new(socket),
+        );
+        Ok((address, Some(path)))
+    }
+
+    /// Admin over mTLS, and over the owner's Unix socket, where the owner
+    /// may also match (`hashfed match` on a running node) through the same
+    /// service as local services, leaving no match records.
+    async fn admin(&mut self) -> Result<(SocketAddr, PathBuf), ServerError> {
+        let tcp = bind("admin", &self.config.listen.admin).await?;
+        let address = local_addr("admin", &tcp)?;
+        let incoming =
+            Acceptor::new(self.federation.certs(), Listener::Admin)?.incoming(tcp, self.tasks);
+        self.serve("admin", self.grpc(false), self.admin_routes()?, incoming);
+        let path = admin_socket(self.dir);
+        if let Some(run) = path.parent() {
+            make_private_dir(run)?;
+        }
+        let socket = bind_unix("admin socket", &path, 0o600).await?;
+        self.sockets.push(path.clone());
+        let routes = Routes::new(self.admin_service())
+            .add_service(
+                MatchServer::new(self.match_service().without_match_records())
+                    .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES),
+            )
+            .add_service(self.health())
+            .add_service(reflection()?);
+        self.serve(
+            "admin socket",
+            self.grpc(false),
+            routes,
+            UnixListenerStream::new(socket),
+        );
+        Ok((address, path))
+    }
+
+    /// Prometheus over plain HTTP.
+    async fn metrics(&mut self) -> Result<SocketAddr, ServerError> {
+        let tcp = bind("metrics", &self.config.listen.metrics).await?;
+        let address = local_addr("metrics", &tcp)?;
+        let (metrics, done) = (self.metrics.clone(), self.shutdown());
+        self.listeners.spawn(async move {
+            crate::metrics::serve_http(metrics, tcp, done)
+                .await
+                .map_err(ServerError::Metrics)
+        });
+        Ok(address)
+    }
+
+    /// The entry and set gauges: set once before the node is handed back
+    /// (a scrape right after start sees the real counts), then refreshed
+    /// now and then, never on the query path; ends when the node stops.
+    fn gauges(&self) {
+        let refresh = |metrics: &Metrics, db: &Database| {
+            metrics.set_sets(db.store().sets().len() as u64);
+            let counts = db.matchable_by_type();
+            for kind in Kind::ALL {
+                if let Some(code) = kind_code(kind) {
+                    metrics.set_entries(kind, counts[usize::from(code)]);
+                }
+            }
+        };
+        refresh(self.metrics, self.db);
+        let (metrics, db, tasks) = (self.metrics.clone(), self.db.clone(), self.tasks.clone());
+        self.tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(GAUGE_PERIOD).await;
+                let (metrics, db) = (metrics.clone(), db.clone());
+                let _ = tasks.spawn_blocking(move || refresh(&metrics, &db)).await;
+            }
+        });
+    }
+}
+
 impl Node {
     /// Binds every listener named in `config` (port 0 picks a free port)
-    /// and starts serving `db`.
+    /// and starts serving `db`. If a listener cannot be bound, what was
+    /// started is stopped again before the error is returned.
     pub async fn start(
         dir: &Path,
         config: &Config,
@@ -237,14 +508,8 @@ impl Node {
         db.set_flood_limits(config.quarantine.clone());
         metrics.load_certificate_expiries(dir);
         db.set_match_retention(config.retention.match_days);
-        let (stop, stopped) = watch::channel(false);
-        let shutdown = move || {
-            let mut stopped = stopped.clone();
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            }
-        };
-        let (reporter, health) = tonic_health::server::health_reporter();
+        let tasks = Tasks::new();
+        let (reporter, _) = tonic_health::server::health_reporter();
         reporter.set_serving::<MatchServer<MatchService>>().await;
         reporter.set_serving::<AdminServer<AdminService>>().await;
         reporter
@@ -252,191 +517,82 @@ impl Node {
             .await;
         let federation = {
             let (dir, config, db) = (dir.to_owned(), config.clone(), db.clone());
-            let metrics = metrics.clone();
-            tokio::task::spawn_blocking(move || Federation::for_node(&dir, &config, db, metrics))
+            let (metrics, fed_tasks) = (metrics.clone(), tasks.clone());
+            tasks
+                .spawn_blocking(move || Federation::for_node(&dir, &config, db, metrics, fed_tasks))
                 .await
                 .map_err(|e| ServerError::Task(e.to_string()))??
-        };
-
-        let match_service = || {
-            MatchServer::new(MatchService::new(db.clone(), metrics.clone()))
-                .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES)
         };
         let ops = Arc::new(
             Ops::new(db.clone(), config.node_id.clone(), config.name.clone())
                 .with_federation(federation.clone()),
         );
-        let admin_service = || {
-            AdminServer::new(AdminService::from_ops(ops.clone()))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        let (stop, stopped) = watch::channel(false);
+        let mut start = Start {
+            dir,
+            config,
+            db: &db,
+            metrics: &metrics,
+            federation: &federation,
+            ops: &ops,
+            health: reporter,
+            tasks: &tasks,
+            stopped,
+            listeners: JoinSet::new(),
+            sockets: Vec::new(),
         };
-        // Federation and match calls have a deadline (a caller that sends
-        // half a request and stalls holds nothing past it); the admin
-        // listener's imports and backups may take as long as they need.
-        let deadline = Duration::from_secs(u64::from(config.limits.request_secs.max(1)));
-        let builder = |deadline: Option<Duration>| {
-            let server = Server::builder()
-                .http2_keepalive_interval(Some(Duration::from_secs(30)))
-                .max_concurrent_streams(MAX_STREAMS);
-            match deadline {
-                Some(d) => server.timeout(d),
-                None => server,
-            }
-            .layer(tower::util::MapResponseLayer::new(
-                oversized_is_invalid::<tonic::body::Body>,
-            ))
-        };
-
-        let match_router = || -> Result<_, ServerError> {
-            Ok(builder(Some(deadline))
-                .add_service(match_service())
-                .add_service(health.clone())
-                .add_service(reflection()?))
-        };
-        let admin_router = || -> Result<_, ServerError> {
-            Ok(builder(None)
-                .add_service(admin_service())
-                .add_service(health.clone())
-                .add_service(reflection()?))
-        };
-        // The owner at the admin socket may also match (`hashfed match`
-        // on a running node), through the same service as local services.
-        let admin_socket_router = || -> Result<_, ServerError> {
-            Ok(builder(None)
-                .add_service(admin_service())
-                .add_service(
-                    MatchServer::new(
-                        MatchService::new(db.clone(), metrics.clone()).without_match_records(),
-                    )
-                    .max_decoding_message_size(MAX_MATCH_MESSAGE_BYTES),
-                )
-                .add_service(health.clone())
-                .add_service(reflection()?))
-        };
-        let mut tasks = JoinSet::new();
-        /// Serves a router on a stream of connections until shutdown, as
-        /// one of the node's tasks.
-        macro_rules! serve {
-            ($name:literal, $router:expr, $incoming:expr) => {{
-                let (router, incoming, done) = ($router, $incoming, shutdown());
-                tasks.spawn(async move {
-                    router
-                        .serve_with_incoming_shutdown(incoming, done)
-                        .await
-                        .map_err(|source| ServerError::Transport {
-                            listener: $name,
-                            source,
-                        })
-                });
-            }};
-        }
-
-        // Federation: active peers only, each call checked against the set
-        // policies; a peer's connections close when it is suspended or
-        // revoked.
-        let tcp = bind("federation", &config.listen.federation).await?;
-        let federation_addr = local_addr("federation", &tcp)?;
-        let incoming =
-            Acceptor::federation(federation.certs(), federation.trust().clone())?.incoming(tcp);
-        serve!(
-            "federation",
-            builder(Some(deadline))
-                .add_service(
-                    FederationServer::new(FederationService::new(federation.clone()))
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                        .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                )
-                .add_service(health.clone()),
-            incoming
-        );
-        tokio::spawn(federation.clone().run());
-
-        // Match over mTLS, and over a Unix socket if configured.
-        let tcp = bind("match", &config.listen.match_).await?;
-        let match_addr = local_addr("match", &tcp)?;
-        let incoming = Acceptor::new(federation.certs(), Listener::Match)?.incoming(tcp);
-        serve!("match", match_router()?, incoming);
-        let match_socket = match &config.listen.match_socket {
-            Some(path) => {
-                let path = dir.join(path);
-                let socket = bind_unix("match socket", &path, 0o660).await?;
-                serve!(
-                    "match socket",
-                    match_router()?,
-                    UnixListenerStream::new(socket)
-                );
-                Some(path)
-            }
-            None => None,
-        };
-
-        // Admin over mTLS, and over the owner's Unix socket.
-        let tcp = bind("admin", &config.listen.admin).await?;
-        let admin_addr = local_addr("admin", &tcp)?;
-        let incoming = Acceptor::new(federation.certs(), Listener::Admin)?.incoming(tcp);
-        serve!("admin", admin_router()?, incoming);
-        let socket_path = admin_socket(dir);
-        if let Some(run) = socket_path.parent() {
-            make_private_dir(run)?;
-        }
-        let socket = bind_unix("admin socket", &socket_path, 0o600).await?;
-        serve!(
-            "admin socket",
-            admin_socket_router()?,
-            UnixListenerStream::new(socket)
-        );
-
-        // Metrics.
-        let tcp = bind("metrics", &config.listen.metrics).await?;
-        let metrics_addr = local_addr("metrics", &tcp)?;
-        let done = shutdown();
-        let served = metrics.clone();
-        tasks.spawn(async move {
-            crate::metrics::serve_http(served, tcp, done)
-                .await
-                .map_err(ServerError::Metrics)
-        });
-
-        // Gauges: refreshed now and then, never on the query path.
-        let (gauges, gauge_db, mut done) = (metrics.clone(), db.clone(), Box::pin(shutdown()));
-        tasks.spawn(async move {
-            loop {
-                let db = gauge_db.clone();
-                if let Ok((sets, counts)) = tokio::task::spawn_blocking(move || {
-                    (db.store().sets().len() as u64, db.matchable_by_type())
-                })
-                .await
-                {
-                    gauges.set_sets(sets);
-                    for kind in Kind::ALL {
-                        if let Some(code) = kind_code(kind) {
-                            gauges.set_entries(kind, counts[usize::from(code)]);
-                        }
-                    }
-                }
-                tokio::select! {
-                    () = &mut done => return Ok(()),
-                    () = tokio::time::sleep(GAUGE_PERIOD) => {}
-                }
-            }
-        });
-
-        tracing::info!(node = %config.node_id, "serving");
-        Ok(Node {
-            addresses: Addresses {
+        let bound = async {
+            let federation_addr = start.federation().await?;
+            tasks.spawn(federation.clone().run());
+            let (match_, match_socket) = start.match_().await?;
+            let (admin, admin_socket) = start.admin().await?;
+            let metrics = start.metrics().await?;
+            start.gauges();
+            Ok::<_, ServerError>(Addresses {
                 federation: federation_addr,
-                match_: match_addr,
+                match_,
                 match_socket,
-                admin: admin_addr,
-                admin_socket: socket_path,
-                metrics: metrics_addr,
-            },
-            stop,
-            tasks,
-            metrics,
-            federation,
-            ops,
-        })
+                admin,
+                admin_socket,
+                metrics,
+            })
+        }
+        .await;
+        let Start {
+            listeners, sockets, ..
+        } = start;
+        match bound {
+            Ok(addresses) => {
+                tracing::info!(node = %config.node_id, "serving");
+                Ok(Node {
+                    addresses,
+                    stop,
+                    listeners,
+                    tasks,
+                    db,
+                    metrics,
+                    federation,
+                    ops,
+                })
+            }
+            Err(e) => {
+                // What started stops at once: nobody has called it yet.
+                let _ = stop.send(true);
+                tasks.cut();
+                let mut listeners = listeners;
+                listeners.shutdown().await;
+                if let Err(running) = tasks.wait(CUT_WAIT).await {
+                    tracing::warn!(
+                        running,
+                        "tasks of a node that failed to start still running"
+                    );
+                }
+                for path in sockets {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The node's operations (what its admin service translates to).
@@ -459,33 +615,74 @@ impl Node {
         &self.metrics
     }
 
+    /// The node's tasks, for a test or a benchmark that wants to know
+    /// how many are running.
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// Completes when a listener stops on its own (an error: they run
     /// until [`Node::stop`]).
     pub async fn failed(&mut self) -> Result<(), ServerError> {
-        match self.tasks.join_next().await {
+        match self.listeners.join_next().await {
             Some(Ok(result)) => result,
             Some(Err(e)) => Err(ServerError::Task(e.to_string())),
             None => std::future::pending().await,
         }
     }
 
-    /// Stops accepting, lets calls in flight finish for up to `grace`, then
-    /// closes what is left. Removes the Unix sockets.
-    pub async fn stop(mut self, grace: Duration) -> Result<(), ServerError> {
-        self.federation.shutdown();
-        let _ = self.stop.send(true);
-        let mut first_error = None;
-        let drained = tokio::time::timeout(grace, async {
-            while let Some(joined) = self.tasks.join_next().await {
+    /// Joins the listeners until `deadline`; `false` if some still run.
+    async fn join_listeners(
+        &mut self,
+        deadline: Instant,
+        first_error: &mut Option<ServerError>,
+    ) -> bool {
+        tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = self.listeners.join_next().await {
                 if let Ok(Err(e)) = joined {
                     first_error.get_or_insert(e);
                 }
             }
         })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("connections still open after the grace period; closed");
-            self.tasks.shutdown().await;
+        .await
+        .is_ok()
+    }
+
+    /// Stops the node, and returns once everything it started has ended:
+    ///
+    /// 1. background work (sync, the outbox, subscriptions, gauges) ends
+    ///    and the listeners stop accepting; calls in flight run on for up
+    ///    to `grace`;
+    /// 2. connections still open then are cut (their calls fail), and the
+    ///    listeners get [`CUT_WAIT`] more to end;
+    /// 3. the node's tasks, blocking work included, are waited for (until
+    ///    the grace period and [`CUT_WAIT`] are over: blocking work cannot
+    ///    be interrupted).
+    ///
+    /// When it returns `Ok`, nothing the node started holds the database
+    /// any more (see [`Node::into_database`]). Removes the Unix sockets.
+    pub async fn stop(mut self, grace: Duration) -> Result<(), ServerError> {
+        let deadline = Instant::now() + grace;
+        self.tasks.stop();
+        let _ = self.stop.send(true);
+        let mut first_error = None;
+        let drained = self.join_listeners(deadline, &mut first_error).await;
+        if !drained {
+            tracing::warn!("calls still running after the grace period; their connections are cut");
+        }
+        self.tasks.cut();
+        if !drained
+            && !self
+                .join_listeners(Instant::now() + CUT_WAIT, &mut first_error)
+                .await
+        {
+            self.listeners.shutdown().await;
+            first_error.get_or_insert(ServerError::ListenerStuck);
+        }
+        let left = deadline.saturating_duration_since(Instant::now()) + CUT_WAIT;
+        if let Err(running) = self.tasks.wait(left).await {
+            tracing::warn!(running, "tasks still running after the node stopped");
+            first_error.get_or_insert(ServerError::TasksRunning(running));
         }
         for path in [
             Some(&self.addresses.admin_socket),
@@ -498,8 +695,20 @@ impl Node {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
 
+    /// Stops the node as [`Node::stop`] does and hands back the database
+    /// it served, for the caller to close (which writes the index
+    /// snapshot). The caller must have dropped its own handles first:
+    /// then nothing else holds it, and if something still does, this says
+    /// how many handles are left instead of waiting for them.
+    pub async fn into_database(self, grace: Duration) -> Result<Database, ServerError> {
+        let db = Arc::clone(&self.db);
+        self.stop(grace).await?;
+        Arc::try_unwrap(db).map_err(|db| ServerError::DatabaseInUse {
+            holders: Arc::strong_count(&db) - 1,
+        })
+    }
+}
 fn local_addr(listener: &'static str, tcp: &TcpListener) -> Result<SocketAddr, ServerError> {
     tcp.local_addr().map_err(|source| ServerError::Bind {
         listener,

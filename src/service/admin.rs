@@ -22,12 +22,16 @@ use crate::federation::Federation;
 use crate::import::Format;
 use crate::model::{EntryId, SetId};
 use crate::ops::{self, Actor, ConfirmOutcome, ImportRequest, Ops, OpsError, Release};
+use crate::tasks::Tasks;
 use crate::wire;
 use crate::wire::proto::{self, admin_server::Admin};
 
 /// The admin service over one node's operations.
 pub struct AdminService {
     ops: Arc<Ops>,
+    /// Where its work on the blocking pool runs (see
+    /// [`AdminService::with_tasks`]).
+    tasks: Tasks,
 }
 
 impl AdminService {
@@ -35,6 +39,7 @@ impl AdminService {
     pub fn new(db: Arc<Database>, node_id: String, node_name: String) -> Self {
         AdminService {
             ops: Arc::new(Ops::new(db, node_id, node_name)),
+            tasks: Tasks::new(),
         }
     }
 
@@ -48,12 +53,25 @@ impl AdminService {
         );
         AdminService {
             ops: Arc::new(ops.with_federation(fed)),
+            tasks: self.tasks,
         }
     }
 
     /// Serves these operations.
     pub fn from_ops(ops: Arc<Ops>) -> Self {
-        AdminService { ops }
+        AdminService {
+            ops,
+            tasks: Tasks::new(),
+        }
+    }
+
+    /// The same service, its work on the blocking pool (every operation,
+    /// imports, exports, backups) run as `tasks`: a node's, so that
+    /// stopping the node waits for it (it cannot be interrupted) and the
+    /// database is free once the node has stopped.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// The operations this service translates to.
@@ -68,7 +86,8 @@ impl AdminService {
         work: impl FnOnce(&Ops) -> Result<T, OpsError> + Send + 'static,
     ) -> Result<T, Status> {
         let ops = self.ops.clone();
-        tokio::task::spawn_blocking(move || work(&ops))
+        self.tasks
+            .spawn_blocking(move || work(&ops))
             .await
             .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
             .map_err(ops_status)
@@ -252,7 +271,7 @@ impl Admin for AdminService {
             pos: 0,
         };
         let ops = self.ops.clone();
-        let work = tokio::task::spawn_blocking(move || {
+        let work = self.tasks.spawn_blocking(move || {
             let input = std::io::BufReader::with_capacity(256 << 10, reader);
             ops.import(&actor, &import, input, |_| {})
         });
@@ -577,7 +596,7 @@ impl Admin for AdminService {
         let actor = wire::ops_actor(&request);
         let (tx, rx) = mpsc::channel(4);
         let ops = self.ops.clone();
-        tokio::task::spawn_blocking(move || {
+        self.tasks.spawn_blocking(move || {
             let mut out = ChunkWriter {
                 tx: tx.clone(),
                 buf: Vec::with_capacity(BACKUP_CHUNK),
@@ -650,14 +669,14 @@ impl Admin for AdminService {
         &self,
         request: Request<proto::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        super::admin_read::export(self.ops.clone(), request).await
+        super::admin_read::export(self.ops.clone(), &self.tasks, request).await
     }
 
     async fn verify(
         &self,
         request: Request<proto::VerifyRequest>,
     ) -> Result<Response<proto::VerifyResponse>, Status> {
-        super::admin_read::verify(self.ops.clone(), request).await
+        super::admin_read::verify(self.ops.clone(), &self.tasks, request).await
     }
 }
 

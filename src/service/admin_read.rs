@@ -17,6 +17,7 @@ use crate::export::{ExportError, ExportFormat, ExportOptions};
 use crate::model::SetId;
 use crate::ops::Ops;
 use crate::store::StoreError;
+use crate::tasks::Tasks;
 use crate::wire::proto;
 
 /// Bytes per export message: small enough that a slow reader holds little
@@ -101,6 +102,7 @@ impl Write for ChunkSender {
 /// before it (as a file written directly would hold them).
 pub async fn export(
     ops: Arc<Ops>,
+    tasks: &Tasks,
     request: Request<proto::ExportRequest>,
 ) -> Result<Response<ExportStream>, Status> {
     let options = export_options(request.get_ref())?;
@@ -110,7 +112,7 @@ pub async fn export(
         }
     }
     let (tx, rx) = mpsc::channel(EXPORT_IN_FLIGHT);
-    tokio::task::spawn_blocking(move || {
+    tasks.spawn_blocking(move || {
         let mut out = ChunkSender {
             tx: tx.clone(),
             buf: Vec::with_capacity(EXPORT_CHUNK),
@@ -149,9 +151,11 @@ pub async fn export(
 /// reads every key, and holds the writer lock while it does).
 pub async fn verify(
     ops: Arc<Ops>,
+    tasks: &Tasks,
     _request: Request<proto::VerifyRequest>,
 ) -> Result<Response<proto::VerifyResponse>, Status> {
-    let report = tokio::task::spawn_blocking(move || ops.verify())
+    let report = tasks
+        .spawn_blocking(move || ops.verify())
         .await
         .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
         .map_err(super::status::ops_status)?;

@@ -27,6 +27,7 @@ use crate::signal::content::{hash_image, HashOptions};
 use crate::signal::decode::{DecodeLimits, DecodeOptions};
 use crate::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
 use crate::store::matches::{Feedback, MatchId, MatchRecord, Verdict};
+use crate::tasks::Tasks;
 use crate::wire;
 use crate::wire::proto::{self, match_server::Match};
 
@@ -52,6 +53,9 @@ pub struct MatchService {
     images: Arc<Semaphore>,
     /// Whether hits leave match records (see [`MatchService::without_match_records`]).
     records: bool,
+    /// Where streams' pumps and blocking lookups run (see
+    /// [`MatchService::with_tasks`]).
+    tasks: Tasks,
 }
 
 impl MatchService {
@@ -64,7 +68,16 @@ impl MatchService {
             quality_floor: u32::from(DEFAULT_QUALITY_FLOOR),
             images: Arc::new(Semaphore::new(cores)),
             records: true,
+            tasks: Tasks::new(),
         }
+    }
+
+    /// The same service, its work (streams' pumps, lookups on the
+    /// blocking pool) run as `tasks`: a node's, so that stopping the node
+    /// waits for it, and the database is free once the node has stopped.
+    pub fn with_tasks(mut self, tasks: Tasks) -> Self {
+        self.tasks = tasks;
+        self
     }
 
     /// The same service, except that hits leave no match record (and so
@@ -292,11 +305,12 @@ impl MatchService {
         if queries.len() == 1 && cheap(&queries[0], db.store().max_pdq_threshold()) {
             return Self::answer(&db, &metrics, floor, &queries, client.as_deref(), false);
         }
-        tokio::task::spawn_blocking(move || {
-            Self::answer(&db, &metrics, floor, &queries, client.as_deref(), true)
-        })
-        .await
-        .map_err(internal)?
+        self.tasks
+            .spawn_blocking(move || {
+                Self::answer(&db, &metrics, floor, &queries, client.as_deref(), true)
+            })
+            .await
+            .map_err(internal)?
     }
 }
 
@@ -343,7 +357,10 @@ impl Match for MatchService {
         let mut incoming = request.into_inner();
         let (tx, rx) = mpsc::channel::<Result<proto::MatchResponse, Status>>(STREAM_IN_FLIGHT * 2);
         let (db, metrics, floor) = (self.db.clone(), self.metrics.clone(), self.quality_floor);
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        // Work of a call in flight: it may finish within the grace period
+        // of a stopping node, and ends when the node cuts at the latest.
+        self.tasks.clone().spawn_call(async move {
             let in_flight = Arc::new(Semaphore::new(STREAM_IN_FLIGHT));
             loop {
                 let next = tokio::select! {
@@ -364,34 +381,36 @@ impl Match for MatchService {
                 let (db, metrics, client, tx) =
                     (db.clone(), metrics.clone(), client.clone(), tx.clone());
                 let stream_metrics = metrics.clone();
-                tokio::spawn(async move {
+                let blocking = tasks.clone();
+                tasks.spawn_call(async move {
                     // The permit is held until the answer is handed to the
                     // call, so a client that stops reading stalls only its
                     // own stream, and never holds a blocking thread.
                     let _permit = permit;
                     let started = Instant::now();
-                    let answer = tokio::task::spawn_blocking(move || {
-                        Self::answer(
-                            &db,
-                            &metrics,
-                            floor,
-                            &message.queries,
-                            client.as_deref(),
-                            false,
-                        )
-                        .map(|results| proto::MatchResponse {
-                            results,
-                            tag: message.tag,
-                        })
-                        .map_err(|s| {
-                            Status::new(
-                                s.code(),
-                                format!("request {}: {}", message.tag, s.message()),
+                    let answer = blocking
+                        .spawn_blocking(move || {
+                            Self::answer(
+                                &db,
+                                &metrics,
+                                floor,
+                                &message.queries,
+                                client.as_deref(),
+                                false,
                             )
+                            .map(|results| proto::MatchResponse {
+                                results,
+                                tag: message.tag,
+                            })
+                            .map_err(|s| {
+                                Status::new(
+                                    s.code(),
+                                    format!("request {}: {}", message.tag, s.message()),
+                                )
+                            })
                         })
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(internal(e)));
+                        .await
+                        .unwrap_or_else(|e| Err(internal(e)));
                     let code = answer
                         .as_ref()
                         .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
@@ -448,53 +467,54 @@ impl MatchService {
         let _permit = self.images.acquire().await.map_err(internal)?;
         let (db, metrics) = (self.db.clone(), self.metrics.clone());
         let floor = request.quality_floor.unwrap_or(self.quality_floor);
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let options = HashOptions {
-                decode: DecodeOptions {
-                    limits: DecodeLimits {
-                        max_bytes: MAX_IMAGE_BYTES,
-                        ..DecodeLimits::default()
+        self.tasks
+            .spawn_blocking(move || {
+                let started = Instant::now();
+                let options = HashOptions {
+                    decode: DecodeOptions {
+                        limits: DecodeLimits {
+                            max_bytes: MAX_IMAGE_BYTES,
+                            ..DecodeLimits::default()
+                        },
+                        ..DecodeOptions::default()
                     },
-                    ..DecodeOptions::default()
-                },
-                dihedral: request.dihedral,
-                ..HashOptions::default()
-            };
-            let hashes =
-                hash_image(&request.image, &options, &mut PdqHasher::new()).map_err(|e| {
-                    metrics.error(Kind::Image, ErrorReason::InvalidArgument);
-                    Status::invalid_argument(format!("image: {e}"))
-                })?;
-            let matched = match db.match_image(&hashes, request.radius, floor) {
-                Ok(m) => m,
-                Err(MatchError::Store(e)) => {
-                    metrics.error(Kind::Image, ErrorReason::Internal);
-                    return Err(internal(e));
-                }
-                Err(e) => {
-                    metrics.error(Kind::Image, ErrorReason::InvalidArgument);
-                    return Err(Status::invalid_argument(e.to_string()));
-                }
-            };
-            metrics.query(Kind::Image, started.elapsed(), !matched.hits.is_empty());
-            let refs: Vec<&Hit> = matched.hits.iter().collect();
-            let mut ids = Self::record(&db, &refs, client.as_deref())?.into_iter();
-            Ok(proto::MatchImageResponse {
-                hits: matched
-                    .hits
-                    .iter()
-                    .map(|h| proto::Hit {
-                        match_id: ids.next().map(|id| id.to_string()).unwrap_or_default(),
-                        ..wire::hit(h)
-                    })
-                    .collect(),
-                hashes: Some(wire::image_hashes(&hashes)),
-                pdq_skipped: matched.pdq_skipped.unwrap_or_default(),
+                    dihedral: request.dihedral,
+                    ..HashOptions::default()
+                };
+                let hashes =
+                    hash_image(&request.image, &options, &mut PdqHasher::new()).map_err(|e| {
+                        metrics.error(Kind::Image, ErrorReason::InvalidArgument);
+                        Status::invalid_argument(format!("image: {e}"))
+                    })?;
+                let matched = match db.match_image(&hashes, request.radius, floor) {
+                    Ok(m) => m,
+                    Err(MatchError::Store(e)) => {
+                        metrics.error(Kind::Image, ErrorReason::Internal);
+                        return Err(internal(e));
+                    }
+                    Err(e) => {
+                        metrics.error(Kind::Image, ErrorReason::InvalidArgument);
+                        return Err(Status::invalid_argument(e.to_string()));
+                    }
+                };
+                metrics.query(Kind::Image, started.elapsed(), !matched.hits.is_empty());
+                let refs: Vec<&Hit> = matched.hits.iter().collect();
+                let mut ids = Self::record(&db, &refs, client.as_deref())?.into_iter();
+                Ok(proto::MatchImageResponse {
+                    hits: matched
+                        .hits
+                        .iter()
+                        .map(|h| proto::Hit {
+                            match_id: ids.next().map(|id| id.to_string()).unwrap_or_default(),
+                            ..wire::hit(h)
+                        })
+                        .collect(),
+                    hashes: Some(wire::image_hashes(&hashes)),
+                    pdq_skipped: matched.pdq_skipped.unwrap_or_default(),
+                })
             })
-        })
-        .await
-        .map_err(internal)?
+            .await
+            .map_err(internal)?
     }
 
     async fn feedback_blocking(
@@ -528,7 +548,9 @@ impl MatchService {
             time_ms: crate::database::now_ms(),
         };
         let db = self.db.clone();
-        let record = tokio::task::spawn_blocking(move || db.give_feedback(&id, feedback))
+        let record = self
+            .tasks
+            .spawn_blocking(move || db.give_feedback(&id, feedback))
             .await
             .map_err(internal)?;
         use crate::store::matches::FeedbackError as E;

@@ -54,7 +54,7 @@ impl Store {
     /// Appends one event to the audit log on its own: for events that are
     /// their own effect (a backup taken, a dispute raised). A change to the
     /// database carries its notes in its own write instead (see
-    /// [`Store::audit_into`]). Returns the event's seq.
+    /// `Store::audit_into`). Returns the event's seq.
     pub fn audit(&self, time_ms: u64, note: Note) -> Result<u64, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();

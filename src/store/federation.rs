@@ -5,7 +5,7 @@
 //! signed in the same batch as the records it covers: at the end of every
 //! write and at least every [`CHECKPOINT_EVERY`] records, so every head has
 //! one. **Received sets** take records only through
-//! [`Store::apply_remote`], which recomputes the chain over the records and
+//! `Store::apply_remote`, which recomputes the chain over the records and
 //! refuses the whole batch unless the digest at the end equals the
 //! origin's checkpoint (whose signature the caller has checked). Records,
 //! entry states, index keys, the set's head (the sync cursor) and the
@@ -56,7 +56,7 @@ fn decode_checkpoint(seq: u64, bytes: &[u8]) -> Result<Checkpoint, StoreError> {
 impl Store {
     /// Makes this node the origin of sets named after `signer`: their
     /// writes get signed checkpoints from now on. Call
-    /// [`Store::sign_missing`] next for what was written before.
+    /// `Store::sign_missing` next for what was written before.
     pub(crate) fn set_signer(&self, signer: Arc<Signer>) {
         *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
     }

@@ -227,7 +227,7 @@ pub fn peer(v: &crate::peers::PeerView) -> proto::Peer {
         send: p.send.clone(),
         accept: p.accept.clone(),
         open_connections: v.open_connections,
-        sync: v.sync.clone(),
+        sync: v.sync.to_string(),
         review: p.review,
     }
 }

@@ -338,9 +338,14 @@ fn check(dir: &Path, round: u32) {
     // finished or dropped here, as at any start.
     let config = hashfed::identity::load_config(dir).unwrap();
     let db = Arc::new(Database::open(&dir.join("store"), &StoreOptions::default()).unwrap());
-    let fed =
-        hashfed::federation::Federation::for_node(dir, &config, db.clone(), Default::default())
-            .unwrap();
+    let fed = hashfed::federation::Federation::for_node(
+        dir,
+        &config,
+        db.clone(),
+        Default::default(),
+        Default::default(),
+    )
+    .unwrap();
     let store = db.store();
     let events: Vec<AuditEvent> = store.audit_events(0, usize::MAX).unwrap();
     let of = |action: Action| events.iter().filter(move |e| e.action == action);

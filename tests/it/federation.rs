@@ -475,7 +475,7 @@ mod evil {
             trust,
         )
         .unwrap()
-        .incoming(tcp);
+        .incoming(tcp, &hashfed::tasks::Tasks::new());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(FederationServer::new(relay))
@@ -561,9 +561,11 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         c.add_card(a.card(), &[], &[]);
         c.add_card(evil_card, &[], &["*"]);
         let fed = c.node().federation().clone();
-        let status = eventually(WAIT, || fed.sync_status("evil").contains("refused"))
-            .await
-            .map(|_| fed.sync_status("evil"));
+        let status = eventually(WAIT, || {
+            fed.sync_status("evil").to_string().contains("refused")
+        })
+        .await
+        .map(|_| fed.sync_status("evil").to_string());
         let status = status
             .unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
         assert!(status.contains(expect), "{trick:?}: {status}");
@@ -716,4 +718,173 @@ fn received(ops: &hashfed::ops::Ops) -> Vec<proto::ReceivedFeedback> {
         .into_iter()
         .map(hashfed::wire::received_feedback)
         .collect()
+}
+
+/// Gives the node in `dir` a fixed federation port (free now), so that a
+/// peer's card for it stays right across restarts.
+fn fixed_federation_port(dir: &std::path::Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.join("hashfed.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("federation = \"127.0.0.1:0\""), "{text}");
+    std::fs::write(
+        &path,
+        text.replace(
+            "federation = \"127.0.0.1:0\"",
+            &format!("federation = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .unwrap();
+}
+
+/// A match stream held open on `node` (one request answered, then more
+/// whose answers are never read, and the caller never ends it): the call
+/// a graceful stop cannot wait out, which the cut has to end.
+async fn open_match_stream(
+    node: &TestNode,
+) -> (
+    tokio::sync::mpsc::Sender<proto::MatchRequest>,
+    tonic::Streaming<proto::MatchResponse>,
+) {
+    use hashfed::identity::roles::ClientRole;
+    let local = node.issue(ClientRole::Local);
+    let ch = nodes::channel(&node.dir, node.node().addresses().match_, Some(&local))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(proto::MatchRequest {
+        queries: vec![nodes::pdq_query(code(1).to_vec())],
+        tag: 1,
+    })
+    .await
+    .unwrap();
+    let mut answers = proto::match_client::MatchClient::new(ch)
+        .match_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = answers.message().await.unwrap().unwrap();
+    assert_eq!(first.tag, 1);
+    // More requests, their answers never read: the stream's pump waits
+    // with the database in hand.
+    for tag in 2..30 {
+        tx.send(proto::MatchRequest {
+            queries: vec![nodes::pdq_query(code(tag).to_vec())],
+            tag: u64::from(tag),
+        })
+        .await
+        .unwrap();
+    }
+    (tx, answers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stop_returns_after_every_task_and_hands_the_database_back_every_time() {
+    use hashfed::peers::SyncState;
+    // A takes B's set and B takes A's: on A run a sync task (A pulls from
+    // B) and B's subscription's pump (B follows A's manifest).
+    let (tmp, dir) = nodes::node_dir("a");
+    fixed_federation_port(&dir);
+    let db = Database::open(&dir.join("store"), &Default::default()).unwrap();
+    add_pdq(&db, "a/list", &(0..50).map(code).collect::<Vec<_>>());
+    drop(db);
+    let mut a = TestNode::start_in(tmp, dir).await;
+    let b = TestNode::start("b", |db| {
+        add_pdq(db, "b/list", &(1000..1050).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    a.add_peer(&b, &["a/*"], &["b/*"]);
+    b.add_peer(&a, &["b/*"], &["a/*"]);
+    let mut added = 1050;
+    for round in 0..20 {
+        // Both ways up: A synced from B, B subscribed to A.
+        let up = eventually(WAIT, || {
+            head(&a.db, "b/list") == head(&b.db, "b/list")
+                && head(&b.db, "a/list") == head(&a.db, "a/list")
+                && a.node().federation().sync_status("b") == SyncState::Connected
+                && b.node().federation().sync_status("a") == SyncState::Connected
+                && a.node().federation().trust().open_connections("b") > 0
+        })
+        .await;
+        assert!(
+            up.is_some(),
+            "round {round}: never up: A's sync {}, B's sync {}",
+            a.node().federation().sync_status("b"),
+            b.node().federation().sync_status("a")
+        );
+        // New records on both while A stops: pulls may be under way (and
+        // B's sync, which applies records each round, retries at once
+        // instead of backing off further every round).
+        add_pdq(
+            &b.db,
+            "b/list",
+            &(added..added + 200).map(code).collect::<Vec<_>>(),
+        );
+        // Every third round many, and no grace at all: B's pull from A is
+        // cut half-way, with A's reader of the log blocked on the stream.
+        let (more, grace) = if round % 3 == 0 {
+            (5000, Duration::ZERO)
+        } else {
+            (10, Duration::from_millis(300))
+        };
+        add_pdq(
+            &a.db,
+            "a/list",
+            &(added + 200..added + 200 + more)
+                .map(code)
+                .collect::<Vec<_>>(),
+        );
+        added += 200 + more;
+        if grace.is_zero() {
+            // Long enough for B to hear of them and start pulling.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Every third round a call that never ends by itself: the stop
+        // goes to the end of its grace period and cuts it.
+        let stream = if round % 3 == 1 {
+            Some(open_match_stream(&a).await)
+        } else {
+            None
+        };
+
+        let TestNode { tmp, dir, db, node } = a;
+        drop(db);
+        let node = node.unwrap();
+        let tasks = node.tasks().clone();
+        assert!(!tasks.is_empty(), "round {round}: no task running");
+        let started = std::time::Instant::now();
+        let db = node
+            .into_database(grace)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            tasks.is_empty(),
+            "round {round}: stop returned with {} tasks running",
+            tasks.len()
+        );
+        if let Some((tx, mut answers)) = stream {
+            assert!(started.elapsed() >= grace);
+            // Answers sent before the cut may still be read; then it ends.
+            let ended = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Ok(Some(_)) = answers.message().await {}
+            })
+            .await;
+            assert!(
+                ended.is_ok(),
+                "round {round}: the open stream was not ended"
+            );
+            drop(tx);
+        }
+        tokio::task::spawn_blocking(move || db.close())
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("round {round}: closing: {e}"));
+        a = TestNode::start_in(tmp, dir).await;
+    }
+    a.close().await;
+    b.close().await;
 }

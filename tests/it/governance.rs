@@ -747,16 +747,7 @@ async fn a_restored_backup_converges_with_its_peers() {
     eventually(WAIT, || head(&b) == a_head)
         .await
         .expect("B never followed");
-    let TestNode {
-        tmp,
-        dir,
-        db,
-        mut node,
-    } = b;
-    if let Some(n) = node.take() {
-        n.stop(Duration::from_secs(2)).await.unwrap();
-    }
-    drop(db);
+    let (tmp, dir) = b.close().await;
     let running = run(&[
         "restore",
         "--dir",

@@ -202,28 +202,15 @@ impl DemoNode {
             .map_or((0, String::new()), |s| (s.head_seq, s.head_digest))
     }
 
-    /// Stops the node, waits for its last users of the database to let go
-    /// and closes the database.
+    /// Stops the node and closes its database, which the node hands back
+    /// once every task it started has ended.
     async fn stop(self) -> anyhow::Result<()> {
         let DemoNode { name, db, node, .. } = self;
-        node.stop(Duration::from_secs(2))
+        drop(db);
+        let db = node
+            .into_database(Duration::from_secs(2))
             .await
             .with_context(|| format!("stopping {name}"))?;
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut db = db;
-        let db = loop {
-            match Arc::try_unwrap(db) {
-                Ok(db) => break db,
-                Err(shared) if Instant::now() < deadline => {
-                    db = shared;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(shared) => bail!(
-                    "{name}: the database is still in use ({} holders) after the node stopped",
-                    Arc::strong_count(&shared) - 1
-                ),
-            }
-        };
         tokio::task::spawn_blocking(move || db.close())
             .await?
             .with_context(|| format!("closing {name}'s database"))

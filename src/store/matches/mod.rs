@@ -156,7 +156,7 @@ impl MatchCounts {
 }
 
 /// One call's records with their ids reserved (see
-/// [`Store::reserve_matches`]): the ids are final before the records are
+/// `Store::reserve_matches`): the ids are final before the records are
 /// written.
 #[derive(Debug)]
 pub struct ReservedMatches {
@@ -313,7 +313,7 @@ impl Store {
 
     /// Gives one call's records their ids (no I/O): a fresh call key, each
     /// record's place under it and a random tag. Write them with
-    /// [`Store::record_matches`], in the order they were reserved.
+    /// `Store::record_matches`, in the order they were reserved.
     pub(crate) fn reserve_matches(&self, records: Vec<MatchRecord>) -> ReservedMatches {
         use rand_core::{OsRng, RngCore};
         let parts = records.len().div_ceil(packed::MAX_RECORDS).max(1) as u64;
