@@ -74,9 +74,13 @@ async fn relayed_only_when_the_origin_allows_and_retractions_follow() {
     assert_eq!(a_head, 200);
 
     // B is granted the set directly: it arrives, verified, with A's digest.
-    eventually(WAIT, || head(&b.db, "a/list") == a_head)
-        .await
-        .expect("B never caught up with A");
+    // (The set's head is visible a moment before the index update of the
+    // same write lands, so wait for both.)
+    eventually(WAIT, || {
+        head(&b.db, "a/list") == a_head && matches(&b.db, &code(7)) == 1
+    })
+    .await
+    .expect("B never caught up with A");
     let (sa, sb) = (
         a.db.store().set(&"a/list".parse().unwrap()).unwrap(),
         b.db.store().set(&"a/list".parse().unwrap()).unwrap(),
