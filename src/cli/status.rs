@@ -39,8 +39,18 @@ pub fn run(args: DirArgs) -> anyhow::Result<ExitCode> {
     let raised = disputes?.disputes.iter().filter(|d| d.raised).count();
     println!("{pending} entries waiting for vetting, {raised} disputed entries raised for review");
 
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let mut warn = false;
+    if stats.key_history_refusals > 0 {
+        warn = true;
+        println!(
+            "WARNING: {} key histories refused from peers since the node started (a fork or a \
+             forged rotation: was a peer's old key leaked? the log names the peer; metric \
+             hashfed_key_history_refused_total)",
+            stats.key_history_refusals
+        );
+    }
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for e in expiries(&args.dir)? {
         let days = (e.not_after - now).div_euclid(86_400);
         let state = if e.not_after <= now {

@@ -288,6 +288,21 @@ impl Database {
         Ok(applied)
     }
 
+    /// Rotates the signer of this node's own sets: `rotate` gets what the
+    /// current key signed, set by set, and returns the new signer, all
+    /// under the writer lock (see `Store::rotate_signer`); then signs what
+    /// the sets lack.
+    pub fn rotate_signer<E: From<StoreError>>(
+        &self,
+        rotate: impl FnOnce(Vec<crate::model::keychain::KeyBound>) -> Result<Arc<Signer>, E>,
+    ) -> Result<(), E> {
+        self.store.rotate_signer(rotate)?;
+        if !self.store.sign_missing()?.is_empty() {
+            self.changed();
+        }
+        Ok(())
+    }
+
     /// Makes this node the signer of its own sets and signs what they lack
     /// (see `Store::sign_missing`).
     pub fn set_signer(&self, signer: Arc<Signer>) -> Result<Vec<SetId>, StoreError> {

@@ -237,14 +237,23 @@ impl Federation {
             ..Default::default()
         };
         if signing {
-            let (key, history) =
-                crate::identity::keys::rotate(&self.dir, crate::database::now_ms())?;
-            let keys = history.keys()?;
-            let signer =
-                Signer::new(&self.config.name, &self.config.node_id, key).with_history(&keys);
-            self.db.set_signer(Arc::new(signer))?;
-            tracing::info!(keys = keys.len(), "signing key rotated");
-            self.keys.send_replace(history);
+            // The old key's bounds are read, the key files committed and
+            // the new signer installed under the store's writer lock:
+            // nothing is signed by the old key past what it states.
+            let mut rotated = None;
+            self.db.rotate_signer(|bounds| {
+                let (key, history) =
+                    crate::identity::keys::rotate(&self.dir, crate::database::now_ms(), bounds)?;
+                let keys = history.keys()?;
+                rotated = Some(history);
+                Ok::<_, FederationError>(Arc::new(
+                    Signer::new(&self.config.name, &self.config.node_id, key).with_history(&keys),
+                ))
+            })?;
+            if let Some(history) = rotated {
+                tracing::info!(keys = history.rotations.len() + 1, "signing key rotated");
+                self.keys.send_replace(history);
+            }
         }
         if tls {
             out.certificates = crate::identity::renew::renew(&self.dir)?

@@ -83,6 +83,12 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// Peers' key histories refused since the node started (see
+    /// `Metrics::key_history_refused`).
+    pub fn key_history_refusals(&self) -> u64 {
+        self.metrics.key_history_refusals()
+    }
+
     /// The federation of the node in `dir`: its peer registry, its signer
     /// (set on `db`, which signs what its own sets lack), the TLS trust
     /// for its peers, its server certificates, and the client certificate

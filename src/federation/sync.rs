@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ed25519_dalek::VerifyingKey;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use super::Federation;
 use crate::error::Chain;
-use crate::model::signed::{verify_checkpoint, SignedInfo, CHECKPOINT_EVERY};
+use crate::model::keychain::KeyChain;
+use crate::model::signed::{verify_checkpoint_in, SignedInfo, CHECKPOINT_EVERY};
 use crate::model::{SetId, ShareRefusal};
 use crate::peers::{Peer, SyncState};
 use crate::wire::federation::checkpoint_from;
@@ -200,7 +200,10 @@ pub(super) fn learn_keys(fed: &Federation, peer: &Peer, histories: &[proto::KeyH
                 tracing::info!(peer = %peer.name(), origin = %origin, keys = history.rotations.len() + 1, "learnt a key rotation");
             }
             Err(e) => {
-                fed.metrics.records_refused();
+                // A fork or a forged rotation: someone holds an old key,
+                // or lies about it. Operators must hear of it: a metric
+                // by peer, and `hashfed status` warns.
+                fed.metrics.key_history_refused(peer.name());
                 tracing::warn!(peer = %peer.name(), error = %e, "key history refused");
             }
         }
@@ -242,7 +245,7 @@ async fn sync_set(
         version: wire.version,
         signature: wire.signature,
     };
-    let info = signed.verify(&keys).map_err(|e| {
+    let info = signed.verify_in(&keys, &set).map_err(|e| {
         tracing::warn!(peer = %peer.name(), set = %set, error = %e, "set configuration refused");
         refused(format!("configuration: {e}"))
     })?;
@@ -306,7 +309,7 @@ async fn pull(
     peer: &Peer,
     client: &mut FederationClient<Channel>,
     set: &SetId,
-    keys: &[VerifyingKey],
+    keys: &KeyChain,
     after_seq: u64,
     applied_records: &mut u64,
 ) -> Result<(), SyncError> {
@@ -351,7 +354,7 @@ async fn pull(
         }
         let Some(cp) = chunk.checkpoint else { continue };
         let cp = checkpoint_from(&cp).map_err(refused)?;
-        verify_checkpoint(keys, set, &cp)
+        verify_checkpoint_in(keys, set, &cp)
             .map_err(|e| refused(format!("checkpoint at seq {}: {e}", cp.seq)))?;
         let records = std::mem::take(&mut buffer);
         buffered_bytes = 0;

@@ -121,6 +121,12 @@ impl KeyHistory {
     /// Every key, oldest first, after checking that the id derives from
     /// the first key and that each rotation is signed by the key before.
     pub fn keys(&self) -> Result<Vec<VerifyingKey>, IdentityError> {
+        self.chain().map(keychain::KeyChain::into_keys)
+    }
+
+    /// The checked chain: every key with the bounds its rotation put on it
+    /// (what a receiver holds the node's signatures to).
+    pub fn chain(&self) -> Result<keychain::KeyChain, IdentityError> {
         let first = crate::model::signal::decode_hex(&self.first_key)
             .and_then(|b| crate::model::signed::verifying_key(&b).ok())
             .ok_or_else(|| IdentityError::Key("first key must be 64 hex digits".into()))?;
@@ -192,13 +198,27 @@ pub fn read_with_history(dir: &Path) -> Result<(SigningKey, KeyHistory), Identit
 
 /// Rotates the signing key of the node in `dir`: a new key, the statement
 /// signed by the current one, both made durable (see the module's notes).
-/// Returns the new key and the history now on disk. The caller makes sure
-/// one rotation runs at a time.
-pub fn rotate(dir: &Path, now_ms: u64) -> Result<(SigningKey, KeyHistory), IdentityError> {
+/// `bounds` is what the current key signed, set by set (it may sign
+/// nothing beyond: see [`keychain`]); the caller reads them under the
+/// store's writer lock and holds it until the new key signs. Returns the
+/// new key and the history now on disk. The caller makes sure one
+/// rotation runs at a time.
+pub fn rotate(
+    dir: &Path,
+    now_ms: u64,
+    bounds: Vec<keychain::KeyBound>,
+) -> Result<(SigningKey, KeyHistory), IdentityError> {
     let (current, mut history) = read_with_history(dir)?;
     let next = generate();
     let n = history.rotations.len() as u32 + 1;
-    let rotation = keychain::rotate(&history.node_id, &current, n, &next.verifying_key(), now_ms);
+    let rotation = keychain::rotate(
+        &history.node_id,
+        &current,
+        n,
+        &next.verifying_key(),
+        now_ms,
+        bounds,
+    );
     history.rotations.push(rotation);
     history.keys()?;
 
@@ -247,7 +267,7 @@ mod tests {
         let dir = tmp.path().join("a");
         let made = crate::identity::init(&dir, "a").unwrap();
         let first = read(&dir).unwrap();
-        let (second, history) = rotate(&dir, 1).unwrap();
+        let (second, history) = rotate(&dir, 1, Vec::new()).unwrap();
         assert_eq!(history.node_id, made.config.node_id);
         assert_eq!(read(&dir).unwrap().verifying_key(), second.verifying_key());
         assert_eq!(
@@ -258,7 +278,7 @@ mod tests {
         assert!(!dir.join(NEXT).exists());
 
         // A crash between the commit and the last rename.
-        let (third, _) = rotate(&dir, 2).unwrap();
+        let (third, _) = rotate(&dir, 2, Vec::new()).unwrap();
         std::fs::rename(dir.join(SIGNING), dir.join(NEXT)).unwrap();
         write_over(&dir.join(SIGNING), &to_pem(&second).unwrap());
         assert_eq!(read(&dir).unwrap().verifying_key(), third.verifying_key());
@@ -267,7 +287,7 @@ mod tests {
         // A crash before the commit: the stray key is not used.
         write_over(&dir.join(NEXT), &to_pem(&generate()).unwrap());
         assert_eq!(read(&dir).unwrap().verifying_key(), third.verifying_key());
-        let (fourth, history) = rotate(&dir, 3).unwrap();
+        let (fourth, history) = rotate(&dir, 3, Vec::new()).unwrap();
         assert_eq!(history.rotations.len(), 3);
         assert_eq!(read(&dir).unwrap().verifying_key(), fourth.verifying_key());
 

@@ -269,6 +269,9 @@ pub struct Metrics {
     records_received: AtomicU64,
     records_refused: AtomicU64,
     feedback_forwarded: AtomicU64,
+    /// Key histories refused (forks, forged rotations), by the peer that
+    /// passed them on: an old key may have leaked.
+    key_history_refused: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     /// The node's certificates and their ends of validity (Unix seconds).
     certificates: std::sync::Mutex<Vec<(String, i64)>>,
 }
@@ -308,6 +311,7 @@ impl Metrics {
             records_received: AtomicU64::new(0),
             records_refused: AtomicU64::new(0),
             feedback_forwarded: AtomicU64::new(0),
+            key_history_refused: Default::default(),
             certificates: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -377,6 +381,26 @@ impl Metrics {
     /// Counts one refused batch of records from a peer.
     pub fn records_refused(&self) {
         self.records_refused.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one key history refused from `peer` (a fork or a forged
+    /// rotation: see `model::keychain`).
+    pub fn key_history_refused(&self, peer: &str) {
+        let mut by_peer = self
+            .key_history_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *by_peer.entry(peer.to_owned()).or_default() += 1;
+    }
+
+    /// Key histories refused since the node started, from every peer (what
+    /// `hashfed status` warns of).
+    pub fn key_history_refusals(&self) -> u64 {
+        let by_peer = self
+            .key_history_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        by_peer.values().sum()
     }
 
     /// Counts feedback notes a peer acknowledged on their way to an origin.
@@ -578,6 +602,25 @@ impl Metrics {
         ] {
             family(&mut out, name, "counter", help);
             sample(&mut out, name, "", value.load(Relaxed));
+        }
+
+        family(
+            &mut out,
+            "hashfed_key_history_refused_total",
+            "counter",
+            "Key histories refused (a fork or a forged rotation: was an old key leaked?), by the peer that sent them.",
+        );
+        let refused = self
+            .key_history_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (peer, n) in refused {
+            // Peer names are [a-z0-9-]: nothing to escape.
+            let _ = writeln!(
+                out,
+                "hashfed_key_history_refused_total{{peer=\"{peer}\"}} {n}"
+            );
         }
 
         let certificates = self

@@ -243,6 +243,11 @@ pub struct SetInfo {
     /// (e.g. an import of a list vetted at its source).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub vetting: u32,
+    /// The set's head when the vetting rule last changed: entries added
+    /// after it carry `vetting` attestations; those before were added
+    /// under an earlier rule (see [`SetInfo::check_vetted`]).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub vetting_since: u64,
     /// What the origin does when peers dispute an entry.
     #[serde(default, skip_serializing_if = "DisputePolicy::is_off")]
     pub disputes: DisputePolicy,
@@ -272,6 +277,23 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+fn is_zero64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// An entry added without the attestations its set's vetting rule asks
+/// for.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("an entry added at seq {seq} carries {got} distinct reviewers' attestations; the set's rule asks for {needed}")]
+pub struct Unvetted {
+    /// Where in the log.
+    pub seq: u64,
+    /// Distinct reviewers it carries.
+    pub got: u32,
+    /// Reviewers the rule asks for.
+    pub needed: u32,
+}
+
 impl SetInfo {
     /// A set with the default policy (shared with nobody) and thresholds.
     pub fn new(id: SetId) -> Self {
@@ -282,8 +304,33 @@ impl SetInfo {
             vocabulary: Vec::new(),
             thresholds: BTreeMap::new(),
             vetting: 0,
+            vetting_since: 0,
             disputes: DisputePolicy::default(),
         }
+    }
+
+    /// The vetting rule, one function for the origin (before it appends an
+    /// entry) and for every node that receives the set's records (before
+    /// it applies them, so an origin that skipped its own rule gains
+    /// nothing): an entry added at `seq`, after the rule took effect
+    /// (`vetting_since`), carries the attestations of `vetting` distinct
+    /// reviewers.
+    pub fn check_vetted(&self, seq: u64, entry: &super::record::EntryData) -> Result<(), Unvetted> {
+        if self.vetting == 0 || seq <= self.vetting_since {
+            return Ok(());
+        }
+        let mut reviewers: Vec<&str> = entry.vetting.iter().map(|a| a.reviewer.as_str()).collect();
+        reviewers.sort_unstable();
+        reviewers.dedup();
+        let got = reviewers.len() as u32;
+        if got < self.vetting {
+            return Err(Unvetted {
+                seq,
+                got,
+                needed: self.vetting,
+            });
+        }
+        Ok(())
     }
 
     /// The PDQ match threshold for this set.
@@ -352,5 +399,39 @@ mod tests {
         let mut info = SetInfo::new(SetId::new("o", "s").unwrap());
         info.vocabulary = vec!["A1".into()];
         assert!(info.check_labels(&l).is_err());
+    }
+
+    #[test]
+    fn the_vetting_rule_counts_distinct_reviewers_after_it_took_effect() {
+        use crate::model::record::{Attestation, EntryData};
+        let mut info = SetInfo::new(SetId::new("o", "s").unwrap());
+        let by = |names: &[&str]| EntryData {
+            signal: Signal::parse("md5", &"1".repeat(32)).unwrap(),
+            labels: vec![],
+            external_id: None,
+            vetting: names
+                .iter()
+                .map(|n| Attestation {
+                    reviewer: (*n).into(),
+                    time_ms: 1,
+                })
+                .collect(),
+        };
+        assert!(info.check_vetted(1, &by(&[])).is_ok());
+        info.vetting = 2;
+        info.vetting_since = 10;
+        assert!(info.check_vetted(10, &by(&[])).is_ok());
+        assert_eq!(
+            info.check_vetted(11, &by(&["a", "a"])),
+            Err(Unvetted {
+                seq: 11,
+                got: 1,
+                needed: 2
+            })
+        );
+        assert!(info.check_vetted(11, &by(&["a", "b"])).is_ok());
+        // Stored as before when off.
+        let plain = SetInfo::new(SetId::new("o", "s").unwrap());
+        assert!(!serde_json::to_string(&plain).unwrap().contains("vetting"));
     }
 }

@@ -26,6 +26,7 @@
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
+use super::keychain::{KeyChain, Signed};
 use super::set::{SetId, SetInfo};
 
 /// Most records between two checkpoints of a set's log.
@@ -43,6 +44,10 @@ pub enum SignatureError {
     /// A signed configuration that does not parse.
     #[error("signed set configuration is malformed: {0}")]
     BadInfo(String),
+    /// Signed by one of the origin's retired keys past the bounds its
+    /// rotation set (see [`super::keychain`]): an old key may have leaked.
+    #[error("signed by a retired key past its bounds ({0}): was an old key leaked?")]
+    Retired(String),
 }
 
 /// An origin's signature over (set, seq, chain digest).
@@ -93,10 +98,33 @@ impl SignedInfo {
     /// Checks the signature with any of the origin's `keys` and returns
     /// the configuration.
     pub fn verify(&self, keys: &[VerifyingKey]) -> Result<SetInfo, SignatureError> {
-        let signature: [u8; 64] = super::signal::decode_hex(&self.signature)
+        verify_any(
+            keys,
+            &info_statement(self.version, &self.json),
+            &self.signature()?,
+        )?;
+        self.parse()
+    }
+
+    /// As [`SignedInfo::verify`], for `set`, and only by a key of the
+    /// origin's `chain` that may sign this version (a retired key, up to
+    /// the version it was retired at).
+    pub fn verify_in(&self, chain: &KeyChain, set: &SetId) -> Result<SetInfo, SignatureError> {
+        let statement = info_statement(self.version, &self.json);
+        let key = signed_by(chain.keys(), &statement, &self.signature()?)?;
+        chain
+            .may_sign(key, set.as_str(), Signed::Info(self.version))
+            .map_err(SignatureError::Retired)?;
+        self.parse()
+    }
+
+    fn signature(&self) -> Result<[u8; 64], SignatureError> {
+        super::signal::decode_hex(&self.signature)
             .and_then(|b| b.try_into().ok())
-            .ok_or(SignatureError::Malformed)?;
-        verify_any(keys, &info_statement(self.version, &self.json), &signature)?;
+            .ok_or(SignatureError::Malformed)
+    }
+
+    fn parse(&self) -> Result<SetInfo, SignatureError> {
         serde_json::from_str(&self.json).map_err(|e| SignatureError::BadInfo(e.to_string()))
     }
 }
@@ -128,6 +156,33 @@ pub fn verify_any(
     } else {
         Err(SignatureError::Invalid)
     }
+}
+
+/// Which of `keys` signed `message` (its index), trying the newest first.
+fn signed_by(
+    keys: &[VerifyingKey],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<usize, SignatureError> {
+    (0..keys.len())
+        .rev()
+        .find(|&i| verify(&keys[i], message, signature).is_ok())
+        .ok_or(SignatureError::Invalid)
+}
+
+/// Checks a checkpoint for `set` against the origin's `chain`: signed by
+/// one of its keys, and by a retired key only up to the seq it was
+/// retired at (what receivers use: a leaked old key cannot extend a set).
+pub fn verify_checkpoint_in(
+    chain: &KeyChain,
+    set: &SetId,
+    checkpoint: &Checkpoint,
+) -> Result<(), SignatureError> {
+    let statement = checkpoint_statement(set, checkpoint.seq, &checkpoint.digest);
+    let key = signed_by(chain.keys(), &statement, &checkpoint.signature)?;
+    chain
+        .may_sign(key, set.as_str(), Signed::Checkpoint(checkpoint.seq))
+        .map_err(SignatureError::Retired)
 }
 
 /// Checks a checkpoint for `set` with any of the origin's keys.
@@ -411,5 +466,49 @@ mod tests {
         // A receiver that knows only the old key cannot take the new one's
         // word for it: it must learn the chain first.
         assert!(verify_checkpoint(old.public_keys(), &set, &after).is_err());
+    }
+
+    #[test]
+    fn a_leaked_old_key_cannot_extend_a_set_or_re_sign_its_policy() {
+        use crate::model::keychain::{rotate, walk, KeyBound};
+        let old = signer();
+        let set = SetId::new("hotline-a", "x").unwrap();
+        let new_key = SigningKey::from_bytes(&[9; 32]);
+        let bounds = vec![KeyBound {
+            set: set.to_string(),
+            seq: 5,
+            info_version: 2,
+        }];
+        let r = rotate("node-a", &old.key, 1, &new_key.verifying_key(), 1, bounds);
+        let chain = walk("node-a", &old.public_key(), &[r]).unwrap();
+        let rotated = Signer::new("hotline-a", "node-a", new_key).with_history(old.public_keys());
+
+        // What the old key signed before the rotation still holds.
+        assert!(verify_checkpoint_in(&chain, &set, &old.checkpoint(&set, 5, [1; 32])).is_ok());
+        // Past it, only the new key.
+        let leaked = old.checkpoint(&set, 6, [2; 32]);
+        assert!(matches!(
+            verify_checkpoint_in(&chain, &set, &leaked),
+            Err(SignatureError::Retired(_))
+        ));
+        assert!(verify_checkpoint(chain.keys(), &set, &leaked).is_ok());
+        assert!(verify_checkpoint_in(&chain, &set, &rotated.checkpoint(&set, 6, [2; 32])).is_ok());
+        // A set the old key never signed for.
+        let other = SetId::new("hotline-a", "y").unwrap();
+        assert!(verify_checkpoint_in(&chain, &other, &old.checkpoint(&other, 1, [3; 32])).is_err());
+
+        let mut info = SetInfo::new(set.clone());
+        assert!(old.info(&info, 2).unwrap().verify_in(&chain, &set).is_ok());
+        info.policy.reshare = true;
+        let widened = old.info(&info, 3).unwrap();
+        assert!(matches!(
+            widened.verify_in(&chain, &set),
+            Err(SignatureError::Retired(_))
+        ));
+        assert!(rotated
+            .info(&info, 3)
+            .unwrap()
+            .verify_in(&chain, &set)
+            .is_ok());
     }
 }

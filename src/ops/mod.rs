@@ -90,6 +90,9 @@ pub struct NodeStats {
     pub false_positive: u64,
     /// Seconds since the operations began (the node started).
     pub uptime_seconds: u64,
+    /// Peers' key histories refused since then (forks, forged rotations:
+    /// an old key may have leaked).
+    pub key_history_refusals: u64,
 }
 
 /// The operations over one node's database (and, where the node has an
@@ -152,6 +155,7 @@ impl Ops {
             confirmed: matches.confirmed,
             false_positive: matches.false_positive,
             uptime_seconds: self.started.elapsed().as_secs(),
+            key_history_refusals: self.fed.as_ref().map_or(0, |f| f.key_history_refusals()),
         })
     }
 

@@ -106,6 +106,14 @@ impl PeerCard {
             .map_err(|e| PeerError::Invalid(format!("peer card of {:?}: {e}", self.name)))
     }
 
+    /// Its key chain: every key with the bounds its rotations put on it
+    /// (what records it signed are checked against).
+    pub fn chain(&self) -> Result<crate::model::keychain::KeyChain, PeerError> {
+        self.history()
+            .chain()
+            .map_err(|e| PeerError::Invalid(format!("peer card of {:?}: {e}", self.name)))
+    }
+
     /// The card without its key history: what identifies the node and
     /// where to reach it.
     pub fn identity(&self) -> PeerCard {
@@ -205,7 +213,7 @@ mod tests {
         let dir = tmp.path().join("a");
         crate::identity::init(&dir, "hotline-a").unwrap();
         let before = PeerCard::of_node(&dir, "127.0.0.1:7701").unwrap();
-        let (key, _) = crate::identity::keys::rotate(&dir, 5).unwrap();
+        let (key, _) = crate::identity::keys::rotate(&dir, 5, Vec::new()).unwrap();
         let card = PeerCard::of_node(&dir, "127.0.0.1:7701").unwrap();
         assert_eq!(card.node_id, before.node_id);
         assert_eq!(card.identity(), before);

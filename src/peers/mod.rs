@@ -360,13 +360,13 @@ impl PeerRegistry {
             .cloned()
     }
 
-    /// The signing keys (oldest first) of the origin named `origin`, if it
-    /// is a known, active peer.
-    pub fn origin_keys(&self, origin: &str) -> Option<Vec<ed25519_dalek::VerifyingKey>> {
+    /// The key chain (every key, oldest first, with its bounds) of the
+    /// origin named `origin`, if it is a known, active peer.
+    pub fn origin_keys(&self, origin: &str) -> Option<crate::model::keychain::KeyChain> {
         self.read()
             .get(origin)
             .filter(|p| p.active())
-            .and_then(|p| p.card.keys().ok())
+            .and_then(|p| p.card.chain().ok())
     }
 
     /// Learns a peer's key rotations from `history`, whoever passed it on:
@@ -712,20 +712,20 @@ mod tests {
         )
         .unwrap();
         let first = crate::identity::keys::read(&b_dir).unwrap();
-        let (key, history) = crate::identity::keys::rotate(&b_dir, 7).unwrap();
+        let (key, history) = crate::identity::keys::rotate(&b_dir, 7, Vec::new()).unwrap();
         assert_eq!(
             reg.learn_keys(&history, super::unjournalled).unwrap(),
             Some("b".to_owned())
         );
         assert_eq!(reg.learn_keys(&history, super::unjournalled).unwrap(), None);
         let keys = reg.origin_keys("b").unwrap();
-        assert_eq!(keys.last(), Some(&key.verifying_key()));
+        assert_eq!(keys.keys().last(), Some(&key.verifying_key()));
         // The old card again (say, re-added from a file): what was learnt stays.
         reg.add(old_card, vec![], vec!["b/*".into()], 2, super::unjournalled)
             .unwrap();
-        assert_eq!(reg.origin_keys("b").unwrap().len(), 2);
+        assert_eq!(reg.origin_keys("b").unwrap().keys().len(), 2);
         let again = PeerRegistry::open(&dir, &config).unwrap();
-        assert_eq!(again.origin_keys("b").unwrap().len(), 2);
+        assert_eq!(again.origin_keys("b").unwrap().keys().len(), 2);
         // Someone else's statement, or a fork by a leaked old key.
         let mut forged = history.clone();
         forged.rotations[0].time_ms += 1;
@@ -733,12 +733,12 @@ mod tests {
         let elsewhere = crate::identity::keys::generate().verifying_key();
         let mut fork = history.clone();
         fork.rotations[0] =
-            crate::model::keychain::rotate(&history.node_id, &first, 1, &elsewhere, 8);
+            crate::model::keychain::rotate(&history.node_id, &first, 1, &elsewhere, 8, vec![]);
         assert!(matches!(
             again.learn_keys(&fork, super::unjournalled),
             Err(PeerError::Conflict(_))
         ));
-        assert_eq!(again.origin_keys("b").unwrap().len(), 2);
+        assert_eq!(again.origin_keys("b").unwrap().keys().len(), 2);
     }
 
     #[test]

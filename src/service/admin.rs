@@ -315,6 +315,7 @@ impl Admin for AdminService {
             node_id,
             node_name,
             uptime_seconds: s.uptime_seconds,
+            key_history_refusals: s.key_history_refusals,
         }))
     }
 

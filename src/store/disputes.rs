@@ -51,7 +51,7 @@ impl Store {
         policy: DisputePolicy,
         audit: impl FnOnce(&super::SetState) -> Vec<Note>,
     ) -> Result<super::SetState, StoreError> {
-        self.change_info(set, |info| info.disputes = policy, audit)
+        self.change_info(set, |info, _| info.disputes = policy, audit)
     }
 
     /// When an entry's disputes were last reviewed (0: never).

@@ -23,6 +23,7 @@ use super::state::SetState;
 use super::write::{Applied, Pending};
 use super::{Store, StoreError};
 use crate::model::audit::{unaudited, Action, Note};
+use crate::model::keychain::KeyBound;
 use crate::model::record::{chain_digest, genesis_digest};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo, Signer, CHECKPOINT_EVERY};
 use crate::model::{SetId, SetInfo, SetPolicy};
@@ -59,6 +60,32 @@ impl Store {
     /// `Store::sign_missing` next for what was written before.
     pub(crate) fn set_signer(&self, signer: Arc<Signer>) {
         *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
+    }
+
+    /// Replaces the signer by the one `rotate` makes, under the writer
+    /// lock: `rotate` is given what the current signer signed, set by set
+    /// (each own set's head and configuration version), and nothing is
+    /// signed between that reading and the new signer taking over, so the
+    /// bounds the rotation states for the old key hold (see
+    /// `model::keychain`).
+    pub(crate) fn rotate_signer<E: From<StoreError>>(
+        &self,
+        rotate: impl FnOnce(Vec<KeyBound>) -> Result<Arc<Signer>, E>,
+    ) -> Result<(), E> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let bounds = self
+            .sets()
+            .iter()
+            .filter(|s| self.signer_for(s).is_some())
+            .map(|s| KeyBound {
+                set: s.id().to_string(),
+                seq: s.head_seq,
+                info_version: s.signed_info.as_ref().map_or(0, |i| i.version),
+            })
+            .collect();
+        let signer = rotate(bounds)?;
+        self.set_signer(signer);
+        Ok(())
     }
 
     /// The signer, if this node is the origin of `set`.
@@ -180,7 +207,7 @@ impl Store {
         policy: SetPolicy,
         audit: impl FnOnce(&SetState) -> Vec<Note>,
     ) -> Result<SetState, StoreError> {
-        self.change_info(set, |info| info.policy = policy, audit)
+        self.change_info(set, |info, _| info.policy = policy, audit)
     }
 
     /// Changes the configuration of a set written on this node and signs
@@ -189,7 +216,7 @@ impl Store {
     pub(super) fn change_info(
         &self,
         set: &SetId,
-        change: impl FnOnce(&mut SetInfo),
+        change: impl FnOnce(&mut SetInfo, u64),
         audit: impl FnOnce(&SetState) -> Vec<Note>,
     ) -> Result<SetState, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -197,7 +224,7 @@ impl Store {
             .set(set)
             .ok_or_else(|| StoreError::UnknownSet(set.clone()))?;
         state.writable()?;
-        change(&mut state.info);
+        change(&mut state.info, state.head_seq);
         if let Some(signer) = self.signer_for(&state) {
             self.sign_info(&signer, &mut state)?;
         }

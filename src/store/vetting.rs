@@ -142,7 +142,18 @@ impl Store {
         if reviewers == 1 {
             return Err(VettingRefusal::TooFew(reviewers).into());
         }
-        self.change_info(set, |info| info.vetting = reviewers, audit)
+        self.change_info(
+            set,
+            |info, head| {
+                if info.vetting != reviewers {
+                    // Entries before this point were added under the old
+                    // rule; receivers check those after it.
+                    info.vetting = reviewers;
+                    info.vetting_since = head;
+                }
+            },
+            audit,
+        )
     }
 
     /// Puts an entry up for vetting in `set`, which must ask for it; its

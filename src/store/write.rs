@@ -217,20 +217,21 @@ impl Store {
 }
 
 /// Refuses entries added to a set that asks for vetting unless each carries
-/// that many reviewers' attestations.
+/// that many reviewers' attestations (the set's rule,
+/// [`crate::model::SetInfo::check_vetted`], at the next seq).
 pub(super) fn check_vetted<'d>(
     state: &SetState,
     mut added: impl Iterator<Item = &'d EntryData>,
 ) -> Result<(), StoreError> {
-    let needed = state.info.vetting;
-    if needed > 0 && added.any(|data| (data.vetting.len() as u32) < needed) {
-        return Err(super::VettingRefusal::Unvetted {
+    let seq = state.head_seq + 1;
+    match added.find_map(|data| state.info.check_vetted(seq, data).err()) {
+        Some(e) => Err(super::VettingRefusal::Unvetted {
             set: state.id().clone(),
-            needed,
+            needed: e.needed,
         }
-        .into());
+        .into()),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 impl<'a> Pending<'a> {
@@ -280,6 +281,11 @@ impl<'a> Pending<'a> {
         self.now_ms = record.time_ms;
         let outcome = match record.body {
             RecordBody::Add(data) => {
+                // The origin signed it, but its vetting rule binds it too.
+                self.set
+                    .info
+                    .check_vetted(seq, &data)
+                    .map_err(|e| StoreError::Rejected(e.to_string()))?;
                 let id = EntryId::derive(self.set.id(), &data.signal);
                 let existing = self.get(&id)?;
                 self.add_effect(id, existing, data, seq)?

@@ -3,7 +3,7 @@
 
 use super::proto;
 use crate::identity::keys::KeyHistory;
-use crate::model::keychain::KeyRotation;
+use crate::model::keychain::{KeyBound, KeyRotation};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
 use crate::store::SetState;
 
@@ -30,6 +30,17 @@ pub fn key_history(h: &KeyHistory) -> proto::KeyHistory {
                 key: r.key.clone(),
                 time_ms: r.time_ms,
                 signature: r.signature.clone(),
+                bounded: r.bounds.is_some(),
+                bounds: r
+                    .bounds
+                    .iter()
+                    .flatten()
+                    .map(|b| proto::KeyBound {
+                        set: b.set.clone(),
+                        seq: b.seq,
+                        info_version: b.info_version,
+                    })
+                    .collect(),
             })
             .collect(),
     }
@@ -48,6 +59,16 @@ pub fn key_history_from(h: &proto::KeyHistory) -> KeyHistory {
                 key: r.key.clone(),
                 time_ms: r.time_ms,
                 signature: r.signature.clone(),
+                bounds: r.bounded.then(|| {
+                    r.bounds
+                        .iter()
+                        .map(|b| KeyBound {
+                            set: b.set.clone(),
+                            seq: b.seq,
+                            info_version: b.info_version,
+                        })
+                        .collect()
+                }),
             })
             .collect(),
     }

@@ -343,6 +343,13 @@ mod evil {
         Replay,
         /// Cuts the last record in half.
         Truncate,
+        /// Offers the set under a configuration that asks for vetting
+        /// (signed by `own_key`: here the origin's own), with the
+        /// unattested records of before.
+        Unvetted,
+        /// Appends a record of its own and signs its checkpoint with
+        /// `own_key` (here the origin's old, leaked key).
+        Extend,
     }
 
     pub struct EvilRelay {
@@ -353,6 +360,22 @@ mod evil {
         pub keys: Vec<proto::KeyHistory>,
     }
 
+    /// A record adding one MD5 entry at `seq`, unattested.
+    fn extra_record(seq: u64) -> Vec<u8> {
+        use hashfed::model::record::{EntryData, Record, RecordBody};
+        Record {
+            seq,
+            time_ms: 1,
+            body: RecordBody::Add(EntryData {
+                signal: hashfed::model::Signal::parse("md5", &"7".repeat(32)).unwrap(),
+                labels: vec![],
+                external_id: None,
+                vetting: vec![],
+            }),
+        }
+        .encode()
+    }
+
     type S<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
     #[tonic::async_trait]
@@ -361,7 +384,22 @@ mod evil {
             &self,
             _r: Request<proto::ManifestRequest>,
         ) -> Result<Response<proto::ManifestResponse>, Status> {
-            let sets = self.origin.store().sets().iter().map(head).collect();
+            let mut sets: Vec<proto::SetHead> =
+                self.origin.store().sets().iter().map(head).collect();
+            for h in &mut sets {
+                match self.trick {
+                    Trick::Unvetted => {
+                        let signed = h.info.as_ref().unwrap();
+                        let mut info: hashfed::model::SetInfo =
+                            serde_json::from_str(&signed.json).unwrap();
+                        info.vetting = 2;
+                        let again = self.own_key.info(&info, signed.version + 1).unwrap();
+                        h.info = Some(hashfed::wire::federation::signed_info(&again));
+                    }
+                    Trick::Extend => h.head_seq += 1,
+                    _ => {}
+                }
+            }
             Ok(Response::new(proto::ManifestResponse {
                 sets,
                 node_id: String::new(),
@@ -402,7 +440,13 @@ mod evil {
                     let last = records.last_mut().unwrap();
                     last.truncate(last.len() / 2);
                 }
-                Trick::IgnorePolicy | Trick::Flood | Trick::Replay => {}
+                Trick::Extend => {
+                    let record = extra_record(cp.seq + 1);
+                    let digest = hashfed::model::record::chain_digest(&cp.digest, &record);
+                    records.push(record);
+                    cp = self.own_key.checkpoint(&set, cp.seq + 1, digest);
+                }
+                Trick::IgnorePolicy | Trick::Flood | Trick::Replay | Trick::Unvetted => {}
             }
             if let Trick::Replay = self.trick {
                 let again = |first_seq| {
@@ -535,6 +579,7 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
             1,
             &evil_key.verifying_key(),
             1,
+            vec![],
         ));
         let keys = match trick {
             Trick::ForgeRotation => {
@@ -589,6 +634,142 @@ async fn records_altered_forged_or_relayed_against_policy_are_refused() {
         );
         c.stop().await;
     }
+}
+
+/// C syncs `a/list` through an evil relay playing `trick` with `own_key`
+/// and `keys` in its manifest; returns C once the relay's sync state says
+/// "refused", with that state.
+async fn through_evil_relay(
+    a: &TestNode,
+    trick: evil::Trick,
+    own_key: hashfed::model::signed::Signer,
+    keys: Vec<proto::KeyHistory>,
+) -> (TestNode, String, tempfile::TempDir) {
+    let c = TestNode::start("c", |_| {}).await;
+    let (evil_tmp, evil_dir) = nodes::node_dir("evil");
+    let c_card = hashfed::peers::PeerCard::parse(&c.card()).unwrap();
+    let addr = evil::serve(
+        &evil_dir,
+        evil::EvilRelay {
+            origin: a.db.clone(),
+            trick,
+            own_key: std::sync::Arc::new(own_key),
+            keys,
+        },
+        hashfed::identity::peers::TrustedPeer {
+            name: "c".into(),
+            node_id: c_card.node_id.clone(),
+            ca_pem: c_card.ca.clone(),
+            active: true,
+        },
+    )
+    .await;
+    let evil_card = hashfed::peers::PeerCard::of_node(&evil_dir, &addr.to_string())
+        .unwrap()
+        .to_toml()
+        .unwrap();
+    c.add_card(a.card(), &[], &[]);
+    c.add_card(evil_card, &[], &["*"]);
+    let fed = c.node().federation().clone();
+    eventually(WAIT, || {
+        fed.sync_status("evil").to_string().contains("refused")
+    })
+    .await
+    .unwrap_or_else(|| panic!("{trick:?}: never refused: {}", fed.sync_status("evil")));
+    let status = fed.sync_status("evil").to_string();
+    (c, status, evil_tmp)
+}
+
+/// A set whose origin's signed configuration asks for two reviewers: a
+/// record that adds an entry without their attestations is refused by
+/// the receiver, although the origin's signature on it is good (an origin
+/// that skips its own rule gains nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_without_the_attestations_a_vetted_set_asks_for_are_refused() {
+    let a = TestNode::start("a", |db| {
+        add_pdq(db, "a/list", &(0..8).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    policy(&a, true);
+    let config = hashfed::identity::load_config(&a.dir).unwrap();
+    let origin = hashfed::model::signed::Signer::new(
+        "a",
+        &config.node_id,
+        hashfed::identity::keys::read(&a.dir).unwrap(),
+    );
+    let (mut c, status, _t) = through_evil_relay(&a, evil::Trick::Unvetted, origin, vec![]).await;
+    assert!(
+        status.contains("carries 0 distinct reviewers' attestations; the set's rule asks for 2"),
+        "{status}"
+    );
+    assert_eq!(head(&c.db, "a/list"), 0);
+    assert_eq!(matches(&c.db, &code(3)), 0);
+    assert!(c.db.store().verify().unwrap().problems.is_empty());
+    c.stop().await;
+}
+
+/// After A rotates its key, A's old key (leaked) signs a checkpoint past
+/// the head it was retired at: C refuses it. A relay that also offers a
+/// second, forked rotation signed by the old key raises
+/// `hashfed_key_history_refused_total{peer}` and a `hashfed status`
+/// warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leaked_old_key_cannot_extend_a_set_and_a_fork_is_reported() {
+    let a = TestNode::start("a", |db| {
+        add_pdq(db, "a/list", &(0..8).map(code).collect::<Vec<_>>())
+    })
+    .await;
+    policy(&a, true);
+    let config = hashfed::identity::load_config(&a.dir).unwrap();
+    let old_key = hashfed::identity::keys::read(&a.dir).unwrap();
+    a.node().federation().rotate_keys(true, false).unwrap();
+    let history = hashfed::identity::keys::history(&a.dir).unwrap();
+    let bounds = history.rotations[0].bounds.clone().unwrap();
+    assert_eq!(bounds.len(), 1);
+    assert_eq!((bounds[0].set.as_str(), bounds[0].seq), ("a/list", 8));
+    // The fork: another rotation 1, signed by the leaked key.
+    let mut fork = history.clone();
+    fork.rotations[0] = hashfed::model::keychain::rotate(
+        &history.node_id,
+        &old_key,
+        1,
+        &hashfed::identity::keys::generate().verifying_key(),
+        2,
+        bounds,
+    );
+    let leaked = hashfed::model::signed::Signer::new("a", &config.node_id, old_key);
+    let keys = vec![
+        hashfed::wire::federation::key_history(&history),
+        hashfed::wire::federation::key_history(&fork),
+    ];
+    let (mut c, status, _t) = through_evil_relay(&a, evil::Trick::Extend, leaked, keys).await;
+    assert!(
+        status.contains("key 0 was retired at seq 8 of this set, yet signs seq 9"),
+        "{status}"
+    );
+    assert_eq!(head(&c.db, "a/list"), 0);
+    // The true rotation was learnt; the fork was not.
+    let a_card = c.node().federation().peers().get("a").unwrap().card;
+    assert_eq!(a_card.rotations, history.rotations);
+    let metrics = c.node().metrics().render();
+    assert!(
+        metrics.contains("hashfed_key_history_refused_total{peer=\"evil\"}"),
+        "{metrics}"
+    );
+    let dir = c.dir.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+            .args(["status", "--dir"])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("key histories refused from peers"), "{text}");
+    c.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
