@@ -30,7 +30,7 @@ use hashfed::identity::client::node_endpoint;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType};
 use hashfed::ops::{Actor, ConfirmOutcome};
-use hashfed::peers::PeerCard;
+use hashfed::peers::{Peer, PeerCard};
 use hashfed::server::Node;
 use hashfed::signal::content::{hash_image, HashOptions};
 use hashfed::signal::pdq::{PdqHasher, DEFAULT_MATCH_THRESHOLD};
@@ -390,6 +390,7 @@ async fn match_image(
     Ok((response, t.elapsed()))
 }
 
+/// The short name of a wire signal type, as the match checks compare it.
 fn type_name(code: i32) -> &'static str {
     match proto::SignalType::try_from(code) {
         Ok(proto::SignalType::Pdq) => "PDQ",
@@ -398,17 +399,75 @@ fn type_name(code: i32) -> &'static str {
     }
 }
 
-/// The demo proper, on running nodes.
+/// The demo proper, on running nodes: the steps in order, each checking
+/// what it shows; the first that does not behave ends the demo.
 async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::Result<()> {
     let set: SetId = SET.parse()?;
+    let mut demo = Demo {
+        a,
+        b,
+        p,
+        set,
+        images: images(seed)?,
+        signals: Vec::new(),
+        ids: Vec::new(),
+    };
+    demo.peer()?;
+    let peered = demo.policy()?;
+    demo.subscriptions(peered).await?;
+    demo.publish()?;
+    let vetted = demo.vet().await?;
+    demo.sync(&vetted)?;
+    demo.sync_equal(vetted).await?;
+    // The provider's upload pipeline, connected for the matches, the
+    // feedback and the check after the retraction.
+    let mut client = match_client(p).await?;
+    let hit = demo.match_edited(&mut client).await?;
+    demo.match_copy(&mut client).await?;
+    demo.match_unrelated(&mut client).await?;
+    demo.feedback(&mut client, &hit).await?;
+    demo.retract().await?;
+    demo.no_match(&mut client).await?;
+    drop(client);
+    demo.rotate().await?;
+    demo.verify().await
+}
 
-    // Stand-ins for three confirmed images, an edited copy of the first
-    // (what an upload usually is), and an unrelated picture.
+/// What the steps share: the three running nodes, the demo set, the
+/// images, and (once published) the entries every later step checks.
+struct Demo<'a> {
+    /// hotline-a, the origin.
+    a: &'a DemoNode,
+    /// hotline-b, which relays hotline-a's set.
+    b: &'a DemoNode,
+    /// The provider, whose upload pipeline matches.
+    p: &'a DemoNode,
+    /// hotline-a's set ([`SET`]).
+    set: SetId,
+    /// The stand-ins and the pictures the upload pipeline sends.
+    images: Images,
+    /// What hotline-a published, in submission order (set by `publish`).
+    signals: Vec<Signal>,
+    /// The published entries' ids, in the same order (set by `publish`).
+    ids: Vec<EntryId>,
+}
+
+/// The demo's pictures: stand-ins for three confirmed images, an edited
+/// copy of the first (what an upload usually is), and an unrelated one.
+struct Images {
+    stand_ins: Vec<StandIn>,
+    edited: Vec<u8>,
+    unrelated: Vec<u8>,
+}
+
+/// Draws the pictures from `seed`; generated, so no real content is ever
+/// needed.
+fn images(seed: u32) -> anyhow::Result<Images> {
     let mut hasher = PdqHasher::new();
     let originals: Vec<_> = (0..3u32)
         .map(|k| scene(640, 480, seed.wrapping_add(k * 7919)))
         .collect();
-    let images = originals
+    let stand_ins = originals
         .iter()
         .map(|img| stand_in(jpeg(img, 90)?, &mut hasher))
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -421,514 +480,672 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
              of #1 (half size, brighter, JPEG q60)"
         ),
     );
+    Ok(Images {
+        stand_ins,
+        edited,
+        unrelated,
+    })
+}
 
-    // Peering: each side adds the other's card with its grants.
-    a.add_peer(b, &["hotline-a/*"], &[])?;
-    b.add_peer(a, &[], &["hotline-a/*"])?;
-    b.add_peer(p, &["hotline-a/*"], &[])?;
-    p.add_peer(b, &[], &["*"])?;
-    // The provider never talks to hotline-a; its card lets it check
-    // hotline-a's signatures on what hotline-b relays.
-    p.add_peer(a, &[], &[])?;
-    for n in [a, b, p] {
-        let peers: Vec<String> = n
-            .ops()
-            .peers()?
-            .iter()
-            .map(|view| {
-                let peer = &view.peer;
-                let grants = match (peer.send.is_empty(), peer.accept.is_empty()) {
-                    (true, true) => "card only: checks its signatures".to_owned(),
-                    (false, true) => format!("sends {}", peer.send.join(", ")),
-                    (true, false) => format!("accepts {}", peer.accept.join(", ")),
-                    (false, false) => format!(
-                        "sends {}, accepts {}",
-                        peer.send.join(", "),
-                        peer.accept.join(", ")
-                    ),
-                };
-                format!("{} ({grants})", peer.name())
-            })
-            .collect();
+/// What vetting leaves for the sync step: the origin's head once the
+/// entries are in, the first entry's reviewers there, and when (if at all)
+/// the entries became matchable downstream, timed from the vetting write.
+struct Vetted {
+    seq: u64,
+    digest: String,
+    reviewers: Vec<String>,
+    on_b: Option<Duration>,
+    on_p: Option<Duration>,
+}
+
+impl Demo<'_> {
+    /// Peering: each side adds the other's card with its grants; each
+    /// node's peers are listed, so the topology is visible.
+    fn peer(&self) -> anyhow::Result<()> {
+        let (a, b, p) = (self.a, self.b, self.p);
+        a.add_peer(b, &["hotline-a/*"], &[])?;
+        b.add_peer(a, &[], &["hotline-a/*"])?;
+        b.add_peer(p, &["hotline-a/*"], &[])?;
+        p.add_peer(b, &[], &["*"])?;
+        // The provider never talks to hotline-a; its card lets it check
+        // hotline-a's signatures on what hotline-b relays.
+        p.add_peer(a, &[], &[])?;
+        for n in [a, b, p] {
+            let peers: Vec<String> = n
+                .ops()
+                .peers()?
+                .iter()
+                .map(|view| peer_grants(&view.peer))
+                .collect();
+            step(
+                "peers",
+                format_args!("{:<10} peers with {}", n.name, peers.join("; ")),
+            );
+        }
+        Ok(())
+    }
+
+    /// The origin's set, with a signed policy that lets hotline-b relay it;
+    /// returns when this began, which the subscriptions are timed from.
+    fn policy(&self) -> anyhow::Result<Instant> {
+        let (a, set) = (self.a, &self.set);
+        let t = Instant::now();
+        a.ops().ensure_set(&operator(), set, "by the demo")?;
+        a.ops().set_vetting(&operator(), set, 2)?;
+        let policy = SetPolicy {
+            share_with: vec![],
+            reshare: true,
+        };
+        a.ops()
+            .set_policy(&operator(), set, policy)
+            .context("set policy")?;
+        step(
+            "policy",
+            format_args!(
+                "hotline-a creates {SET}; its policy, signed by hotline-a, allows re-sharing, \
+                 so hotline-b may relay it to the provider"
+            ),
+        );
+        Ok(t)
+    }
+
+    /// Waits for the subscriptions to open and the provider to hold the
+    /// (empty) set through hotline-b, so the publish below has a path.
+    async fn subscriptions(&self, since: Instant) -> anyhow::Result<()> {
+        let (a, b, p) = (self.a, self.b, self.p);
+        let ready = poll(since, || {
+            p.db.store()
+                .set(&self.set)
+                .is_some_and(|s| s.upstream.as_deref() == Some("hotline-b"))
+                && a.fed().trust().open_connections("hotline-b") > 0
+                && b.fed().trust().open_connections("provider") > 0
+        })
+        .await
+        .ok_or_else(|| {
+            anyhow!(
+                "the federation did not come up: hotline-b's sync: {}; provider's sync: {}",
+                b.fed().sync_status("hotline-a"),
+                p.fed().sync_status("hotline-b")
+            )
+        })?;
         step(
             "peers",
-            format_args!("{:<10} peers with {}", n.name, peers.join("; ")),
-        );
-    }
-
-    // The origin's set, with a signed policy that lets hotline-b relay it.
-    let t = Instant::now();
-    a.ops().ensure_set(&operator(), &set, "by the demo")?;
-    a.ops().set_vetting(&operator(), &set, 2)?;
-    a.ops()
-        .set_policy(
-            &operator(),
-            &set,
-            SetPolicy {
-                share_with: vec![],
-                reshare: true,
-            },
-        )
-        .context("set policy")?;
-    step(
-        "policy",
-        format_args!(
-            "hotline-a creates {SET}; its policy, signed by hotline-a, allows re-sharing, \
-             so hotline-b may relay it to the provider"
-        ),
-    );
-    let ready = poll(t, || {
-        p.db.store()
-            .set(&set)
-            .is_some_and(|s| s.upstream.as_deref() == Some("hotline-b"))
-            && a.fed().trust().open_connections("hotline-b") > 0
-            && b.fed().trust().open_connections("provider") > 0
-    })
-    .await
-    .ok_or_else(|| {
-        anyhow!(
-            "the federation did not come up: hotline-b's sync: {}; provider's sync: {}",
-            b.fed().sync_status("hotline-a"),
-            p.fed().sync_status("hotline-b")
-        )
-    })?;
-    step(
-        "peers",
-        format_args!(
-            "subscriptions open (hotline-b ⇐ hotline-a, provider ⇐ hotline-b); the provider \
-             holds the empty set, relayed ({} after peering)",
-            ms(ready)
-        ),
-    );
-
-    // Publish: three PDQ hashes and the MD5 of stand-in #2's file, put up
-    // for vetting by one analyst; they enter the signed log only once two
-    // others confirmed them.
-    let mut signals: Vec<Signal> = images.iter().map(|i| i.pdq.clone()).collect();
-    signals.push(images[1].md5.clone());
-    let mut ids = Vec::with_capacity(signals.len());
-    for signal in &signals {
-        let data = EntryData {
-            signal: signal.clone(),
-            labels: vec!["A1".into()],
-            external_id: None,
-            vetting: Vec::new(),
-        };
-        ids.push(a.ops().submit(&analyst(0), &set, data)?.id);
-    }
-    let (pending_seq, _) = a.head(&set);
-    let pending = a.db.store().pending(Some(&set))?.len();
-    ensure!(
-        pending == signals.len() && pending_seq == 0,
-        "publish: {pending} pending, head seq {pending_seq}"
-    );
-    let listed: Vec<String> = signals
-        .iter()
-        .map(|s| format!("{} {}", s.kind().name(), short(&s.value_hex(), 8)))
-        .collect();
-    step(
-        "publish",
-        format_args!(
-            "analyst-0 submits {} entries to {SET}, label A1: {}; pending, not in the log \
-             (head seq {pending_seq})",
-            signals.len(),
-            listed.join(", ")
-        ),
-    );
-
-    // Vet: the submitter may not confirm; two other analysts do, and the
-    // confirmations travel inside the signed records.
-    let own = a.ops().confirm(&analyst(0), &ids[0]);
-    ensure!(own.is_err(), "vet: the submitter confirmed their own entry");
-    for id in &ids {
-        a.ops().confirm(&analyst(1), id)?;
-    }
-    let still = a.head(&set).0;
-    ensure!(still == 0, "vet: one confirmation put entries in the log");
-    let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
-    let published = Instant::now();
-    for id in &ids {
-        ensure!(
-            matches!(
-                a.ops().confirm(&analyst(2), id)?,
-                ConfirmOutcome::Vetted(..)
+            format_args!(
+                "subscriptions open (hotline-b ⇐ hotline-a, provider ⇐ hotline-b); the provider \
+                 holds the empty set, relayed ({} after peering)",
+                ms(ready)
             ),
-            "vet: entry {id} not vetted after two confirmations"
         );
+        Ok(())
     }
-    let write = published.elapsed();
-    let all_matchable = |db: &Database| signals.iter().all(|s| matchable(db, &set, s));
-    let (on_b, on_p) = tokio::join!(
-        until(&b.db, b_changes, published, all_matchable),
-        until(&p.db, p_changes, published, all_matchable),
-    );
-    let (a_seq, a_digest) = a.head(&set);
-    let first = ids[0];
-    let reviewers = |n: &DemoNode| -> anyhow::Result<Vec<String>> {
-        let entry =
-            n.db.store()
-                .entry(&first)?
-                .ok_or_else(|| anyhow!("{}: entry {first} missing", n.name))?;
-        let mut who: Vec<String> = entry
-            .data
-            .vetting
-            .iter()
-            .map(|v| v.reviewer.clone())
-            .collect();
-        who.sort();
-        who.dedup();
-        Ok(who)
-    };
-    let at_origin = reviewers(a)?;
-    ensure!(
-        at_origin.len() >= 2,
-        "vet: entry {first} carries {} distinct reviewers",
-        at_origin.len()
-    );
-    step(
-        "vet",
-        format_args!(
-            "analyst-0 may not confirm their own entry (refused); with analyst-1 alone nothing \
-             enters the log; with {}, all {} enter it, signed, head seq {a_seq} ({})",
-            at_origin.join(" and "),
-            signals.len(),
-            ms(write)
-        ),
-    );
 
-    // Sync: matchable downstream, byte for byte the origin's log.
-    let on_b = on_b.ok_or_else(|| {
-        anyhow!(
-            "sync: hotline-b did not get the entries within {WAIT:?} ({})",
-            b.fed().sync_status("hotline-a")
-        )
-    })?;
-    let on_p = on_p.ok_or_else(|| {
-        anyhow!(
-            "sync: the provider did not get the entries within {WAIT:?} ({})",
-            p.fed().sync_status("hotline-b")
-        )
-    })?;
-    step(
-        "sync",
-        format_args!(
-            "hotline-a → hotline-b: all {} matchable after {}",
-            signals.len(),
-            ms(on_b)
-        ),
-    );
-    step(
-        "sync",
-        format_args!(
-            "hotline-a → hotline-b → provider: all {} matchable after {} \
-             (relayed; hotline-a's signature checked on arrival)",
-            signals.len(),
-            ms(on_p)
-        ),
-    );
-    let heads_equal = || b.head(&set) == (a_seq, a_digest.clone()) && p.head(&set) == b.head(&set);
-    poll(Instant::now(), heads_equal).await.ok_or_else(|| {
-        anyhow!(
-            "sync: heads differ: hotline-a {:?}, hotline-b {:?}, provider {:?}",
-            a.head(&set),
-            b.head(&set),
-            p.head(&set)
-        )
-    })?;
-    step(
-        "sync",
-        format_args!(
-            "head seq {a_seq}, digest {} on hotline-a, hotline-b and provider: equal",
-            short(&a_digest, 12)
-        ),
-    );
-    ensure!(
-        reviewers(p)? == at_origin,
-        "sync: the provider's copy lost the vetting"
-    );
-    step(
-        "sync",
-        format_args!(
-            "the provider's copy carries the same confirmations ({})",
-            at_origin.join(", ")
-        ),
-    );
-
-    // Match: the provider's upload pipeline, over mTLS.
-    let mut client = match_client(p).await?;
-    let (answer, took) = match_image(&mut client, &edited).await?;
-    let [hit] = &answer.hits[..] else {
-        bail!(
-            "match: the edited copy gave {} hits, expected 1 ({})",
-            answer.hits.len(),
-            answer.pdq_skipped
+    /// Publish: three PDQ hashes and the MD5 of stand-in #2's file, put up
+    /// for vetting by one analyst; they enter the signed log only once two
+    /// others confirmed them.
+    fn publish(&mut self) -> anyhow::Result<()> {
+        let stand_ins = &self.images.stand_ins;
+        let mut signals: Vec<Signal> = stand_ins.iter().map(|i| i.pdq.clone()).collect();
+        signals.push(stand_ins[1].md5.clone());
+        let mut ids = Vec::with_capacity(signals.len());
+        for signal in &signals {
+            ids.push(
+                self.a
+                    .ops()
+                    .submit(&analyst(0), &self.set, entry(signal))?
+                    .id,
+            );
+        }
+        let (pending_seq, _) = self.a.head(&self.set);
+        let pending = self.a.db.store().pending(Some(&self.set))?.len();
+        ensure!(
+            pending == signals.len() && pending_seq == 0,
+            "publish: {pending} pending, head seq {pending_seq}"
         );
-    };
-    ensure!(
-        hit.set == SET
-            && hit.origin == "hotline-a"
-            && hit.entry_id == first.to_string()
-            && type_name(hit.r#type) == "PDQ"
-            && hit.distance <= DEFAULT_MATCH_THRESHOLD,
-        "match: unexpected hit {hit:?}"
-    );
-    step(
-        "match",
-        format_args!(
-            "provider ← upload pipeline (mTLS, local-service certificate): MatchImage(edited \
-             copy of #1, {} KB) → hit, PDQ distance {} ≤ {DEFAULT_MATCH_THRESHOLD}, set {}, \
-             origin {}, label {}, in {}",
-            edited.len() / 1024,
-            hit.distance,
-            hit.set,
-            hit.origin,
-            hit.labels.join(","),
-            ms(took)
-        ),
-    );
-    let (copy, took) = match_image(&mut client, &images[1].bytes).await?;
-    let mut kinds: Vec<(&str, u32)> = copy
-        .hits
-        .iter()
-        .map(|h| (type_name(h.r#type), h.distance))
-        .collect();
-    kinds.sort();
-    ensure!(
-        kinds == [("MD5", 0), ("PDQ", 0)] && copy.hits.iter().all(|h| h.set == SET),
-        "match: the exact copy of #2 gave {:?}",
-        copy.hits
-    );
-    step(
-        "match",
-        format_args!(
-            "a byte-identical copy of #2 → 2 hits, PDQ distance 0 and MD5 exact, in {}",
-            ms(took)
-        ),
-    );
-    let (other, took) = match_image(&mut client, &unrelated).await?;
-    ensure!(
-        other.hits.is_empty(),
-        "match: an unrelated picture matched: {:?}",
-        other.hits
-    );
-    step(
-        "match",
-        format_args!("an unrelated generated picture → no match, in {}", ms(took)),
-    );
+        let listed: Vec<String> = signals
+            .iter()
+            .map(|s| format!("{} {}", s.kind().name(), short(&s.value_hex(), 8)))
+            .collect();
+        step(
+            "publish",
+            format_args!(
+                "analyst-0 submits {} entries to {SET}, label A1: {}; pending, not in the log \
+                 (head seq {pending_seq})",
+                signals.len(),
+                listed.join(", ")
+            ),
+        );
+        self.signals = signals;
+        self.ids = ids;
+        Ok(())
+    }
 
-    // False-positive feedback, back to the origin hop by hop.
-    let origin = a.node.ops().clone();
-    let before = origin.received_feedback()?.len();
-    let sent = Instant::now();
+    /// Vet: the submitter may not confirm; two other analysts do, and the
+    /// confirmations travel inside the signed records. The downstream waits
+    /// start at the vetting write, so they run here and sync reports them.
+    async fn vet(&self) -> anyhow::Result<Vetted> {
+        let (a, b, p, set) = (self.a, self.b, self.p, &self.set);
+        let own = a.ops().confirm(&analyst(0), &self.ids[0]);
+        ensure!(own.is_err(), "vet: the submitter confirmed their own entry");
+        for id in &self.ids {
+            a.ops().confirm(&analyst(1), id)?;
+        }
+        let still = a.head(set).0;
+        ensure!(still == 0, "vet: one confirmation put entries in the log");
+        let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
+        let published = Instant::now();
+        for id in &self.ids {
+            ensure!(
+                matches!(
+                    a.ops().confirm(&analyst(2), id)?,
+                    ConfirmOutcome::Vetted(..)
+                ),
+                "vet: entry {id} not vetted after two confirmations"
+            );
+        }
+        let write = published.elapsed();
+        let all_matchable = |db: &Database| self.signals.iter().all(|s| matchable(db, set, s));
+        let (on_b, on_p) = tokio::join!(
+            until(&b.db, b_changes, published, all_matchable),
+            until(&p.db, p_changes, published, all_matchable),
+        );
+        let (seq, digest) = a.head(set);
+        let first = self.ids[0];
+        let reviewers = reviewers(a, &first)?;
+        ensure!(
+            reviewers.len() >= 2,
+            "vet: entry {first} carries {} distinct reviewers",
+            reviewers.len()
+        );
+        step(
+            "vet",
+            format_args!(
+                "analyst-0 may not confirm their own entry (refused); with analyst-1 alone \
+                 nothing enters the log; with {}, all {} enter it, signed, head seq {seq} ({})",
+                reviewers.join(" and "),
+                self.signals.len(),
+                ms(write)
+            ),
+        );
+        Ok(Vetted {
+            seq,
+            digest,
+            reviewers,
+            on_b,
+            on_p,
+        })
+    }
+
+    /// Sync: every entry matchable on hotline-b and, relayed, on the
+    /// provider, with the latencies the vet step measured.
+    fn sync(&self, vetted: &Vetted) -> anyhow::Result<()> {
+        let on_b = vetted.on_b.ok_or_else(|| {
+            anyhow!(
+                "sync: hotline-b did not get the entries within {WAIT:?} ({})",
+                self.b.fed().sync_status("hotline-a")
+            )
+        })?;
+        let on_p = vetted.on_p.ok_or_else(|| {
+            anyhow!(
+                "sync: the provider did not get the entries within {WAIT:?} ({})",
+                self.p.fed().sync_status("hotline-b")
+            )
+        })?;
+        let n = self.signals.len();
+        step(
+            "sync",
+            format_args!(
+                "hotline-a → hotline-b: all {n} matchable after {}",
+                ms(on_b)
+            ),
+        );
+        step(
+            "sync",
+            format_args!(
+                "hotline-a → hotline-b → provider: all {n} matchable after {} \
+                 (relayed; hotline-a's signature checked on arrival)",
+                ms(on_p)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Sync, checked: byte for byte the origin's log downstream (equal
+    /// heads), and the provider's copy carries the origin's confirmations.
+    async fn sync_equal(&self, vetted: Vetted) -> anyhow::Result<()> {
+        let (a, b, p, set) = (self.a, self.b, self.p, &self.set);
+        let head = (vetted.seq, vetted.digest);
+        self.heads_reach(&head).await.ok_or_else(|| {
+            anyhow!(
+                "sync: heads differ: hotline-a {:?}, hotline-b {:?}, provider {:?}",
+                a.head(set),
+                b.head(set),
+                p.head(set)
+            )
+        })?;
+        step(
+            "sync",
+            format_args!(
+                "head seq {}, digest {} on hotline-a, hotline-b and provider: equal",
+                head.0,
+                short(&head.1, 12)
+            ),
+        );
+        ensure!(
+            reviewers(p, &self.ids[0])? == vetted.reviewers,
+            "sync: the provider's copy lost the vetting"
+        );
+        step(
+            "sync",
+            format_args!(
+                "the provider's copy carries the same confirmations ({})",
+                vetted.reviewers.join(", ")
+            ),
+        );
+        Ok(())
+    }
+
+    /// Polls until hotline-b and the provider both hold `head` of the set
+    /// (the origin's); the time taken, or `None` after [`WAIT`].
+    async fn heads_reach(&self, head: &(u64, String)) -> Option<Duration> {
+        let (b, p, set) = (self.b, self.p, &self.set);
+        poll(Instant::now(), || {
+            b.head(set) == *head && p.head(set) == b.head(set)
+        })
+        .await
+    }
+
+    /// Match: the upload pipeline sends the edited copy of #1 over mTLS;
+    /// one PDQ hit on the first entry, within the threshold. The hit, which
+    /// the feedback step reports on.
+    async fn match_edited(&self, client: &mut MatchClient<Channel>) -> anyhow::Result<proto::Hit> {
+        let edited = &self.images.edited;
+        let (answer, took) = match_image(client, edited).await?;
+        let [hit] = &answer.hits[..] else {
+            bail!(
+                "match: the edited copy gave {} hits, expected 1 ({})",
+                answer.hits.len(),
+                answer.pdq_skipped
+            );
+        };
+        ensure!(
+            hit.set == SET
+                && hit.origin == "hotline-a"
+                && hit.entry_id == self.ids[0].to_string()
+                && type_name(hit.r#type) == "PDQ"
+                && hit.distance <= DEFAULT_MATCH_THRESHOLD,
+            "match: unexpected hit {hit:?}"
+        );
+        step(
+            "match",
+            format_args!(
+                "provider ← upload pipeline (mTLS, local-service certificate): MatchImage(edited \
+                 copy of #1, {} KB) → hit, PDQ distance {} ≤ {DEFAULT_MATCH_THRESHOLD}, set {}, \
+                 origin {}, label {}, in {}",
+                edited.len() / 1024,
+                hit.distance,
+                hit.set,
+                hit.origin,
+                hit.labels.join(","),
+                ms(took)
+            ),
+        );
+        Ok(hit.clone())
+    }
+
+    /// A byte-identical copy of #2 matches twice: its PDQ hash and, exactly,
+    /// its MD5.
+    async fn match_copy(&self, client: &mut MatchClient<Channel>) -> anyhow::Result<()> {
+        let (copy, took) = match_image(client, &self.images.stand_ins[1].bytes).await?;
+        let mut kinds: Vec<(&str, u32)> = copy
+            .hits
+            .iter()
+            .map(|h| (type_name(h.r#type), h.distance))
+            .collect();
+        kinds.sort();
+        ensure!(
+            kinds == [("MD5", 0), ("PDQ", 0)] && copy.hits.iter().all(|h| h.set == SET),
+            "match: the exact copy of #2 gave {:?}",
+            copy.hits
+        );
+        step(
+            "match",
+            format_args!(
+                "a byte-identical copy of #2 → 2 hits, PDQ distance 0 and MD5 exact, in {}",
+                ms(took)
+            ),
+        );
+        Ok(())
+    }
+
+    /// An unrelated picture does not match: no false positive here.
+    async fn match_unrelated(&self, client: &mut MatchClient<Channel>) -> anyhow::Result<()> {
+        let (other, took) = match_image(client, &self.images.unrelated).await?;
+        ensure!(
+            other.hits.is_empty(),
+            "match: an unrelated picture matched: {:?}",
+            other.hits
+        );
+        step(
+            "match",
+            format_args!("an unrelated generated picture → no match, in {}", ms(took)),
+        );
+        Ok(())
+    }
+
+    /// False-positive feedback on `hit`, back to the origin hop by hop; the
+    /// note names the entry, never the upload or its hash.
+    async fn feedback(
+        &self,
+        client: &mut MatchClient<Channel>,
+        hit: &proto::Hit,
+    ) -> anyhow::Result<()> {
+        let before = self.a.ops().received_feedback()?.len();
+        let sent = Instant::now();
+        report_false_positive(client, &hit.match_id).await?;
+        let recorded = sent.elapsed();
+        let (acked, arrived) = self.feedback_hops(sent, before).await?;
+        let note = self.note_at_origin(&hit.entry_id)?;
+        step(
+            "feedback",
+            format_args!(
+                "provider ← upload pipeline: Feedback(match {}, FALSE_POSITIVE, \
+                 BENIGN_COLLISION), recorded in {}",
+                short(&hit.match_id, 8),
+                ms(recorded)
+            ),
+        );
+        step(
+            "feedback",
+            format_args!(
+                "provider → hotline-b: note (entry {}, verdict, reason; signed by the provider) \
+                 acknowledged after {}",
+                short(&note.entry_id, 8),
+                ms(acked)
+            ),
+        );
+        step(
+            "feedback",
+            format_args!(
+                "hotline-b → hotline-a: at the origin after {}, via {}, verdict {}, reason {}; \
+                 neither the upload nor its hash travels",
+                ms(arrived),
+                note.via,
+                note.verdict,
+                note.reason
+            ),
+        );
+        Ok(())
+    }
+
+    /// Times the feedback's two hops from `sent`: hop one ends when
+    /// hotline-b has acknowledged the note (the provider's outbox is empty
+    /// again), hop two when hotline-a holds more than `before` notes.
+    async fn feedback_hops(
+        &self,
+        sent: Instant,
+        before: usize,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        let (origin, p) = (self.a.ops(), self.p);
+        let mut acked = None;
+        let arrived = poll(sent, || {
+            if acked.is_none() && p.db.store().outbox(1).is_ok_and(|o| o.is_empty()) {
+                acked = Some(sent.elapsed());
+            }
+            origin.received_feedback().is_ok_and(|r| r.len() > before)
+        })
+        .await
+        .ok_or_else(|| anyhow!("feedback: did not reach hotline-a within {WAIT:?}"))?;
+        Ok((acked.unwrap_or(arrived), arrived))
+    }
+
+    /// The note hotline-a received on `entry_id`, checked: the provider's
+    /// false positive, relayed by hotline-b.
+    fn note_at_origin(&self, entry_id: &str) -> anyhow::Result<proto::ReceivedFeedback> {
+        let items: Vec<_> = self
+            .a
+            .ops()
+            .received_feedback()?
+            .into_iter()
+            .map(hashfed::wire::received_feedback)
+            .collect();
+        let note = items
+            .iter()
+            .find(|f| f.entry_id == entry_id)
+            .ok_or_else(|| {
+                anyhow!("feedback: hotline-a got feedback on another entry: {items:?}")
+            })?;
+        ensure!(
+            note.verdict == "false_positive"
+                && note.reason == "benign_collision"
+                && note.via == "hotline-b"
+                && note.reporter_node_id == self.p.node_id()
+                && note.set == SET,
+            "feedback: unexpected note at hotline-a: {note:?}"
+        );
+        Ok(note.clone())
+    }
+
+    /// Retraction: hotline-a withdraws the first entry; it stops matching
+    /// there at once, and downstream as the retraction syncs.
+    async fn retract(&self) -> anyhow::Result<()> {
+        let (a, b, p, set) = (self.a, self.b, self.p, &self.set);
+        let pdq = &self.images.stand_ins[0].pdq;
+        let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
+        let retracted = Instant::now();
+        let retract_id = EntryId::derive(set, pdq);
+        let (_, changed) = a.ops().retract(
+            &operator(),
+            &retract_id,
+            "false positive reported by a provider (benign collision)",
+        )?;
+        ensure!(changed, "retract: the entry was not withdrawn");
+        ensure!(
+            !matchable(&a.db, set, pdq),
+            "retract: still matchable on hotline-a"
+        );
+        let gone = |db: &Database| !matchable(db, set, pdq);
+        let (off_b, off_p) = tokio::join!(
+            until(&b.db, b_changes, retracted, gone),
+            until(&p.db, p_changes, retracted, gone),
+        );
+        let off_b =
+            off_b.ok_or_else(|| anyhow!("retract: hotline-b still matches after {WAIT:?}"))?;
+        let off_p =
+            off_p.ok_or_else(|| anyhow!("retract: the provider still matches after {WAIT:?}"))?;
+        step(
+            "retract",
+            format_args!(
+                "hotline-a retracts entry {}: hotline-b stops matching it after {}, \
+                 the provider after {}",
+                short(&self.ids[0].to_string(), 8),
+                ms(off_b),
+                ms(off_p)
+            ),
+        );
+        Ok(())
+    }
+
+    /// No match: the edited copy that matched before no longer does.
+    async fn no_match(&self, client: &mut MatchClient<Channel>) -> anyhow::Result<()> {
+        let (answer, took) = match_image(client, &self.images.edited).await?;
+        ensure!(
+            answer.hits.is_empty(),
+            "no match: the edited copy still matched after the retraction: {:?}",
+            answer.hits
+        );
+        step(
+            "no match",
+            format_args!(
+                "provider: MatchImage(edited copy of #1) → no match, in {}",
+                ms(took)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Keys over time: hotline-a rotates its signing key and renews its
+    /// certificates while serving; what the new key signs verifies
+    /// downstream, the provider learning the key through hotline-b.
+    async fn rotate(&self) -> anyhow::Result<()> {
+        let rotated = self
+            .a
+            .ops()
+            .rotate_keys(&operator(), true, true)
+            .context("rotate")?;
+        let took = self.publish_after_rotation().await?;
+        let learnt = self
+            .p
+            .fed()
+            .peers()
+            .get("hotline-a")
+            .map_or(0, |peer| peer.card.rotations.len());
+        ensure!(
+            learnt == 1,
+            "rotate: the provider knows {learnt} rotations of hotline-a"
+        );
+        step(
+            "rotate",
+            format_args!(
+                "hotline-a: signing key {} {} (announced by a statement key 0 signed), \
+                 certificates renewed ({}), node id unchanged, nothing restarted",
+                rotated.key_number,
+                short(&rotated.signing_key, 8),
+                rotated.certificates.join(", ")
+            ),
+        );
+        step(
+            "rotate",
+            format_args!(
+                "a new entry signed by the new key: matchable on the provider after {}, which \
+                 learnt the key through hotline-b; earlier records still verify",
+                ms(took)
+            ),
+        );
+        Ok(())
+    }
+
+    /// Publishes and vets one more entry, which the new key signs; the time
+    /// from the vetting write until the provider can match it.
+    async fn publish_after_rotation(&self) -> anyhow::Result<Duration> {
+        let (a, p, set) = (self.a, self.p, &self.set);
+        let extra = Signal::from_bytes(
+            SignalType::Pdq,
+            blake3::hash(b"hashfed demo: an entry after the rotation")
+                .as_bytes()
+                .to_vec(),
+        )?;
+        let id = a.ops().submit(&analyst(0), set, entry(&extra))?.id;
+        a.ops().confirm(&analyst(1), &id)?;
+        let p_changes = p.db.changes();
+        let signed_new = Instant::now();
+        a.ops().confirm(&analyst(2), &id)?;
+        until(&p.db, p_changes, signed_new, |db| {
+            matchable(db, set, &extra)
+        })
+        .await
+        .ok_or_else(|| anyhow!("rotate: the provider never got the entry signed by the new key"))
+    }
+
+    /// Everyone agrees: equal heads, the provider's set-by-set comparison
+    /// with its upstream, and every store consistent.
+    async fn verify(&self) -> anyhow::Result<()> {
+        let head = self.a.head(&self.set);
+        self.heads_reach(&head)
+            .await
+            .ok_or_else(|| anyhow!("verify: heads differ after the retraction"))?;
+        let report = self.p.ops().verify_sets().await?;
+        ensure!(
+            !report.is_empty() && report.iter().all(|c| c.verdict == "equal"),
+            "verify: {:?}",
+            report
+        );
+        for c in &report {
+            step(
+                "verify",
+                format_args!(
+                    "provider vs {}: {} {} (seq {} = {})",
+                    c.peer, c.set, c.verdict, c.local_seq, c.peer_seq
+                ),
+            );
+        }
+        for n in [self.a, self.b, self.p] {
+            let report = n.db.store().verify()?;
+            ensure!(
+                report.problems.is_empty(),
+                "verify: {}'s store: {:?}",
+                n.name,
+                report.problems
+            );
+        }
+        step(
+            "verify",
+            format_args!(
+                "all three stores verify clean (logs, chains, keys, slots); head seq {} \
+                 everywhere",
+                head.0
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// One of a node's peers and its grants, as the peers step lists them.
+fn peer_grants(peer: &Peer) -> String {
+    let grants = match (peer.send.is_empty(), peer.accept.is_empty()) {
+        (true, true) => "card only: checks its signatures".to_owned(),
+        (false, true) => format!("sends {}", peer.send.join(", ")),
+        (true, false) => format!("accepts {}", peer.accept.join(", ")),
+        (false, false) => format!(
+            "sends {}, accepts {}",
+            peer.send.join(", "),
+            peer.accept.join(", ")
+        ),
+    };
+    format!("{} ({grants})", peer.name())
+}
+
+/// An entry for `signal` with the demo's label, submitted without vetting
+/// (the analysts confirm it afterwards).
+fn entry(signal: &Signal) -> EntryData {
+    EntryData {
+        signal: signal.clone(),
+        labels: vec!["A1".into()],
+        external_id: None,
+        vetting: Vec::new(),
+    }
+}
+
+/// The distinct reviewers who confirmed entry `id` on node `n`, sorted.
+fn reviewers(n: &DemoNode, id: &EntryId) -> anyhow::Result<Vec<String>> {
+    let entry =
+        n.db.store()
+            .entry(id)?
+            .ok_or_else(|| anyhow!("{}: entry {id} missing", n.name))?;
+    let mut who: Vec<String> = entry
+        .data
+        .vetting
+        .iter()
+        .map(|v| v.reviewer.clone())
+        .collect();
+    who.sort();
+    who.dedup();
+    Ok(who)
+}
+
+/// The upload pipeline's verdict on match `match_id`: a false positive, a
+/// benign collision.
+async fn report_false_positive(
+    client: &mut MatchClient<Channel>,
+    match_id: &str,
+) -> anyhow::Result<()> {
     client
         .feedback(proto::FeedbackRequest {
-            match_id: hit.match_id.clone(),
+            match_id: match_id.to_owned(),
             verdict: proto::Verdict::FalsePositive as i32,
             reason: proto::FeedbackReason::BenignCollision as i32,
         })
         .await
         .map_err(|s| anyhow!("Feedback: {}", s.message()))?;
-    let recorded = sent.elapsed();
-    // Hop one ends when hotline-b has acknowledged the note (the
-    // provider's outbox is empty again), hop two when hotline-a holds it.
-    let mut acked = None;
-    let arrived = poll(sent, || {
-        if acked.is_none() && p.db.store().outbox(1).is_ok_and(|o| o.is_empty()) {
-            acked = Some(sent.elapsed());
-        }
-        origin.received_feedback().is_ok_and(|r| r.len() > before)
-    })
-    .await
-    .ok_or_else(|| anyhow!("feedback: did not reach hotline-a within {WAIT:?}"))?;
-    let acked = acked.unwrap_or(arrived);
-    let items: Vec<_> = origin
-        .received_feedback()?
-        .into_iter()
-        .map(hashfed::wire::received_feedback)
-        .collect();
-    let note = items
-        .iter()
-        .find(|f| f.entry_id == hit.entry_id)
-        .ok_or_else(|| anyhow!("feedback: hotline-a got feedback on another entry: {items:?}"))?;
-    ensure!(
-        note.verdict == "false_positive"
-            && note.reason == "benign_collision"
-            && note.via == "hotline-b"
-            && note.reporter_node_id == p.node_id()
-            && note.set == SET,
-        "feedback: unexpected note at hotline-a: {note:?}"
-    );
-    step(
-        "feedback",
-        format_args!(
-            "provider ← upload pipeline: Feedback(match {}, FALSE_POSITIVE, BENIGN_COLLISION), \
-             recorded in {}",
-            short(&hit.match_id, 8),
-            ms(recorded)
-        ),
-    );
-    step(
-        "feedback",
-        format_args!(
-            "provider → hotline-b: note (entry {}, verdict, reason; signed by the provider) \
-             acknowledged after {}",
-            short(&note.entry_id, 8),
-            ms(acked)
-        ),
-    );
-    step(
-        "feedback",
-        format_args!(
-            "hotline-b → hotline-a: at the origin after {}, via {}, verdict {}, reason {}; \
-             neither the upload nor its hash travels",
-            ms(arrived),
-            note.via,
-            note.verdict,
-            note.reason
-        ),
-    );
-
-    // Retraction: hotline-a withdraws the entry; it stops matching downstream.
-    let (b_changes, p_changes) = (b.db.changes(), p.db.changes());
-    let retracted = Instant::now();
-    let retract_id = EntryId::derive(&set, &images[0].pdq);
-    let (_, changed) = a.ops().retract(
-        &operator(),
-        &retract_id,
-        "false positive reported by a provider (benign collision)",
-    )?;
-    ensure!(changed, "retract: the entry was not withdrawn");
-    ensure!(
-        !matchable(&a.db, &set, &images[0].pdq),
-        "retract: still matchable on hotline-a"
-    );
-    let gone = |db: &Database| !matchable(db, &set, &images[0].pdq);
-    let (off_b, off_p) = tokio::join!(
-        until(&b.db, b_changes, retracted, gone),
-        until(&p.db, p_changes, retracted, gone),
-    );
-    let off_b = off_b.ok_or_else(|| anyhow!("retract: hotline-b still matches after {WAIT:?}"))?;
-    let off_p =
-        off_p.ok_or_else(|| anyhow!("retract: the provider still matches after {WAIT:?}"))?;
-    step(
-        "retract",
-        format_args!(
-            "hotline-a retracts entry {}: hotline-b stops matching it after {}, \
-             the provider after {}",
-            short(&first.to_string(), 8),
-            ms(off_b),
-            ms(off_p)
-        ),
-    );
-    let (answer, took) = match_image(&mut client, &edited).await?;
-    ensure!(
-        answer.hits.is_empty(),
-        "no match: the edited copy still matched after the retraction: {:?}",
-        answer.hits
-    );
-    step(
-        "no match",
-        format_args!(
-            "provider: MatchImage(edited copy of #1) → no match, in {}",
-            ms(took)
-        ),
-    );
-    drop(client);
-
-    // Keys over time: hotline-a rotates its signing key and renews its
-    // certificates while serving; what the new key signs verifies
-    // downstream, the provider learning the key through hotline-b.
-    let rotated = a
-        .ops()
-        .rotate_keys(&operator(), true, true)
-        .context("rotate")?;
-    let extra = Signal::from_bytes(
-        SignalType::Pdq,
-        blake3::hash(b"hashfed demo: an entry after the rotation")
-            .as_bytes()
-            .to_vec(),
-    )?;
-    let data = EntryData {
-        signal: extra.clone(),
-        labels: vec!["A1".into()],
-        external_id: None,
-        vetting: Vec::new(),
-    };
-    let id = a.ops().submit(&analyst(0), &set, data)?.id;
-    a.ops().confirm(&analyst(1), &id)?;
-    let p_changes = p.db.changes();
-    let signed_new = Instant::now();
-    a.ops().confirm(&analyst(2), &id)?;
-    let took = until(&p.db, p_changes, signed_new, |db| {
-        matchable(db, &set, &extra)
-    })
-    .await
-    .ok_or_else(|| anyhow!("rotate: the provider never got the entry signed by the new key"))?;
-    let learnt = p
-        .fed()
-        .peers()
-        .get("hotline-a")
-        .map_or(0, |peer| peer.card.rotations.len());
-    ensure!(
-        learnt == 1,
-        "rotate: the provider knows {learnt} rotations of hotline-a"
-    );
-    step(
-        "rotate",
-        format_args!(
-            "hotline-a: signing key {} {} (announced by a statement key 0 signed), \
-             certificates renewed ({}), node id unchanged, nothing restarted",
-            rotated.key_number,
-            short(&rotated.signing_key, 8),
-            rotated.certificates.join(", ")
-        ),
-    );
-    step(
-        "rotate",
-        format_args!(
-            "a new entry signed by the new key: matchable on the provider after {}, which \
-             learnt the key through hotline-b; earlier records still verify",
-            ms(took)
-        ),
-    );
-
-    // Everyone agrees, and every store is consistent.
-    let (a_seq, a_digest) = a.head(&set);
-    poll(Instant::now(), || {
-        b.head(&set) == (a_seq, a_digest.clone()) && p.head(&set) == b.head(&set)
-    })
-    .await
-    .ok_or_else(|| anyhow!("verify: heads differ after the retraction"))?;
-    let report = p.ops().verify_sets().await?;
-    ensure!(
-        !report.is_empty() && report.iter().all(|c| c.verdict == "equal"),
-        "verify: {:?}",
-        report
-    );
-    for c in &report {
-        step(
-            "verify",
-            format_args!(
-                "provider vs {}: {} {} (seq {} = {})",
-                c.peer, c.set, c.verdict, c.local_seq, c.peer_seq
-            ),
-        );
-    }
-    for n in [a, b, p] {
-        let report = n.db.store().verify()?;
-        ensure!(
-            report.problems.is_empty(),
-            "verify: {}'s store: {:?}",
-            n.name,
-            report.problems
-        );
-    }
-    step(
-        "verify",
-        format_args!(
-            "all three stores verify clean (logs, chains, keys, slots); head seq {a_seq} everywhere"
-        ),
-    );
     Ok(())
 }
 
