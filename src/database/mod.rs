@@ -288,13 +288,16 @@ impl Database {
         Ok(applied)
     }
 
-    /// Rotates the signer of this node's own sets: `rotate` gets what the
-    /// current key signed, set by set, and returns the new signer, all
-    /// under the writer lock (see `Store::rotate_signer`); then signs what
-    /// the sets lack.
+    /// Rotates the node's keys (see `Store::rotate_signer`: `rotate` gets
+    /// what the current key signed, set by set, and a journal for its
+    /// audit notes, all under the writer lock), then signs what the sets
+    /// lack.
     pub fn rotate_signer<E: From<StoreError>>(
         &self,
-        rotate: impl FnOnce(Vec<crate::model::keychain::KeyBound>) -> Result<Arc<Signer>, E>,
+        rotate: impl FnOnce(
+            Vec<crate::model::keychain::KeyBound>,
+            &mut dyn FnMut(Vec<Note>) -> Result<(), StoreError>,
+        ) -> Result<Option<Arc<Signer>>, E>,
     ) -> Result<(), E> {
         self.store.rotate_signer(rotate)?;
         if !self.store.sign_missing()?.is_empty() {

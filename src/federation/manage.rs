@@ -225,7 +225,21 @@ impl Federation {
     /// it serves. The new key signs from now on and reaches peers in the
     /// next manifest (with the statement the old key signed); new
     /// certificates serve from the next handshake. One rotation at a time.
-    pub fn rotate_keys(&self, signing: bool, tls: bool) -> Result<Rotated, FederationError> {
+    ///
+    /// Atomic with its audit records (`audit`, given what the rotation
+    /// will do): the new files are staged beside the old, the records
+    /// land with the store's key journal in one batch, then the files are
+    /// put in place; a crash before the journal leaves neither, after it
+    /// both (the next open finishes it: `Federation::for_node`). The old
+    /// key's bounds are read, and the new signer installed, under the
+    /// store's writer lock, so the old key signs nothing past what its
+    /// rotation states.
+    pub fn rotate_keys(
+        &self,
+        signing: bool,
+        tls: bool,
+        audit: impl FnOnce(&Rotated) -> Vec<crate::model::audit::Note>,
+    ) -> Result<Rotated, FederationError> {
         let _one = self.rotating.lock().unwrap_or_else(|p| p.into_inner());
         if tls && self.config.dev_certs {
             return Err(FederationError::Refused(
@@ -236,40 +250,55 @@ impl Federation {
             node_id: self.config.node_id.clone(),
             ..Default::default()
         };
-        if signing {
-            // The old key's bounds are read, the key files committed and
-            // the new signer installed under the store's writer lock:
-            // nothing is signed by the old key past what it states.
-            let mut rotated = None;
-            self.db.rotate_signer(|bounds| {
-                let (key, history) =
-                    crate::identity::keys::rotate(&self.dir, crate::database::now_ms(), bounds)?;
-                let keys = history.keys()?;
-                rotated = Some(history);
-                Ok::<_, FederationError>(Arc::new(
-                    Signer::new(&self.config.name, &self.config.node_id, key).with_history(&keys),
-                ))
-            })?;
-            if let Some(history) = rotated {
-                tracing::info!(keys = history.rotations.len() + 1, "signing key rotated");
-                self.keys.send_replace(history);
+        let mut rotated = None;
+        self.db.rotate_signer(|bounds, journal| {
+            let staged = match signing {
+                true => Some(crate::identity::keys::stage_rotation(
+                    &self.dir,
+                    crate::database::now_ms(),
+                    bounds,
+                )?),
+                false => None,
+            };
+            if tls {
+                out.certificates = crate::identity::renew::stage(&self.dir)?
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect();
             }
+            let history = staged
+                .as_ref()
+                .map_or_else(|| self.key_history(), |s| s.history.clone());
+            out.key_number = history.rotations.len() as u32;
+            out.signing_key = history
+                .rotations
+                .last()
+                .map_or(history.first_key.clone(), |r| r.key.clone());
+            journal(audit(&out))?;
+            if tls {
+                crate::identity::renew::commit(&self.dir)?;
+            }
+            let Some(staged) = staged else {
+                return Ok::<_, FederationError>(None);
+            };
+            crate::identity::keys::commit_rotation(&self.dir)?;
+            let keys = staged.history.keys()?;
+            rotated = Some(staged.history);
+            Ok(Some(Arc::new(
+                Signer::new(&self.config.name, &self.config.node_id, staged.key)
+                    .with_history(&keys),
+            )))
+        })?;
+        self.db.store().clear_journal(crate::store::Journal::Keys)?;
+        if let Some(history) = rotated {
+            tracing::info!(keys = history.rotations.len() + 1, "signing key rotated");
+            self.keys.send_replace(history);
         }
         if tls {
-            out.certificates = crate::identity::renew::renew(&self.dir)?
-                .into_iter()
-                .map(str::to_owned)
-                .collect();
             self.certs.reload()?;
             self.metrics.load_certificate_expiries(&self.dir);
             tracing::info!("certificates renewed");
         }
-        let history = self.key_history();
-        out.key_number = history.rotations.len() as u32;
-        out.signing_key = history
-            .rotations
-            .last()
-            .map_or(history.first_key.clone(), |r| r.key.clone());
         Ok(out)
     }
 }

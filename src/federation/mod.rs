@@ -38,6 +38,7 @@ use crate::identity::server::ServerCerts;
 use crate::metrics::Metrics;
 use crate::model::signed::Signer;
 use crate::peers::{Peer, PeerRegistry, SyncState};
+use crate::store::Journal;
 use crate::store::SetState;
 use crate::tasks::Tasks;
 
@@ -105,13 +106,19 @@ impl Federation {
     ) -> Result<Arc<Self>, FederationError> {
         // A registry change a crash interrupted happened if it was
         // journalled (with its audit record), and not otherwise.
-        let journalled = db.store().peers_journal()?;
+        let journalled = db.store().journalled(Journal::Peers)?;
         PeerRegistry::recover(dir, journalled)?;
         if journalled.is_some() {
-            db.store().clear_peers_journal()?;
+            db.store().clear_journal(Journal::Peers)?;
         }
         let peers = Arc::new(PeerRegistry::open(dir, config)?);
-        crate::identity::renew::recover(dir)?;
+        // So did a key rotation or certificate renewal.
+        let rotated = db.store().journalled(Journal::Keys)?.is_some();
+        crate::identity::keys::recover(dir, rotated)?;
+        crate::identity::renew::recover(dir, rotated)?;
+        if rotated {
+            db.store().clear_journal(Journal::Keys)?;
+        }
         let (key, history) = crate::identity::keys::read_with_history(dir)?;
         let signer = Arc::new(
             Signer::new(&config.name, &config.node_id, key).with_history(&history.keys()?),

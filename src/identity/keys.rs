@@ -8,11 +8,14 @@
 //! it to the key in `DIR/keys/signing.pem` (see
 //! [`crate::model::keychain`]).
 //!
-//! A rotation writes the new key beside the old (`signing.next.pem`), then
-//! commits by replacing `rotations.json` (temporary file, fsync, rename),
-//! then moves the new key over the old. A crash before the commit leaves
-//! the old key in use (the stray file is replaced next time); a crash
-//! after it is finished by the next [`read`]. The old private key is gone
+//! A rotation is staged ([`stage_rotation`]: the new key beside the old,
+//! `signing.next.pem`, and the new history beside the old,
+//! `rotations.json.tmp`), then, once its caller has recorded it (the
+//! store's journal, with its audit record), committed
+//! ([`commit_rotation`]: `rotations.json` replaced by rename, then the new
+//! key moved over the old). [`recover`] finishes a journalled rotation a
+//! crash interrupted and drops one that was not; a crash after the rename
+//! is finished by the next [`read`]. The old private key is gone
 //! afterwards: a rotation made because a key may have leaked must not
 //! leave it on disk.
 
@@ -196,18 +199,28 @@ pub fn read_with_history(dir: &Path) -> Result<(SigningKey, KeyHistory), Identit
     )))
 }
 
-/// Rotates the signing key of the node in `dir`: a new key, the statement
-/// signed by the current one, both made durable (see the module's notes).
-/// `bounds` is what the current key signed, set by set (it may sign
-/// nothing beyond: see [`keychain`]); the caller reads them under the
-/// store's writer lock and holds it until the new key signs. Returns the
-/// new key and the history now on disk. The caller makes sure one
-/// rotation runs at a time.
-pub fn rotate(
+/// A rotation written beside the node's key files, not yet in place.
+pub struct StagedRotation {
+    /// The new key.
+    pub key: SigningKey,
+    /// The history with the new rotation.
+    pub history: KeyHistory,
+}
+
+const STAGED_HISTORY: &str = "keys/rotations.json.tmp";
+
+/// Stages a rotation of the signing key of the node in `dir`: a new key
+/// and the statement signed by the current one, written durably beside
+/// the node's files (see the module's notes); [`commit_rotation`] puts
+/// them in place. `bounds` is what the current key signed, set by set (it
+/// may sign nothing beyond: see [`keychain`]); the caller reads them under
+/// the store's writer lock and holds it until the new key signs. The
+/// caller makes sure one rotation runs at a time.
+pub fn stage_rotation(
     dir: &Path,
     now_ms: u64,
     bounds: Vec<keychain::KeyBound>,
-) -> Result<(SigningKey, KeyHistory), IdentityError> {
+) -> Result<StagedRotation, IdentityError> {
     let (current, mut history) = read_with_history(dir)?;
     let next = generate();
     let n = history.rotations.len() as u32 + 1;
@@ -226,16 +239,55 @@ pub fn rotate(
     remove_if_there(&next_path)?;
     super::write_file(&next_path, &to_pem(&next)?, true)?;
     let json = serde_json::to_string_pretty(&history).map_err(super::key_error("key history"))?;
-    let path = dir.join(ROTATIONS);
-    let tmp = dir.join("keys/rotations.json.tmp");
+    let tmp = dir.join(STAGED_HISTORY);
     remove_if_there(&tmp)?;
     super::write_file(&tmp, &json, false)?;
+    sync_dir(&dir.join("keys"));
+    Ok(StagedRotation { key: next, history })
+}
+
+/// Puts a staged rotation in place: the new history replaces the old (the
+/// commit), then the new key the old, which is gone afterwards.
+pub fn commit_rotation(dir: &Path) -> Result<(), IdentityError> {
+    let tmp = dir.join(STAGED_HISTORY);
+    let path = dir.join(ROTATIONS);
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     sync_dir(&dir.join("keys"));
     // Committed: the new key is the node's from here on.
+    let next_path = dir.join(NEXT);
     std::fs::rename(&next_path, dir.join(SIGNING)).map_err(io(&next_path))?;
     sync_dir(&dir.join("keys"));
-    Ok((next, history))
+    Ok(())
+}
+
+/// Finishes a staged rotation a crash interrupted if it was `journalled`
+/// (its audit record landed), and drops it otherwise. Call before reading
+/// the key, with the node directory owned by this process.
+pub fn recover(dir: &Path, journalled: bool) -> Result<(), IdentityError> {
+    let tmp = dir.join(STAGED_HISTORY);
+    if !tmp.is_file() {
+        return Ok(());
+    }
+    if journalled {
+        tracing::warn!("finishing a key rotation interrupted after it was recorded");
+        commit_rotation(dir)
+    } else {
+        remove_if_there(&tmp)?;
+        remove_if_there(&dir.join(NEXT))
+    }
+}
+
+/// Rotates the signing key of the node in `dir` at once (stage, then
+/// commit; for callers with no journal, such as tests). Returns the new
+/// key and the history now on disk.
+pub fn rotate(
+    dir: &Path,
+    now_ms: u64,
+    bounds: Vec<keychain::KeyBound>,
+) -> Result<(SigningKey, KeyHistory), IdentityError> {
+    let staged = stage_rotation(dir, now_ms, bounds)?;
+    commit_rotation(dir)?;
+    Ok((staged.key, staged.history))
 }
 
 #[cfg(test)]
@@ -259,6 +311,30 @@ mod tests {
         assert_eq!(NodeId::of(&back.verifying_key()), id);
         assert_ne!(NodeId::of(&generate().verifying_key()), id);
         assert!(from_pem("not a key").is_err());
+    }
+
+    #[test]
+    fn a_staged_rotation_is_finished_if_journalled_and_dropped_if_not() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("n");
+        crate::identity::init(&dir, "n").unwrap();
+        let first = read(&dir).unwrap();
+        stage_rotation(&dir, 1, Vec::new()).unwrap();
+        // Not journalled: as if it never began.
+        recover(&dir, false).unwrap();
+        assert_eq!(read(&dir).unwrap().verifying_key(), first.verifying_key());
+        assert!(history(&dir).unwrap().rotations.is_empty());
+        // Journalled: put in place.
+        let staged = stage_rotation(&dir, 2, Vec::new()).unwrap();
+        recover(&dir, true).unwrap();
+        assert_eq!(
+            read(&dir).unwrap().verifying_key(),
+            staged.key.verifying_key()
+        );
+        assert_eq!(history(&dir).unwrap(), staged.history);
+        // Nothing staged: nothing to do.
+        recover(&dir, true).unwrap();
+        assert_eq!(history(&dir).unwrap().rotations.len(), 1);
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //!
 //! Eight files change, and a certificate must never sit beside another
 //! certificate's key. So the new files are first written beside the old
-//! (`*.next`), then a marker (`tls/renew.commit`) commits them, then each is
-//! renamed over its old file and the marker removed. [`recover`] finishes
-//! a committed renewal a crash interrupted, and drops an uncommitted one.
+//! (`*.next`, [`stage`]), then (once the caller has recorded the renewal:
+//! the store's journal, with its audit record) a marker
+//! (`tls/renew.commit`) commits them, then each is renamed over its old
+//! file and the marker removed ([`commit`]). [`recover`] finishes a
+//! committed (or journalled) renewal a crash interrupted, and drops one
+//! that was neither.
 
 use std::fs;
 use std::path::Path;
@@ -40,10 +43,15 @@ fn files(tls_dir: &Path, stem: &str) -> [(std::path::PathBuf, std::path::PathBuf
 /// Finishes a committed renewal a crash interrupted, or drops the staged
 /// files of an uncommitted one. Call before reading the certificates, with
 /// the node directory owned by this process.
-pub fn recover(dir: &Path) -> Result<(), IdentityError> {
+/// `journalled`: the renewal was recorded, so it is finished even before
+/// its marker was written.
+pub fn recover(dir: &Path, journalled: bool) -> Result<(), IdentityError> {
     let tls_dir = dir.join("tls");
-    let committed = tls_dir.join(MARKER).is_file();
-    if committed {
+    let committed = journalled || tls_dir.join(MARKER).is_file();
+    let staged = LEAVES
+        .iter()
+        .any(|stem| files(&tls_dir, stem).iter().any(|(_, s, _)| s.exists()));
+    if committed && staged {
         tracing::warn!("finishing a certificate renewal interrupted after its commit");
     }
     roll(&tls_dir, committed)
@@ -75,13 +83,22 @@ fn roll(tls_dir: &Path, committed: bool) -> Result<(), IdentityError> {
 /// puts them in place (see the module's notes). Returns the stems renewed.
 /// Nodes on the development certificates have fixed ones and are refused.
 pub fn renew(dir: &Path) -> Result<Vec<&'static str>, IdentityError> {
+    let renewed = stage(dir)?;
+    commit(dir)?;
+    Ok(renewed)
+}
+
+/// Issues new leaf certificates for the node in `dir` from its node CA and
+/// writes them beside the old ones; [`commit`] puts them in place. Returns
+/// the names of the certificates staged.
+pub fn stage(dir: &Path) -> Result<Vec<&'static str>, IdentityError> {
     let config = load_config(dir)?;
     if config.dev_certs {
         return Err(IdentityError::Certificate(
             "this node uses the fixed development certificates; they are not renewed".into(),
         ));
     }
-    recover(dir)?;
+    recover(dir, false)?;
     let tls_dir = dir.join("tls");
     let read = |name: &str| {
         let path = tls_dir.join(name);
@@ -108,10 +125,17 @@ pub fn renew(dir: &Path) -> Result<Vec<&'static str>, IdentityError> {
             write_file(&staged, text, secret)?;
         }
     }
+    sync_dir(&tls_dir);
+    Ok(issued.into_iter().map(|(stem, _)| stem).collect())
+}
+
+/// Puts a staged renewal in place: the marker commits it, then each file
+/// is renamed over its old one.
+pub fn commit(dir: &Path) -> Result<(), IdentityError> {
+    let tls_dir = dir.join("tls");
     write_file(&tls_dir.join(MARKER), "", false)?;
     sync_dir(&tls_dir);
-    roll(&tls_dir, true)?;
-    Ok(issued.into_iter().map(|(stem, _)| stem).collect())
+    roll(&tls_dir, true)
 }
 
 #[cfg(test)]
@@ -151,7 +175,7 @@ mod tests {
         // Staged but not committed: dropped, the old files stay.
         let current = read(&dir, "match.pem");
         fs::write(dir.join("tls/match.pem.next"), "half").unwrap();
-        recover(&dir).unwrap();
+        recover(&dir, false).unwrap();
         assert_eq!(read(&dir, "match.pem"), current);
         assert!(!dir.join("tls/match.pem.next").exists());
 
@@ -160,9 +184,17 @@ mod tests {
         fs::copy(tls_dir.join("admin.pem"), tls_dir.join("match.pem.next")).unwrap();
         fs::copy(tls_dir.join("admin.key"), tls_dir.join("match.key.next")).unwrap();
         fs::write(tls_dir.join(MARKER), "").unwrap();
-        recover(&dir).unwrap();
+        recover(&dir, false).unwrap();
         assert_eq!(read(&dir, "match.pem"), read(&dir, "admin.pem"));
         assert!(!tls_dir.join(MARKER).exists());
+        crate::identity::server::ServerCerts::load(&dir).unwrap();
+
+        // Staged and journalled, the marker never written: finished.
+        assert_eq!(stage(&dir).unwrap(), LEAVES.to_vec());
+        let next = read(&dir, "federation.pem.next");
+        recover(&dir, true).unwrap();
+        assert_eq!(read(&dir, "federation.pem"), next);
+        assert!(!tls_dir.join("federation.pem.next").exists());
         crate::identity::server::ServerCerts::load(&dir).unwrap();
     }
 }

@@ -101,20 +101,20 @@ impl Ops {
                 "nothing to rotate: ask for the signing key, the certificates or both".into(),
             ));
         }
-        let out = self.fed()?.rotate_keys(signing, tls)?;
-        let mut detail = Vec::new();
-        if signing {
-            detail.push(format!(
-                "signing key {} ({})",
-                out.key_number, out.signing_key
-            ));
-        }
-        if tls {
-            detail.push(format!("certificates {}", out.certificates.join(", ")));
-        }
-        self.db
-            .audit(actor.note(Action::KeysRotated, &out.node_id, detail.join("; ")))?;
-        Ok(out)
+        let note = |out: &Rotated| {
+            let mut detail = Vec::new();
+            if signing {
+                detail.push(format!(
+                    "signing key {} ({})",
+                    out.key_number, out.signing_key
+                ));
+            }
+            if tls {
+                detail.push(format!("certificates {}", out.certificates.join(", ")));
+            }
+            vec![actor.note(Action::KeysRotated, &out.node_id, detail.join("; "))]
+        };
+        Ok(self.fed()?.rotate_keys(signing, tls, note)?)
     }
 
     /// Compares every set shared with or taken from a peer with the peer's

@@ -17,6 +17,26 @@ struct Head {
     signature: Option<[u8; 64]>,
 }
 
+/// What a journal entry stands for: a change made to files beside the
+/// store, audited in the store before it is put in place (see
+/// [`Store::journal_peers`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Journal {
+    /// A change of the peer registry (`peers.toml`).
+    Peers,
+    /// A key rotation and/or certificate renewal (`keys/`, `tls/`).
+    Keys,
+}
+
+impl Journal {
+    fn key(self) -> &'static [u8] {
+        match self {
+            Journal::Peers => keys::PEERS_JOURNAL,
+            Journal::Keys => keys::KEYS_JOURNAL,
+        }
+    }
+}
+
 impl Store {
     fn audit_head(&self) -> Result<Head, StoreError> {
         let Some(bytes) = self.tree.get(keys::AUDIT_HEAD)? else {
@@ -123,26 +143,37 @@ impl Store {
         notes: Vec<Note>,
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.journal_locked(Journal::Peers, digest, notes)
+    }
+
+    /// As [`Store::journal_peers`], for `which`, the writer lock held.
+    pub(super) fn journal_locked(
+        &self,
+        which: Journal,
+        digest: [u8; 32],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        batch.insert(keys::PEERS_JOURNAL, &digest[..]);
+        batch.insert(which.key(), &digest[..]);
         self.audit_into(&mut batch, super::wall_ms(), notes)?;
         self.tree.apply_batch(batch)?;
-        // The rename that follows must not overtake this on disk.
+        // The renames that follow must not overtake this on disk.
         self.tree.flush()?;
         Ok(())
     }
 
-    /// The digest of the last peer registry change journalled.
-    pub(crate) fn peers_journal(&self) -> Result<Option<[u8; 32]>, StoreError> {
+    /// The digest of the last change of `which` journalled and not yet
+    /// cleared.
+    pub(crate) fn journalled(&self, which: Journal) -> Result<Option<[u8; 32]>, StoreError> {
         Ok(self
             .tree
-            .get(keys::PEERS_JOURNAL)?
+            .get(which.key())?
             .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok()))
     }
 
-    /// Forgets the journalled digest (once the change is in place).
-    pub(crate) fn clear_peers_journal(&self) -> Result<(), StoreError> {
-        self.tree.remove(keys::PEERS_JOURNAL)?;
+    /// Forgets the journalled change of `which` (once it is in place).
+    pub(crate) fn clear_journal(&self, which: Journal) -> Result<(), StoreError> {
+        self.tree.remove(which.key())?;
         Ok(())
     }
 

@@ -62,15 +62,21 @@ impl Store {
         *self.signer.write().unwrap_or_else(|p| p.into_inner()) = Some(signer);
     }
 
-    /// Replaces the signer by the one `rotate` makes, under the writer
-    /// lock: `rotate` is given what the current signer signed, set by set
-    /// (each own set's head and configuration version), and nothing is
-    /// signed between that reading and the new signer taking over, so the
-    /// bounds the rotation states for the old key hold (see
-    /// `model::keychain`).
+    /// A key rotation (and/or certificate renewal), under the writer lock:
+    /// `rotate` is given what the current signer signed, set by set (each
+    /// own set's head and configuration version), and a `journal` that
+    /// records the rotation's audit notes ([`super::Journal::Keys`]) in one
+    /// flushed batch; it stages the new files, journals, puts them in
+    /// place, and returns the new signer (`None`: keep this one). Nothing
+    /// is signed between the reading of the bounds and the new signer
+    /// taking over, so the bounds the rotation states for the old key
+    /// hold (see `model::keychain`).
     pub(crate) fn rotate_signer<E: From<StoreError>>(
         &self,
-        rotate: impl FnOnce(Vec<KeyBound>) -> Result<Arc<Signer>, E>,
+        rotate: impl FnOnce(
+            Vec<KeyBound>,
+            &mut dyn FnMut(Vec<Note>) -> Result<(), StoreError>,
+        ) -> Result<Option<Arc<Signer>>, E>,
     ) -> Result<(), E> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let bounds = self
@@ -83,8 +89,11 @@ impl Store {
                 info_version: s.signed_info.as_ref().map_or(0, |i| i.version),
             })
             .collect();
-        let signer = rotate(bounds)?;
-        self.set_signer(signer);
+        let mut journal =
+            |notes: Vec<Note>| self.journal_locked(super::Journal::Keys, [0; 32], notes);
+        if let Some(signer) = rotate(bounds, &mut journal)? {
+            self.set_signer(signer);
+        }
         Ok(())
     }
 

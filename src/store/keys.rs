@@ -62,6 +62,10 @@ pub const AUDIT_HEAD: &[u8] = b"maudit_head";
 /// record (the federation finishes or drops an interrupted change with it
 /// when the node opens).
 pub const PEERS_JOURNAL: &[u8] = b"mpeers_journal";
+/// Present while a key rotation or certificate renewal, staged beside the
+/// node's files and audited, is being put in place: the node finishes it
+/// when it opens (absent: drops what was staged).
+pub const KEYS_JOURNAL: &[u8] = b"mkeys_journal";
 /// Match records, packed per call (see [`super::matches`]).
 pub const MATCHES: u8 = b'R';
 /// Feedback on a match, by match id.

@@ -48,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use audit::Journal;
 pub use backup::BackupSummary;
 pub use disputes::{Dispute, DisputeView};
 pub use federation::ReceivedFeedback;

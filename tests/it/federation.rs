@@ -722,7 +722,10 @@ async fn a_leaked_old_key_cannot_extend_a_set_and_a_fork_is_reported() {
     policy(&a, true);
     let config = hashfed::identity::load_config(&a.dir).unwrap();
     let old_key = hashfed::identity::keys::read(&a.dir).unwrap();
-    a.node().federation().rotate_keys(true, false).unwrap();
+    a.node()
+        .federation()
+        .rotate_keys(true, false, |_| vec![])
+        .unwrap();
     let history = hashfed::identity::keys::history(&a.dir).unwrap();
     let bounds = history.rotations[0].bounds.clone().unwrap();
     assert_eq!(bounds.len(), 1);
@@ -874,7 +877,10 @@ async fn after_a_key_rotation_peers_keep_syncing_and_verify_old_and_new_records(
     // B rotates too. A never pulls from B, so it learns B's new key from
     // the feedback batch that carries B's note: the note, signed by the
     // new key, is accepted as B's.
-    b.node().federation().rotate_keys(true, false).unwrap();
+    b.node()
+        .federation()
+        .rotate_keys(true, false, |_| vec![])
+        .unwrap();
     nodes::match_and_give_feedback(
         &b,
         code(120),
