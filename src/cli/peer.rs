@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use hashfed::model::Verdict;
 use hashfed::peers::PeerCard;
 use hashfed::wire::proto;
 
@@ -331,11 +332,15 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
         }
         SetAction::Feedback => {
             for f in admin.received_feedback()?.items {
+                let verdict: Verdict = f
+                    .verdict
+                    .parse()
+                    .with_context(|| format!("the node's feedback on {}", f.entry_id))?;
                 println!(
                     "{}  {}  {}  {}  reporter {}  via {}  {}",
                     f.set,
                     f.entry_id,
-                    f.verdict,
+                    verdict,
                     f.reason,
                     f.reporter_node_id,
                     f.via,

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use crate::model::signal::SignalType;
+use crate::model::Verdict;
 
 /// What a match query was about: the signal type of the hash looked up, or
 /// image bytes hashed by the node itself.
@@ -352,14 +353,12 @@ impl Metrics {
         self.rpc(method, code, started.elapsed());
     }
 
-    /// Records one piece of feedback on a match: `confirmed` if the match
-    /// was confirmed, otherwise a false positive.
-    pub fn feedback(&self, confirmed: bool) {
-        if confirmed {
-            self.confirmed.fetch_add(1, Relaxed);
-        } else {
-            self.false_positives.fetch_add(1, Relaxed);
-        }
+    /// Records one piece of feedback on a match.
+    pub fn feedback(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Confirmed => self.confirmed.fetch_add(1, Relaxed),
+            Verdict::FalsePositive => self.false_positives.fetch_add(1, Relaxed),
+        };
     }
 
     /// Sets the number of entries of `kind` the node holds. [`Kind::Image`]
@@ -545,18 +544,17 @@ impl Metrics {
             "counter",
             "Feedback received on matches, by verdict.",
         );
-        sample(
-            &mut out,
-            "hashfed_feedback_total",
-            "verdict=\"confirmed\"",
-            self.confirmed.load(Relaxed),
-        );
-        sample(
-            &mut out,
-            "hashfed_feedback_total",
-            "verdict=\"false_positive\"",
-            self.false_positives.load(Relaxed),
-        );
+        for (verdict, n) in [
+            (Verdict::Confirmed, &self.confirmed),
+            (Verdict::FalsePositive, &self.false_positives),
+        ] {
+            sample(
+                &mut out,
+                "hashfed_feedback_total",
+                &format!("verdict=\"{verdict}\""),
+                n.load(Relaxed),
+            );
+        }
 
         family(
             &mut out,
@@ -795,9 +793,9 @@ mod tests {
         m.error(Kind::Sha256, ErrorReason::InvalidArgument);
         m.error(Kind::Pdq, ErrorReason::LowQuality);
         m.error(Kind::Pdq, ErrorReason::LowQuality);
-        m.feedback(true);
-        m.feedback(false);
-        m.feedback(false);
+        m.feedback(Verdict::Confirmed);
+        m.feedback(Verdict::FalsePositive);
+        m.feedback(Verdict::FalsePositive);
         m.set_entries(Kind::Pdq, 1234);
         m.set_entries(Kind::Image, 99);
         m.set_sets(7);

@@ -11,15 +11,18 @@
 //! * [`signed`]: what an origin signs (checkpoints over the chain, set
 //!   configurations) and how receivers check it;
 //! * [`audit`]: audit records and their hash chain;
+//! * [`feedback`]: what a node says about a match (verdicts);
 //! * [`keychain`]: a node's signing keys over time (rotation statements).
 
 pub mod audit;
+pub mod feedback;
 pub mod keychain;
 pub mod record;
 pub mod set;
 pub mod signal;
 pub mod signed;
 
+pub use feedback::{UnknownVerdict, Verdict};
 pub use record::{Attestation, EntryData, Record, RecordBody};
 pub use set::{
     normalize_labels, DisputePolicy, EntryId, NameError, SetId, SetInfo, SetPolicy, ShareRefusal,

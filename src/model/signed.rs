@@ -224,8 +224,8 @@ pub struct FeedbackNote {
     pub set: SetId,
     /// The entry.
     pub entry: super::EntryId,
-    /// `confirmed` or `false_positive`.
-    pub verdict: String,
+    /// The verdict (signed as its name, `confirmed` or `false_positive`).
+    pub verdict: super::Verdict,
     /// A reason code name.
     pub reason: String,
     /// When it was given, ms since the epoch.
@@ -243,7 +243,7 @@ impl FeedbackNote {
         m.extend_from_slice(b"hashfed feedback v1\0");
         for field in [
             self.set.as_str(),
-            &self.verdict,
+            self.verdict.as_str(),
             &self.reason,
             &self.reporter,
         ] {
@@ -436,7 +436,7 @@ mod tests {
         let note = s.feedback(FeedbackNote {
             set: SetId::new("hotline-b", "x").unwrap(),
             entry: crate::model::EntryId([3; 16]),
-            verdict: "false_positive".into(),
+            verdict: crate::model::Verdict::FalsePositive,
             reason: "BENIGN_COLLISION".into(),
             time_ms: 9,
             reporter: String::new(),
@@ -445,7 +445,7 @@ mod tests {
         assert_eq!(note.reporter, "node-a");
         assert!(note.verify(s.public_keys()).is_ok());
         let changed = FeedbackNote {
-            verdict: "confirmed".into(),
+            verdict: crate::model::Verdict::Confirmed,
             ..note.clone()
         };
         assert!(changed.verify(s.public_keys()).is_err());

@@ -26,7 +26,7 @@ use crate::model::Signal;
 use crate::signal::content::{hash_image, HashOptions};
 use crate::signal::decode::{DecodeLimits, DecodeOptions};
 use crate::signal::pdq::{PdqHash, PdqHasher, DEFAULT_QUALITY_FLOOR};
-use crate::store::matches::{Feedback, MatchId, MatchRecord, Verdict};
+use crate::store::matches::{Feedback, MatchId, MatchRecord};
 use crate::tasks::Tasks;
 use crate::wire;
 use crate::wire::proto::{self, match_server::Match};
@@ -525,15 +525,7 @@ impl MatchService {
             .match_id
             .parse()
             .map_err(|e: String| Status::invalid_argument(format!("match_id: {e}")))?;
-        let verdict = match proto::Verdict::try_from(request.verdict) {
-            Ok(proto::Verdict::Confirmed) => Verdict::Confirmed,
-            Ok(proto::Verdict::FalsePositive) => Verdict::FalsePositive,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "verdict must be CONFIRMED or FALSE_POSITIVE",
-                ))
-            }
-        };
+        let verdict = wire::verdict_from(request.verdict).map_err(Status::invalid_argument)?;
         let reason = match proto::FeedbackReason::try_from(request.reason) {
             Ok(proto::FeedbackReason::Unspecified) | Err(_) => {
                 return Err(Status::invalid_argument(
@@ -556,7 +548,7 @@ impl MatchService {
         use crate::store::matches::FeedbackError as E;
         match record {
             Ok(record) => {
-                self.metrics.feedback(verdict == Verdict::Confirmed);
+                self.metrics.feedback(verdict);
                 Ok(proto::FeedbackResponse {
                     entry_id: record.entry.to_string(),
                     set: record.set.to_string(),

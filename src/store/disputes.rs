@@ -8,7 +8,7 @@ use super::keys;
 use super::write::{check_vetted, Applied, Pending};
 use super::{ReceivedFeedback, Store, StoreError};
 use crate::model::audit::Note;
-use crate::model::{DisputePolicy, EntryData, EntryId, SetId};
+use crate::model::{DisputePolicy, EntryData, EntryId, SetId, Verdict};
 
 /// One entry's feedback since its last review.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl Store {
             let Some(first) = fresh.first() else { continue };
             let reporters: Vec<String> = fresh
                 .iter()
-                .filter(|i| i.note.verdict == "false_positive")
+                .filter(|i| i.note.verdict == Verdict::FalsePositive)
                 .map(|i| i.note.reporter.clone())
                 .collect();
             out.push(Dispute {
@@ -124,7 +124,7 @@ impl Store {
                 false_positives: reporters.len() as u32,
                 confirmed: fresh
                     .iter()
-                    .filter(|i| i.note.verdict == "confirmed")
+                    .filter(|i| i.note.verdict == Verdict::Confirmed)
                     .count() as u32,
                 reporters,
                 last_ms: fresh.iter().map(|i| i.received_ms).max().unwrap_or(0),

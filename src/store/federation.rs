@@ -415,13 +415,10 @@ impl Store {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()?;
-        let verdict = serde_json::to_value(feedback.verdict)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))?;
         Some(signer.feedback(FeedbackNote {
             set: record.set.clone(),
             entry: record.entry,
-            verdict,
+            verdict: feedback.verdict,
             reason: feedback.reason.clone(),
             time_ms: feedback.time_ms,
             reporter: String::new(),

@@ -5,6 +5,7 @@ use super::proto;
 use crate::identity::keys::KeyHistory;
 use crate::model::keychain::{KeyBound, KeyRotation};
 use crate::model::signed::{Checkpoint, FeedbackNote, SignedInfo};
+use crate::model::{UnknownVerdict, Verdict};
 use crate::store::SetState;
 
 /// A set's head as the manifest shows it.
@@ -114,7 +115,7 @@ pub fn feedback_item(n: &FeedbackNote) -> proto::FeedbackItem {
     proto::FeedbackItem {
         set: n.set.to_string(),
         entry_id: n.entry.to_string(),
-        verdict: n.verdict.clone(),
+        verdict: n.verdict.as_str().to_owned(),
         reason: n.reason.clone(),
         time_ms: n.time_ms,
         reporter_node_id: n.reporter.clone(),
@@ -125,9 +126,10 @@ pub fn feedback_item(n: &FeedbackNote) -> proto::FeedbackItem {
 /// The wire's feedback note to ours (its signature checked by whoever
 /// uses it).
 pub fn feedback_note(i: &proto::FeedbackItem) -> Result<FeedbackNote, String> {
-    if !matches!(i.verdict.as_str(), "confirmed" | "false_positive") {
-        return Err("verdict must be confirmed or false_positive".into());
-    }
+    let verdict: Verdict = i
+        .verdict
+        .parse()
+        .map_err(|e: UnknownVerdict| e.to_string())?;
     if i.reason.len() > 64 || i.reporter_node_id.len() > 64 || i.signature.len() > 128 {
         return Err("a field is too long".into());
     }
@@ -140,10 +142,44 @@ pub fn feedback_note(i: &proto::FeedbackItem) -> Result<FeedbackNote, String> {
             .entry_id
             .parse()
             .map_err(|e: crate::model::NameError| e.to_string())?,
-        verdict: i.verdict.clone(),
+        verdict,
         reason: i.reason.clone(),
         time_ms: i.time_ms,
         reporter: i.reporter_node_id.clone(),
         signature: i.signature.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(verdict: &str) -> proto::FeedbackItem {
+        proto::FeedbackItem {
+            set: "hotline-a/list".into(),
+            entry_id: "ab".repeat(16),
+            verdict: verdict.into(),
+            reason: "benign_collision".into(),
+            time_ms: 7,
+            reporter_node_id: "node-c".into(),
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn feedback_verdicts_cross_the_wire_as_their_names() {
+        for v in Verdict::ALL {
+            let note = feedback_note(&item(v.as_str())).unwrap();
+            assert_eq!(note.verdict, v);
+            assert_eq!(feedback_item(&note), item(v.as_str()));
+        }
+    }
+
+    #[test]
+    fn an_unknown_feedback_verdict_is_refused_by_name() {
+        for bad in ["", "CONFIRMED", "maybe"] {
+            let why = feedback_note(&item(bad)).unwrap_err();
+            assert!(why.contains(&format!("unknown verdict {bad:?}")), "{why}");
+        }
+    }
 }

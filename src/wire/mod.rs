@@ -25,7 +25,7 @@ pub mod proto {
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
 use crate::database::Match;
-use crate::model::{Signal, SignalType};
+use crate::model::{Signal, SignalType, Verdict};
 use crate::signal::content::ImageHashes;
 use crate::store::StoredEntry;
 
@@ -47,6 +47,22 @@ pub fn signal_type_from(s: &proto::Signal) -> Result<SignalType, String> {
         Ok(W::Opaque) => SignalType::parse(&s.opaque_type).map_err(|e| e.to_string())?,
         _ => return Err(format!("unknown signal type {}", s.r#type)),
     })
+}
+
+/// The match service's verdict to ours; `UNSPECIFIED` and values this
+/// schema does not know are refused.
+pub fn verdict_from(v: i32) -> Result<Verdict, String> {
+    match proto::Verdict::try_from(v) {
+        Ok(proto::Verdict::Confirmed) => Ok(Verdict::Confirmed),
+        Ok(proto::Verdict::FalsePositive) => Ok(Verdict::FalsePositive),
+        Ok(w) => Err(format!(
+            "verdict must be CONFIRMED or FALSE_POSITIVE, not {}",
+            w.as_str_name()
+        )),
+        Err(_) => Err(format!(
+            "verdict must be CONFIRMED or FALSE_POSITIVE, not {v}"
+        )),
+    }
 }
 
 /// Our signal type to the wire's.
@@ -248,7 +264,7 @@ pub fn received_feedback(r: crate::store::ReceivedFeedback) -> proto::ReceivedFe
     proto::ReceivedFeedback {
         set: r.note.set.to_string(),
         entry_id: r.note.entry.to_string(),
-        verdict: r.note.verdict,
+        verdict: r.note.verdict.as_str().to_owned(),
         reason: r.note.reason,
         time_ms: r.note.time_ms,
         reporter_node_id: r.note.reporter,
@@ -287,5 +303,26 @@ pub fn import_summary(s: crate::import::ImportSummary) -> proto::ImportSummary {
         problems: s.problems,
         stopped: s.stopped,
         head_seq: s.head_seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_service_verdicts_parse_and_unknown_ones_are_refused() {
+        assert_eq!(
+            verdict_from(proto::Verdict::Confirmed as i32),
+            Ok(Verdict::Confirmed)
+        );
+        assert_eq!(
+            verdict_from(proto::Verdict::FalsePositive as i32),
+            Ok(Verdict::FalsePositive)
+        );
+        let unspecified = verdict_from(proto::Verdict::Unspecified as i32).unwrap_err();
+        assert!(unspecified.contains("VERDICT_UNSPECIFIED"), "{unspecified}");
+        let unknown = verdict_from(99).unwrap_err();
+        assert!(unknown.contains("99"), "{unknown}");
     }
 }

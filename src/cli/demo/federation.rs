@@ -28,7 +28,7 @@ use anyhow::{anyhow, bail, ensure, Context};
 use hashfed::database::Database;
 use hashfed::identity::client::node_endpoint;
 use hashfed::identity::roles::{issue_client, ClientRole};
-use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType};
+use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType, Verdict};
 use hashfed::ops::{Actor, ConfirmOutcome};
 use hashfed::peers::{Peer, PeerCard};
 use hashfed::server::Node;
@@ -915,7 +915,7 @@ impl Demo<'_> {
                 anyhow!("feedback: hotline-a got feedback on another entry: {items:?}")
             })?;
         ensure!(
-            note.verdict == "false_positive"
+            note.verdict.parse::<Verdict>() == Ok(Verdict::FalsePositive)
                 && note.reason == "benign_collision"
                 && note.via == "hotline-b"
                 && note.reporter_node_id == self.p.node_id()

@@ -93,15 +93,9 @@ impl std::str::FromStr for MatchId {
     }
 }
 
-/// Whether a match was right.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// The content is what the entry says.
-    Confirmed,
-    /// It is not.
-    FalsePositive,
-}
+// The verdict is feedback vocabulary (`model::feedback`); match records use
+// it, and it stays reachable here for callers of `store::matches::Verdict`.
+pub use crate::model::Verdict;
 
 /// Feedback on one match.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
