@@ -24,9 +24,22 @@ pub enum DisputeOutcome {
     Suspended(u32),
 }
 
+/// The audit record of an entry raised for review: written with the
+/// report that brought it to the threshold (`Database::receive_feedback`).
+pub(super) fn raised(d: &crate::store::Dispute, threshold: u32) -> Note {
+    tracing::warn!(entry = %d.entry, reports = d.false_positives, "entry disputed: raised for review");
+    let detail = format!(
+        "{} nodes reported a false positive (threshold {threshold}): {}",
+        d.false_positives,
+        d.reporters.join(", ")
+    );
+    Note::new("node", Action::DisputeRaised, d.entry.to_string(), detail)
+}
+
 impl Database {
     /// Weighs the feedback about `entry` (one of this node's own) after a
-    /// report arrived.
+    /// report arrived and was kept (with the record that raised it, if it
+    /// did): suspends it if its set's policy says so.
     pub fn weigh_dispute(&self, entry: &EntryId) -> Result<DisputeOutcome, StoreError> {
         let Some(e) = self.store.entry(entry)? else {
             return Ok(DisputeOutcome::Nothing);
@@ -51,15 +64,6 @@ impl Database {
             return Ok(DisputeOutcome::Nothing);
         }
         let subject = entry.to_string();
-        if k == policy.threshold {
-            let detail = format!(
-                "{k} nodes reported a false positive (threshold {}): {}",
-                policy.threshold,
-                d.reporters.join(", ")
-            );
-            tracing::warn!(entry = %entry, reports = k, "entry disputed: raised for review");
-            self.audit(Note::new("node", Action::DisputeRaised, &subject, detail))?;
-        }
         if !policy.suspend || e.retracted {
             return Ok(DisputeOutcome::Raised(k));
         }

@@ -387,13 +387,31 @@ impl Database {
     }
 
     /// Keeps feedback a peer sent about one of this node's entries, with
-    /// its audit record (see `Store::receive_feedback`).
+    /// its audit record `note` and, if this report brings the entry to its
+    /// set's dispute threshold, the record that raises it, in one batch
+    /// (see `Store::receive_feedback`; what follows a raise is
+    /// [`Database::weigh_dispute`]).
     pub fn receive_feedback(
         &self,
         received: &ReceivedFeedback,
         note: Note,
     ) -> Result<(), StoreError> {
-        self.store.receive_feedback(received, note)
+        let policy = self
+            .store
+            .set(&received.note.set)
+            .map(|s| s.info.disputes)
+            .unwrap_or_default();
+        self.store.receive_feedback(received, |before, after| {
+            let count = |d: Option<&crate::store::Dispute>| d.map_or(0, |d| d.false_positives);
+            let mut notes = vec![note];
+            if !policy.is_off()
+                && count(before) < policy.threshold
+                && count(after) >= policy.threshold
+            {
+                notes.extend(after.map(|d| disputes::raised(d, policy.threshold)));
+            }
+            notes
+        })
     }
 
     /// Records a set offered by a peer (see `Store::receive_set`).

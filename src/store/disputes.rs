@@ -108,28 +108,7 @@ impl Store {
         let mut out = Vec::new();
         for (entry, items) in by_entry {
             let reviewed_ms = self.reviewed_ms(&entry)?;
-            let fresh: Vec<_> = items
-                .iter()
-                .filter(|i| i.received_ms > reviewed_ms)
-                .collect();
-            let Some(first) = fresh.first() else { continue };
-            let reporters: Vec<String> = fresh
-                .iter()
-                .filter(|i| i.note.verdict == Verdict::FalsePositive)
-                .map(|i| i.note.reporter.clone())
-                .collect();
-            out.push(Dispute {
-                entry,
-                set: first.note.set.clone(),
-                false_positives: reporters.len() as u32,
-                confirmed: fresh
-                    .iter()
-                    .filter(|i| i.note.verdict == Verdict::Confirmed)
-                    .count() as u32,
-                reporters,
-                last_ms: fresh.iter().map(|i| i.received_ms).max().unwrap_or(0),
-                reviewed_ms,
-            });
+            out.extend(dispute_of(entry, &items, reviewed_ms));
         }
         out.sort_by(|a, b| {
             b.false_positives
@@ -138,4 +117,53 @@ impl Store {
         });
         Ok(out)
     }
+
+    /// One entry's dispute from what its inbox holds, and, with `with`,
+    /// as it stands once that report is in (it replaces its reporter's
+    /// earlier one). The caller holds the writer lock.
+    pub(super) fn entry_dispute(
+        &self,
+        entry: &EntryId,
+        with: Option<&ReceivedFeedback>,
+    ) -> Result<Option<Dispute>, StoreError> {
+        let mut prefix = vec![keys::INBOX];
+        prefix.extend_from_slice(&entry.0);
+        let mut items = Vec::new();
+        for kv in self.tree.scan_prefix(&prefix) {
+            let (_, v) = kv?;
+            let item: ReceivedFeedback = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("received feedback: {e}")))?;
+            if with.is_none_or(|w| w.note.reporter != item.note.reporter) {
+                items.push(item);
+            }
+        }
+        items.extend(with.cloned());
+        Ok(dispute_of(*entry, &items, self.reviewed_ms(entry)?))
+    }
+}
+
+/// The dispute `items` (one entry's reports) make since `reviewed_ms`.
+fn dispute_of(entry: EntryId, items: &[ReceivedFeedback], reviewed_ms: u64) -> Option<Dispute> {
+    let fresh: Vec<_> = items
+        .iter()
+        .filter(|i| i.received_ms > reviewed_ms)
+        .collect();
+    let first = fresh.first()?;
+    let reporters: Vec<String> = fresh
+        .iter()
+        .filter(|i| i.note.verdict == Verdict::FalsePositive)
+        .map(|i| i.note.reporter.clone())
+        .collect();
+    Some(Dispute {
+        entry,
+        set: first.note.set.clone(),
+        false_positives: reporters.len() as u32,
+        confirmed: fresh
+            .iter()
+            .filter(|i| i.note.verdict == Verdict::Confirmed)
+            .count() as u32,
+        reporters,
+        last_ms: fresh.iter().map(|i| i.received_ms).max().unwrap_or(0),
+        reviewed_ms,
+    })
 }

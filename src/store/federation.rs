@@ -462,13 +462,19 @@ impl Store {
 
     /// Keeps feedback about one of this node's entries: one per entry and
     /// reporter (a later note from the same reporter replaces the earlier),
-    /// with the audit record `note` in the same batch.
+    /// with the audit records `audit` makes in the same batch. `audit` is
+    /// given the entry's dispute before and after this report, so that a
+    /// report that raises the entry is audited with it.
     pub(crate) fn receive_feedback(
         &self,
         received: &ReceivedFeedback,
-        note: Note,
+        audit: impl FnOnce(Option<&super::Dispute>, Option<&super::Dispute>) -> Vec<Note>,
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = received.note.entry;
+        let before = self.entry_dispute(&entry, None)?;
+        let after = self.entry_dispute(&entry, Some(received))?;
+        let notes = audit(before.as_ref(), after.as_ref());
         let mut key = vec![keys::INBOX];
         key.extend_from_slice(&received.note.entry.0);
         key.extend_from_slice(received.note.reporter.as_bytes());
@@ -476,7 +482,7 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("feedback: {e}")))?;
         let mut batch = sled::Batch::default();
         batch.insert(key, value);
-        self.audit_into(&mut batch, received.received_ms, vec![note])?;
+        self.audit_into(&mut batch, received.received_ms, notes)?;
         self.tree.apply_batch(batch)?;
         Ok(())
     }

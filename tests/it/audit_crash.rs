@@ -70,12 +70,14 @@ struct Worker {
     submitted: u64,
     admin: Vec<AdminClient<Channel>>,
     card: String,
+    /// Key rotations asked for (a chain holds at most 256).
+    rotations: u32,
 }
 
 impl Worker {
     /// One random operation; an error ends the round (the node died).
     async fn step(&mut self) -> Result<(), tonic::Status> {
-        let op = self.rng.below(10);
+        let op = self.rng.below(11);
         let a = &mut self.admin;
         match op {
             0 | 1 => {
@@ -186,6 +188,16 @@ impl Worker {
                     .await,
                 )?;
             }
+            10 if self.rotations < 200 => {
+                // The signing key, and now and then the certificates too:
+                // files beside the store, journalled with their record.
+                self.rotations += 1;
+                a[0].rotate_keys(proto::RotateKeysRequest {
+                    signing: true,
+                    tls: self.rng.below(3) == 0,
+                })
+                .await?;
+            }
             _ => {
                 let status = if self.rng.below(2) == 0 {
                     "suspended"
@@ -272,6 +284,7 @@ fn every_change_and_its_audit_record_survive_a_kill_together() {
         submitted: 0,
         admin: Vec::new(),
         card,
+        rotations: 0,
     };
     let mut cut_short = 0;
     for round in 0..kills {
@@ -310,8 +323,8 @@ fn every_change_and_its_audit_record_survive_a_kill_together() {
         check(&dir, round);
     }
     eprintln!(
-        "audit_crash: {kills} kills, {} values imported, {} entries submitted, {cut_short} rounds cut by the kill",
-        worker.imported, worker.submitted
+        "audit_crash: {kills} kills, {} values imported, {} entries submitted, {} key rotations, {cut_short} rounds cut by the kill",
+        worker.imported, worker.submitted, worker.rotations
     );
 }
 
@@ -502,6 +515,26 @@ fn check(dir: &Path, round: u32) {
         !dir.join("peers.toml.tmp").exists(),
         "round {round}: a change left half done"
     );
+
+    // Key rotations: one per audited record, nothing left staged.
+    let history = hashfed::identity::keys::history(dir).unwrap();
+    let rotated = of(Action::KeysRotated)
+        .filter(|e| e.detail.contains("signing key"))
+        .count();
+    assert_eq!(
+        history.rotations.len(),
+        rotated,
+        "round {round}: key rotations"
+    );
+    for staged in [
+        "keys/rotations.json.tmp",
+        "keys/signing.next.pem",
+        "tls/renew.commit",
+        "tls/federation.pem.next",
+        "tls/admin.key.next",
+    ] {
+        assert!(!dir.join(staged).exists(), "round {round}: {staged} left");
+    }
 
     drop(fed);
     match Arc::try_unwrap(db) {
