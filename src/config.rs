@@ -64,6 +64,113 @@ pub struct Config {
     /// Limits on what one caller may hold (`[limits]`: `request_secs`).
     #[serde(default)]
     pub limits: Limits,
+    /// Outside services the node keeps sets current from (`[[exchange]]`).
+    #[serde(default, rename = "exchange", skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<ExchangeConfig>,
+}
+
+/// The outside services hashfed pulls from (see `crate::exchange`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExchangeKind {
+    /// NCMEC's Hash Sharing API v2 (XML).
+    Ncmec,
+    /// StopNCII.org's hash API (JSON).
+    Stopncii,
+    /// Meta's ThreatExchange Graph API (through which GIFCT's hash-sharing
+    /// database is reached).
+    Threatexchange,
+    /// Tech Against Terrorism's TCAP hash list.
+    Tcap,
+}
+
+impl ExchangeKind {
+    /// Every kind.
+    pub const ALL: [ExchangeKind; 4] = [
+        ExchangeKind::Ncmec,
+        ExchangeKind::Stopncii,
+        ExchangeKind::Threatexchange,
+        ExchangeKind::Tcap,
+    ];
+
+    /// The name in `hashfed.toml` (`ncmec`, `stopncii`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeKind::Ncmec => "ncmec",
+            ExchangeKind::Stopncii => "stopncii",
+            ExchangeKind::Threatexchange => "threatexchange",
+            ExchangeKind::Tcap => "tcap",
+        }
+    }
+}
+
+/// One `[[exchange]]`: an outside service, the set it fills, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Which API.
+    pub kind: ExchangeKind,
+    /// Its name on this node (`[a-z0-9-]`, 1-64): `hashfed exchange
+    /// fetch NAME`, metrics, the audit log.
+    pub name: String,
+    /// The set it fills, `<origin>/<name>`: one of this node's own
+    /// (created at the first fetch).
+    pub set: String,
+    /// The API's base URL, `https://host[:port][/path]`.
+    pub endpoint: String,
+    /// The file with its credentials (TOML; owner-only, mode 0600, else
+    /// refused). Relative paths are inside the node directory.
+    pub credentials: String,
+    /// Seconds between fetches once caught up.
+    #[serde(default = "default_interval")]
+    pub interval_secs: u64,
+    /// One more CA to trust for this endpoint (PEM; a private deployment,
+    /// a test's stand-in server), beside the public web's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Seconds one HTTP request may take, answer included.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// Records asked for per page (where the API takes a size).
+    #[serde(default = "default_page_size")]
+    pub page_size: u32,
+    /// What to take (each API reads the filters it has).
+    #[serde(default)]
+    pub filters: ExchangeFilters,
+}
+
+/// What an exchange takes of its service's lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeFilters {
+    /// NCMEC: the environment (`exploitative`, `predictive`, ...); the
+    /// API's default if empty.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub environment: String,
+    /// NCMEC: the ESP (member) id feedback is sent as.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub member_id: String,
+    /// StopNCII: categories to take (all if empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub categories: Vec<String>,
+    /// ThreatExchange: the privacy groups (collaborations) to follow.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub privacy_groups: Vec<String>,
+    /// Signal types to take (hashfed's names; all if empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub signal_types: Vec<String>,
+}
+
+fn default_interval() -> u64 {
+    300
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+fn default_page_size() -> u32 {
+    1000
 }
 
 /// Limits on what one caller may hold on the federation and match

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod database;
 pub mod error;
+pub mod exchange;
 pub mod export;
 pub mod federation;
 pub mod identity;

@@ -29,6 +29,7 @@
 pub mod client;
 pub mod dev;
 pub mod expiry;
+pub mod https;
 pub mod keys;
 pub mod peers;
 pub mod renew;
@@ -318,6 +319,7 @@ fn finish(
         quarantine: Default::default(),
         retention: Retention::default(),
         limits: Limits::default(),
+        exchanges: Vec::new(),
     };
     let text = toml::to_string(&config).map_err(|e| IdentityError::ConfigFormat {
         path: config_path.clone(),

@@ -15,6 +15,7 @@ mod data_minimisation;
 mod database;
 mod demo;
 mod dev_certs;
+mod exchanges;
 mod faults;
 mod federation;
 mod federation_crash;

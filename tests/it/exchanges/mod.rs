@@ -1,0 +1,7 @@
+//! The live exchanges against local stand-ins of their services
+//! (`standin.rs`): each client's paging, deletions, feedback and
+//! misbehaviours (one file per service), and the fetcher that keeps a
+//! set current from them.
+
+mod http;
+pub mod standin;
