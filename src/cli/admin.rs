@@ -239,7 +239,16 @@ impl NodeAdmin {
                     Default::default(),
                     Default::default(),
                 )?;
-                AdminService::new(db.clone(), config.node_id, config.name).with_federation(fed)
+                let service =
+                    AdminService::new(db.clone(), config.node_id.clone(), config.name.clone())
+                        .with_federation(fed);
+                let exchanges = hashfed::exchange::Exchanges::new(
+                    dir,
+                    &config.exchanges,
+                    service.ops().clone(),
+                    Default::default(),
+                )?;
+                service.with_exchanges(Arc::new(exchanges))
             }
             None => AdminService::new(db.clone(), String::new(), String::new()),
         };
@@ -382,6 +391,21 @@ impl NodeAdmin {
     /// Counts.
     pub fn stats(&mut self) -> anyhow::Result<proto::StatsResponse> {
         call!(self, stats, proto::StatsRequest {})
+    }
+
+    /// The live exchanges with their state.
+    pub fn list_exchanges(&mut self) -> anyhow::Result<proto::ListExchangesResponse> {
+        call!(self, list_exchanges, proto::ListExchangesRequest {})
+    }
+
+    /// One pass of exchange `name` now.
+    pub fn fetch_exchange(&mut self, name: String) -> anyhow::Result<proto::ExchangeStatus> {
+        call!(self, fetch_exchange, proto::ExchangeRef { name })
+    }
+
+    /// Forgets exchange `name`'s cursor.
+    pub fn reset_exchange(&mut self, name: String) -> anyhow::Result<proto::ExchangeStatus> {
+        call!(self, reset_exchange, proto::ExchangeRef { name })
     }
 
     /// Every peer.

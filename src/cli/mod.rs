@@ -9,6 +9,7 @@ mod compare;
 mod demo;
 mod dev_certs;
 mod entry;
+mod exchange;
 mod export;
 mod hash;
 mod import;
@@ -99,6 +100,9 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Rotate the signing key and renew the certificates, while the node serves.
     Keys(keys::KeysArgs),
+    /// Live exchanges (NCMEC, StopNCII, ThreatExchange, TCAP): list, status,
+    /// fetch now, reset.
+    Exchange(exchange::ExchangeArgs),
     /// The transparency report over a period: signal types in use, queries,
     /// matches, feedback, false-positive rate, entries added and retracted.
     Report(report::ReportArgs),
@@ -139,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Set(args) => peer::run_set(args),
         Command::Audit(args) => audit::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Exchange(args) => exchange::run(args),
         Command::Report(args) => report::run(args),
         Command::Status(args) => status::run(args),
         Command::Backup(args) => backup::backup(args),

@@ -268,6 +268,38 @@ impl Database {
         Ok(applied)
     }
 
+    /// As [`Database::apply`], with exchange `name`'s new state in the same
+    /// batch (see `Store::append_exchange_page`).
+    pub fn apply_exchange_page(
+        &self,
+        set: &SetId,
+        changes: &[Change],
+        name: &str,
+        state: impl FnMut(&Applied) -> Vec<u8>,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let applied =
+            self.store
+                .append_exchange_page(set, changes, now_ms(), name, state, audit)?;
+        self.update(&applied.deltas);
+        if applied.appended > 0 {
+            self.changed();
+        }
+        Ok(applied)
+    }
+
+    /// Writes exchange `name`'s state alone, with `notes` (see
+    /// `Store::put_exchange_state`).
+    pub fn put_exchange_state(
+        &self,
+        name: &str,
+        state: &[u8],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
+        self.store.put_exchange_state(name, state, notes)
+    }
+
     /// Applies records of a received set up to verified checkpoints (see
     /// `Store::apply_remote`) and updates the indexes: the entries match
     /// (or stop matching) as soon as this returns.

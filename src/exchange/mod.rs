@@ -17,6 +17,7 @@
 //! `identity::https`); credentials come from an owner-only file and are
 //! never logged ([`Credentials`]).
 
+mod fetch;
 pub mod http;
 pub mod ncmec;
 pub mod stopncii;
@@ -30,6 +31,8 @@ use std::time::Duration;
 use crate::config::{ExchangeConfig, ExchangeKind};
 use crate::import::ImportItem;
 use crate::model::{Signal, Verdict};
+
+pub use fetch::{Exchanges, FetchError, Pass};
 
 /// Why an exchange could not do what was asked. Most are worth a retry
 /// ([`ExchangeError::retryable`]); the others need an operator.

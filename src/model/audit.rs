@@ -87,6 +87,11 @@ pub enum Action {
     KeysRotated,
     /// A peer's key rotation was learnt (from it or a relay).
     PeerKeyRotated,
+    /// A page of a live exchange was applied to its set (counts in the
+    /// detail; one record per page, written with it and its cursor).
+    ExchangeFetched,
+    /// An operator reset an exchange's cursor: its next fetch starts over.
+    ExchangeReset,
 }
 
 /// What an operation says in the audit log, before the log numbers and

@@ -15,6 +15,7 @@
 //! * [`keychain`]: a node's signing keys over time (rotation statements).
 
 pub mod audit;
+pub mod exchange;
 pub mod feedback;
 pub mod keychain;
 pub mod record;

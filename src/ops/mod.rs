@@ -14,6 +14,7 @@
 //! is audited once the new key files are in place.
 
 mod entries;
+mod exchanges;
 mod import;
 mod peers;
 mod sets;
@@ -23,6 +24,7 @@ use std::time::Instant;
 
 pub use crate::store::DisputeView;
 pub use entries::{ConfirmOutcome, Release};
+pub use exchanges::ExchangePage;
 pub use import::{ImportRequest, ImportSummary, MAX_PROBLEMS};
 pub use peers::{PeerView, Rotated, SetComparison};
 

@@ -54,6 +54,7 @@ use self::lifetime::{Cuttable, TrackCalls};
 
 use crate::config::Config;
 use crate::database::Database;
+use crate::exchange::Exchanges;
 use crate::federation::service::FederationService;
 use crate::federation::Federation;
 use crate::identity::server::{Acceptor, Listener};
@@ -108,6 +109,9 @@ pub enum ServerError {
     /// The federation (peers, signer) could not be set up.
     #[error("federation: {0}")]
     Federation(#[from] crate::federation::FederationError),
+    /// An `[[exchange]]` of `hashfed.toml` that cannot run.
+    #[error("exchange: {0}")]
+    Exchange(#[from] crate::exchange::ExchangeError),
     /// A listener's serve loop did not end even after its connections
     /// were cut; it was aborted.
     #[error("a listener did not end after its connections were cut")]
@@ -288,6 +292,7 @@ struct Start<'a> {
     metrics: &'a Arc<Metrics>,
     federation: &'a Arc<Federation>,
     ops: &'a Arc<Ops>,
+    exchanges: &'a Arc<Exchanges>,
     health: HealthReporter,
     tasks: &'a Tasks,
     stopped: watch::Receiver<bool>,
@@ -330,8 +335,12 @@ impl Start<'_> {
     }
 
     fn admin_service(&self) -> AdminServer<AdminService> {
-        AdminServer::new(AdminService::from_ops(self.ops.clone()).with_tasks(self.tasks.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        AdminServer::new(
+            AdminService::from_ops(self.ops.clone())
+                .with_exchanges(self.exchanges.clone())
+                .with_tasks(self.tasks.clone()),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Match, health and reflection: the match listener and socket.
@@ -527,6 +536,12 @@ impl Node {
             Ops::new(db.clone(), config.node_id.clone(), config.name.clone())
                 .with_federation(federation.clone()),
         );
+        let exchanges = Arc::new(Exchanges::new(
+            dir,
+            &config.exchanges,
+            ops.clone(),
+            tasks.clone(),
+        )?);
         let (stop, stopped) = watch::channel(false);
         let mut start = Start {
             dir,
@@ -535,6 +550,7 @@ impl Node {
             metrics: &metrics,
             federation: &federation,
             ops: &ops,
+            exchanges: &exchanges,
             health: reporter,
             tasks: &tasks,
             stopped,
@@ -548,6 +564,7 @@ impl Node {
             let (admin, admin_socket) = start.admin().await?;
             let metrics = start.metrics().await?;
             start.gauges();
+            exchanges.start();
             Ok::<_, ServerError>(Addresses {
                 federation: federation_addr,
                 match_,

@@ -29,6 +29,8 @@ use crate::wire::proto::{self, admin_server::Admin};
 /// The admin service over one node's operations.
 pub struct AdminService {
     ops: Arc<Ops>,
+    /// The node's live exchanges (none configured: an empty list).
+    exchanges: Option<Arc<crate::exchange::Exchanges>>,
     /// Where its work on the blocking pool runs (see
     /// [`AdminService::with_tasks`]).
     tasks: Tasks,
@@ -39,6 +41,7 @@ impl AdminService {
     pub fn new(db: Arc<Database>, node_id: String, node_name: String) -> Self {
         AdminService {
             ops: Arc::new(Ops::new(db, node_id, node_name)),
+            exchanges: None,
             tasks: Tasks::new(),
         }
     }
@@ -53,6 +56,7 @@ impl AdminService {
         );
         AdminService {
             ops: Arc::new(ops.with_federation(fed)),
+            exchanges: self.exchanges,
             tasks: self.tasks,
         }
     }
@@ -61,8 +65,21 @@ impl AdminService {
     pub fn from_ops(ops: Arc<Ops>) -> Self {
         AdminService {
             ops,
+            exchanges: None,
             tasks: Tasks::new(),
         }
+    }
+
+    /// Also serves the exchange calls, over `exchanges`.
+    pub fn with_exchanges(mut self, exchanges: Arc<crate::exchange::Exchanges>) -> Self {
+        self.exchanges = Some(exchanges);
+        self
+    }
+
+    fn exchanges(&self) -> Result<&Arc<crate::exchange::Exchanges>, Status> {
+        self.exchanges
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this node has no exchanges configured"))
     }
 
     /// The same service, its work on the blocking pool (every operation,
@@ -679,10 +696,83 @@ impl Admin for AdminService {
     ) -> Result<Response<proto::VerifyResponse>, Status> {
         super::admin_read::verify(self.ops.clone(), &self.tasks, request).await
     }
+
+    async fn list_exchanges(
+        &self,
+        _request: Request<proto::ListExchangesRequest>,
+    ) -> Result<Response<proto::ListExchangesResponse>, Status> {
+        let Some(exchanges) = self.exchanges.clone() else {
+            return Ok(Response::new(proto::ListExchangesResponse::default()));
+        };
+        let list = self
+            .tasks
+            .spawn_blocking(move || exchanges.list())
+            .await
+            .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
+            .map_err(ops_status)?;
+        Ok(Response::new(proto::ListExchangesResponse {
+            exchanges: list
+                .iter()
+                .map(|(config, state)| wire::exchange_status(config, state))
+                .collect(),
+        }))
+    }
+
+    async fn fetch_exchange(
+        &self,
+        request: Request<proto::ExchangeRef>,
+    ) -> Result<Response<proto::ExchangeStatus>, Status> {
+        let name = request.into_inner().name;
+        let exchanges = self.exchanges()?;
+        let pass = exchanges.fetch(&name).await.map_err(fetch_status)?;
+        let (config, _) = exchanges
+            .list()
+            .map_err(ops_status)?
+            .into_iter()
+            .find(|(c, _)| c.name == name)
+            .ok_or_else(|| Status::not_found(format!("no exchange named {name:?}")))?;
+        let mut status = wire::exchange_status(&config, &pass.state);
+        status.pages_fetched = pass.pages;
+        Ok(Response::new(status))
+    }
+
+    async fn reset_exchange(
+        &self,
+        request: Request<proto::ExchangeRef>,
+    ) -> Result<Response<proto::ExchangeStatus>, Status> {
+        let actor = wire::ops_actor(&request);
+        let name = request.into_inner().name;
+        let exchanges = self.exchanges()?;
+        let state = exchanges.reset(&actor, &name).await.map_err(fetch_status)?;
+        let (config, _) = exchanges
+            .list()
+            .map_err(ops_status)?
+            .into_iter()
+            .find(|(c, _)| c.name == name)
+            .ok_or_else(|| Status::not_found(format!("no exchange named {name:?}")))?;
+        Ok(Response::new(wire::exchange_status(&config, &state)))
+    }
 }
 
 /// For tests and tools that hold the operations: the actor of a command
 /// run on a stopped node.
 pub fn local_cli() -> Actor {
     Actor::new("local-cli")
+}
+
+/// A failed exchange pass as a status: an unknown name is NOT_FOUND, the
+/// service's or the way to it UNAVAILABLE (the message says what), the
+/// rest as the operations map them.
+fn fetch_status(e: crate::exchange::FetchError) -> Status {
+    use crate::exchange::FetchError;
+    let message = crate::error::Chain(&e).to_string();
+    match e {
+        FetchError::Unknown(_) => Status::not_found(message),
+        FetchError::Ops(e) => ops_status(e),
+        FetchError::Exchange(crate::exchange::ExchangeError::Config(_))
+        | FetchError::Exchange(crate::exchange::ExchangeError::Credentials { .. }) => {
+            Status::failed_precondition(message)
+        }
+        _ => Status::unavailable(message),
+    }
 }

@@ -55,6 +55,9 @@ pub const REVIEWED: u8 = b'z';
 pub const PENDING: u8 = b'q';
 /// The audit log (see [`crate::model::audit`]).
 pub const AUDIT: u8 = b'a';
+/// An exchange's state (cursor, counts, last error) by exchange name:
+/// written in the same batch as the records of the page it moved past.
+pub const EXCHANGE: u8 = b'X';
 /// The audit log's head: seq u64, digest (32), the node's signature (64,
 /// absent when the node had no signing key).
 pub const AUDIT_HEAD: &[u8] = b"maudit_head";
@@ -187,6 +190,14 @@ pub fn slot_chunk(chunk: u32) -> [u8; 5] {
 pub fn free_slot(slot: u32) -> [u8; 5] {
     let mut k = [FREE_SLOT; 5];
     k[1..].copy_from_slice(&slot.to_be_bytes());
+    k
+}
+
+/// The key of exchange `name`'s state.
+pub fn exchange(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(EXCHANGE);
+    k.extend_from_slice(name.as_bytes());
     k
 }
 

@@ -153,6 +153,33 @@ impl Store {
         now_ms: u64,
         audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
+        self.append_with(set, changes, now_ms, None, audit)
+    }
+
+    /// As [`Store::append`], and, in the same batch, exchange `name`'s new
+    /// state (what `state` makes of what the changes did: its cursor past
+    /// them, its counts): a crash leaves the page's records and the cursor
+    /// that covers them, or neither.
+    pub(crate) fn append_exchange_page(
+        &self,
+        set: &SetId,
+        changes: &[Change],
+        now_ms: u64,
+        name: &str,
+        mut state: impl FnMut(&Applied) -> Vec<u8>,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
+        self.append_with(set, changes, now_ms, Some((name, &mut state)), audit)
+    }
+
+    fn append_with(
+        &self,
+        set: &SetId,
+        changes: &[Change],
+        now_ms: u64,
+        exchange: Option<(&str, &mut dyn FnMut(&Applied) -> Vec<u8>)>,
+        audit: impl FnOnce(&Applied) -> Vec<Note>,
+    ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let state = self
             .set(set)
@@ -183,7 +210,33 @@ impl Store {
             };
             p.applied.outcomes.push(outcome);
         }
+        if let Some((name, state)) = exchange {
+            let bytes = state(&p.applied);
+            p.put_key(&keys::exchange(name), &bytes);
+        }
         p.commit(audit)
+    }
+
+    /// Exchange `name`'s state as last written (see
+    /// [`Store::append_exchange_page`]).
+    pub fn exchange_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(keys::exchange(name))?.map(|v| v.to_vec()))
+    }
+
+    /// Writes exchange `name`'s state alone (an error, a reset), with the
+    /// audit records `notes`, in one batch.
+    pub(crate) fn put_exchange_state(
+        &self,
+        name: &str,
+        state: &[u8],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        batch.insert(keys::exchange(name), state);
+        self.audit_into(&mut batch, super::wall_ms(), notes)?;
+        self.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Switches an entry off (or back on) on this node only: it stops (or

@@ -326,3 +326,32 @@ mod tests {
         assert!(unknown.contains("99"), "{unknown}");
     }
 }
+
+/// An exchange and its state to the wire's.
+pub fn exchange_status(
+    config: &crate::config::ExchangeConfig,
+    state: &crate::model::exchange::ExchangeState,
+) -> proto::ExchangeStatus {
+    proto::ExchangeStatus {
+        name: config.name.clone(),
+        kind: config.kind.name().to_owned(),
+        set: config.set.clone(),
+        endpoint: config.endpoint.clone(),
+        interval_secs: config.interval_secs,
+        cursor: state.cursor.clone(),
+        last_attempt_ms: state.last_attempt_ms,
+        last_success_ms: state.last_success_ms,
+        caught_up_ms: state.caught_up_ms,
+        last_error: state.last_error.clone(),
+        failures: state.failures,
+        pages: state.pages,
+        added: state.added,
+        updated: state.updated,
+        unchanged: state.unchanged,
+        retracted: state.retracted,
+        not_found: state.not_found,
+        skipped: state.skipped,
+        feedback_sent: state.feedback_sent,
+        pages_fetched: 0,
+    }
+}

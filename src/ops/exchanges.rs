@@ -1,0 +1,184 @@
+//! The live exchanges' operations: a page of an outside service's list
+//! applied to its set with the cursor past it (one batch, one audit
+//! record), an exchange's state, a failure noted, a reset.
+//!
+//! What fetches the pages (the service clients, the schedule, the lease)
+//! is `crate::exchange`, above this layer; here is only what touches the
+//! database, the same for a scheduled fetch, `hashfed exchange fetch` on
+//! a running node and on a stopped one.
+
+use super::{Actor, Ops, OpsError};
+use crate::config::ExchangeConfig;
+use crate::import::load::to_change;
+use crate::import::ImportItem;
+use crate::model::audit::Action;
+use crate::model::exchange::ExchangeState;
+use crate::model::SetId;
+use crate::store::Outcome;
+
+/// What the operations make of one page.
+#[derive(Clone, Debug)]
+pub struct ExchangePage {
+    /// Its items, in the service's order.
+    pub items: Vec<ImportItem>,
+    /// Records the client skipped (counted with the page).
+    pub skipped: u64,
+    /// Where the next page starts.
+    pub cursor: String,
+    /// Whether the service has no more for now.
+    pub caught_up: bool,
+}
+
+/// What the retractions an exchange makes say in the log.
+const WITHDRAWN: &str = "withdrawn by the exchange";
+
+impl Ops {
+    /// The state of exchange `name` (the default if it never ran).
+    pub fn exchange_state(&self, name: &str) -> Result<ExchangeState, OpsError> {
+        Ok(self
+            .db
+            .store()
+            .exchange_state(name)?
+            .map(|b| {
+                ExchangeState::from_bytes(&b).ok_or_else(|| {
+                    OpsError::Precondition(format!(
+                        "the stored state of exchange {name} is damaged"
+                    ))
+                })
+            })
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Applies one page of exchange `config` to its set (created, and
+    /// audited, at the first page): the page's changes, the cursor past
+    /// them and the counts, with one audit record, in one batch. Items
+    /// the set refuses (a hash that does not parse, a label outside its
+    /// vocabulary) are skipped and counted.
+    pub fn apply_exchange_page(
+        &self,
+        config: &ExchangeConfig,
+        page: ExchangePage,
+    ) -> Result<ExchangeState, OpsError> {
+        let actor = Actor::new(format!("exchange:{}", config.name));
+        let id: SetId = config
+            .set
+            .parse()
+            .map_err(|e| OpsError::Invalid(format!("exchange {}: set: {e}", config.name)))?;
+        let set = self
+            .ensure_set(&actor, &id, &format!("by exchange {}", config.name))?
+            .info;
+        let mut state = self.exchange_state(&config.name)?;
+        let mut changes = Vec::with_capacity(page.items.len());
+        let mut skipped = page.skipped;
+        for item in page.items {
+            match to_change(&set, item.op, WITHDRAWN) {
+                Ok(change) => changes.push(change),
+                Err(why) => {
+                    skipped += 1;
+                    tracing::debug!(exchange = %config.name, position = %item.position, reason = %why, "record skipped");
+                }
+            }
+        }
+        let now = crate::database::now_ms();
+        state.cursor = page.cursor;
+        state.last_success_ms = now;
+        if page.caught_up {
+            state.caught_up_ms = now;
+        }
+        state.last_error.clear();
+        state.failures = 0;
+        state.pages += 1;
+        state.skipped += skipped;
+        // The counts are those of this write, known once the store ran the
+        // changes: it asks for the state then, inside the same batch.
+        let name = config.name.clone();
+        let mut written = state.clone();
+        self.db.apply_exchange_page(
+            &id,
+            &changes,
+            &name,
+            |applied| {
+                written = state.clone();
+                count(applied).add_to(&mut written);
+                written.to_bytes()
+            },
+            |applied| {
+                let c = count(applied);
+                vec![actor.note(
+                    Action::ExchangeFetched,
+                    id.as_str(),
+                    format!(
+                        "exchange {name}: page of {} records: {} added, {} updated, {} unchanged, \
+                         {} retracted, {} retractions found nothing, {skipped} skipped",
+                        applied.outcomes.len(),
+                        c.added,
+                        c.updated,
+                        c.unchanged,
+                        c.retracted,
+                        c.not_found
+                    ),
+                )]
+            },
+        )?;
+        Ok(written)
+    }
+
+    /// Notes that a fetch of exchange `name` failed (`error`, in words):
+    /// the cursor stays; not audited (nothing changed), shown by `status`.
+    pub fn exchange_failed(&self, name: &str, error: &str) -> Result<ExchangeState, OpsError> {
+        let mut state = self.exchange_state(name)?;
+        state.last_attempt_ms = crate::database::now_ms();
+        state.last_error = error.chars().take(500).collect();
+        state.failures += 1;
+        self.db
+            .put_exchange_state(name, &state.to_bytes(), vec![])?;
+        Ok(state)
+    }
+
+    /// Forgets exchange `name`'s cursor: its next fetch starts from the
+    /// service's beginning (imports are idempotent: what is there stays,
+    /// what the service withdrew meanwhile is withdrawn). Audited.
+    pub fn reset_exchange(&self, actor: &Actor, name: &str) -> Result<ExchangeState, OpsError> {
+        let mut state = self.exchange_state(name)?;
+        state.cursor.clear();
+        state.caught_up_ms = 0;
+        let note = actor.note(Action::ExchangeReset, name, "cursor cleared");
+        self.db
+            .put_exchange_state(name, &state.to_bytes(), vec![note])?;
+        Ok(state)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    added: u64,
+    updated: u64,
+    unchanged: u64,
+    retracted: u64,
+    not_found: u64,
+}
+
+impl Counts {
+    fn add_to(&self, state: &mut ExchangeState) {
+        state.added += self.added;
+        state.updated += self.updated;
+        state.unchanged += self.unchanged;
+        state.retracted += self.retracted;
+        state.not_found += self.not_found;
+    }
+}
+
+fn count(applied: &crate::store::Applied) -> Counts {
+    let mut c = Counts::default();
+    for outcome in &applied.outcomes {
+        match outcome {
+            Outcome::Added(_) => c.added += 1,
+            Outcome::Updated(_) => c.updated += 1,
+            Outcome::Unchanged(_) => c.unchanged += 1,
+            Outcome::Retracted(ids) => c.retracted += ids.len() as u64,
+            Outcome::NotFound => c.not_found += 1,
+        }
+    }
+    c
+}
