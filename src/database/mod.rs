@@ -289,6 +289,18 @@ impl Database {
         Ok(applied)
     }
 
+    /// Removes a verdict its service took, with exchange `name`'s state
+    /// and `notes` (see `Store::exchange_feedback_sent`).
+    pub fn exchange_feedback_sent(
+        &self,
+        key: &[u8],
+        name: &str,
+        state: &[u8],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
+        self.store.exchange_feedback_sent(key, name, state, notes)
+    }
+
     /// Writes exchange `name`'s state alone, with `notes` (see
     /// `Store::put_exchange_state`).
     pub fn put_exchange_state(

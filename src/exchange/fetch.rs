@@ -46,6 +46,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 /// next pass goes on from the cursor).
 const MAX_PAGES_PER_PASS: u64 = 100_000;
 
+/// How often waiting verdicts are looked for.
+const FEEDBACK_EVERY: Duration = Duration::from_secs(2);
+
 /// Times a service may hand back the cursor it was given, saying there is
 /// more, before the pass stops.
 const MAX_REPEATS: u32 = 3;
@@ -159,11 +162,100 @@ impl Exchanges {
             .collect()
     }
 
-    /// Starts every exchange's schedule, as one of the node's tasks each.
+    /// Starts every exchange's schedule and its feedback sender, as the
+    /// node's tasks.
     pub fn start(self: &Arc<Self>) {
         for name in self.by_name.keys() {
+            let (me, exchange) = (self.clone(), name.clone());
+            self.tasks.spawn(async move { me.schedule(exchange).await });
             let (me, name) = (self.clone(), name.clone());
-            self.tasks.spawn(async move { me.schedule(name).await });
+            self.tasks.spawn(async move { me.send_feedback(name).await });
+        }
+    }
+
+    /// Exchange `name`'s verdicts sent back until none waits (each removed
+    /// once its service took it, so a restart sends what was not sent, and
+    /// nothing twice). Returns how many went.
+    pub async fn flush_feedback(&self, name: &str) -> Result<u64, FetchError> {
+        let exchange = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| FetchError::Unknown(name.to_owned()))?;
+        let config = &exchange.config;
+        let mut client: Option<Client> = None;
+        let mut sent = 0;
+        loop {
+            let (ops, cfg) = (self.ops.clone(), config.clone());
+            let items = self
+                .tasks
+                .spawn_blocking(move || ops.exchange_outbox(&cfg, 64))
+                .await??;
+            if items.is_empty() {
+                return Ok(sent);
+            }
+            let client = match &mut client {
+                Some(c) => c,
+                None => client.insert(Client::for_node(&self.dir, config)?),
+            };
+            for (key, item) in items {
+                let Some(signal) = item.signal() else {
+                    self.feedback_done(config, key, item, "its stored hash does not read back")
+                        .await?;
+                    continue;
+                };
+                let outgoing = super::OutgoingFeedback {
+                    external_id: item.external_id.clone(),
+                    signal,
+                    verdict: item.verdict,
+                    reason: item.reason.clone(),
+                };
+                let refused = match client.send_feedback(&outgoing).await {
+                    Ok(()) => String::new(),
+                    // Refused for good (the service does not know the
+                    // entry, or takes no feedback): dropped, audited with
+                    // the reason, so it does not block the rest.
+                    Err(e) if !e.retryable() => Chain(&e).to_string(),
+                    Err(e) => return Err(e.into()),
+                };
+                if refused.is_empty() {
+                    sent += 1;
+                }
+                self.feedback_done(config, key, item, &refused).await?;
+            }
+        }
+    }
+
+    async fn feedback_done(
+        &self,
+        config: &ExchangeConfig,
+        key: Vec<u8>,
+        item: crate::model::exchange::FeedbackOut,
+        refused: &str,
+    ) -> Result<(), FetchError> {
+        let (ops, cfg, refused) = (self.ops.clone(), config.clone(), refused.to_owned());
+        self.tasks
+            .spawn_blocking(move || ops.exchange_feedback_done(&cfg, &key, &item, &refused))
+            .await??;
+        Ok(())
+    }
+
+    /// Exchange `name`'s feedback sender: every few seconds, what waits
+    /// goes; after a failure it waits longer, doubling.
+    async fn send_feedback(self: Arc<Self>, name: String) {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let wait = match self.flush_feedback(&name).await {
+                Ok(_) => {
+                    backoff = MIN_BACKOFF;
+                    FEEDBACK_EVERY
+                }
+                Err(e) => {
+                    tracing::warn!(exchange = %name, error = %Chain(&e), "sending feedback to the exchange failed");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    jitter(backoff).max(e.retry_after().unwrap_or_default())
+                }
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 

@@ -92,6 +92,9 @@ pub enum Action {
     ExchangeFetched,
     /// An operator reset an exchange's cursor: its next fetch starts over.
     ExchangeReset,
+    /// A provider's verdict went back to an exchange's service (or the
+    /// service refused it for good: the detail says).
+    ExchangeFeedbackSent,
 }
 
 /// What an operation says in the audit log, before the log numbers and

@@ -53,3 +53,37 @@ impl ExchangeState {
         serde_json::from_slice(bytes).ok()
     }
 }
+
+/// The prefixes of the external ids the exchanges write (`ncmec:...`):
+/// a provider's verdict on an entry with one goes back to its service.
+pub const EXTERNAL_PREFIXES: [&str; 4] = ["ncmec:", "stopncii:", "te:", "tcap:"];
+
+/// A provider's verdict on a match of an entry that came from an
+/// exchange, waiting to go back to the service (queued with the feedback
+/// itself, sent once, removed when the service took it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackOut {
+    /// The entry's set (the exchange's).
+    pub set: super::SetId,
+    /// The entry's external id.
+    pub external_id: String,
+    /// Its signal type's name.
+    pub signal_type: String,
+    /// Its value, hex.
+    pub value: String,
+    /// The verdict.
+    pub verdict: super::Verdict,
+    /// The reason code's name ("" for none).
+    pub reason: String,
+    /// When it was given, ms since the epoch.
+    pub time_ms: u64,
+}
+
+impl FeedbackOut {
+    /// The entry's signal, if its stored form reads back.
+    pub fn signal(&self) -> Option<super::Signal> {
+        let kind = super::SignalType::parse(&self.signal_type).ok()?;
+        let value = super::signal::decode_hex(&self.value)?;
+        super::Signal::from_bytes(kind, value).ok()
+    }
+}

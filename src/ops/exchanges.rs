@@ -12,7 +12,7 @@ use crate::config::ExchangeConfig;
 use crate::import::load::to_change;
 use crate::import::ImportItem;
 use crate::model::audit::Action;
-use crate::model::exchange::ExchangeState;
+use crate::model::exchange::{ExchangeState, FeedbackOut};
 use crate::model::SetId;
 use crate::store::Outcome;
 
@@ -133,6 +133,53 @@ impl Ops {
         state.failures += 1;
         self.db
             .put_exchange_state(name, &state.to_bytes(), vec![])?;
+        Ok(state)
+    }
+
+    /// Verdicts waiting for exchange `config`'s service, at most `limit`,
+    /// with the keys [`Ops::exchange_feedback_done`] takes.
+    pub fn exchange_outbox(
+        &self,
+        config: &ExchangeConfig,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, FeedbackOut)>, OpsError> {
+        let set: SetId = config
+            .set
+            .parse()
+            .map_err(|e| OpsError::Invalid(format!("exchange {}: set: {e}", config.name)))?;
+        Ok(self.db.store().exchange_outbox(&set, limit)?)
+    }
+
+    /// A verdict left the outbox: taken by the service (`refused` "") or
+    /// refused by it for good (`refused` says why). Audited, with the
+    /// exchange's count, in the batch that removes it.
+    pub fn exchange_feedback_done(
+        &self,
+        config: &ExchangeConfig,
+        key: &[u8],
+        item: &FeedbackOut,
+        refused: &str,
+    ) -> Result<ExchangeState, OpsError> {
+        let mut state = self.exchange_state(&config.name)?;
+        let detail = if refused.is_empty() {
+            state.feedback_sent += 1;
+            format!(
+                "exchange {}: {} on {} sent",
+                config.name, item.verdict, item.external_id
+            )
+        } else {
+            format!(
+                "exchange {}: {} on {} refused by the service: {}",
+                config.name,
+                item.verdict,
+                item.external_id,
+                refused.chars().take(300).collect::<String>()
+            )
+        };
+        let actor = Actor::new(format!("exchange:{}", config.name));
+        let note = actor.note(Action::ExchangeFeedbackSent, item.set.as_str(), detail);
+        self.db
+            .exchange_feedback_sent(key, &config.name, &state.to_bytes(), vec![note])?;
         Ok(state)
     }
 

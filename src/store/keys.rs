@@ -58,6 +58,9 @@ pub const AUDIT: u8 = b'a';
 /// An exchange's state (cursor, counts, last error) by exchange name:
 /// written in the same batch as the records of the page it moved past.
 pub const EXCHANGE: u8 = b'X';
+/// Verdicts on exchange entries waiting to go back to their service:
+/// set id, 0, match id (see `model::exchange::FeedbackOut`).
+pub const EXCHANGE_OUTBOX: u8 = b'Y';
 /// The audit log's head: seq u64, digest (32), the node's signature (64,
 /// absent when the node had no signing key).
 pub const AUDIT_HEAD: &[u8] = b"maudit_head";
@@ -198,6 +201,22 @@ pub fn exchange(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(EXCHANGE);
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The key of a verdict for `set`'s service, given on match `match_id`.
+pub fn exchange_outbox(set: &str, match_id: &[u8]) -> Vec<u8> {
+    let mut k = exchange_outbox_prefix(set);
+    k.extend_from_slice(match_id);
+    k
+}
+
+/// The prefix of `set`'s verdicts waiting for its service.
+pub fn exchange_outbox_prefix(set: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + set.len() + 16);
+    k.push(EXCHANGE_OUTBOX);
+    k.extend_from_slice(set.as_bytes());
+    k.push(0);
     k
 }
 

@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering;
 
 use super::usage::{self, Counter, Increments};
 use super::{keys, Store, StoreError};
+use crate::model::audit::Note;
 use crate::model::{EntryId, SetId};
 
 /// Length of a match id.
@@ -429,6 +430,9 @@ impl Store {
         // The writer lock keeps the day's counts (also written by batches
         // under it) and the totals exact.
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A verdict on an entry an exchange brought goes back to its
+        // service: queued in the transaction that keeps it.
+        let outgoing = self.exchange_feedback(id, &feedback)?;
         let result = self.tree.transaction(|tx| {
             let packed_value = match packed_k {
                 Some(k) => tx.get(k)?,
@@ -465,6 +469,9 @@ impl Store {
             );
             let old = tx.get(&count)?;
             tx.insert(count, &usage::plus(old.as_deref(), 1)[..])?;
+            if let Some((key, value)) = &outgoing {
+                tx.insert(&key[..], &value[..])?;
+            }
             if let Some(note) = self.note_for_origin(&record) {
                 let (key, value) = super::federation::outbox_item(&note, &id.0)
                     .map_err(|e| Tx::Abort(e.into()))?;
@@ -482,6 +489,80 @@ impl Store {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(StoreError::from(e).into()),
         }
+    }
+
+    /// The outbox item for `feedback` on match `id`, if the match is of an
+    /// entry of this node's own set that an exchange brought (its external
+    /// id says which service: `model::exchange::EXTERNAL_PREFIXES`).
+    fn exchange_feedback(
+        &self,
+        id: &MatchId,
+        feedback: &Feedback,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let Some(record) = self.match_record(id)? else {
+            return Ok(None);
+        };
+        if self.set(&record.set).is_none_or(|s| s.upstream.is_some()) {
+            return Ok(None);
+        }
+        let Some(entry) = self.entry(&record.entry)? else {
+            return Ok(None);
+        };
+        let Some(external_id) = entry.data.external_id.clone().filter(|ext| {
+            crate::model::exchange::EXTERNAL_PREFIXES
+                .iter()
+                .any(|p| ext.starts_with(p))
+        }) else {
+            return Ok(None);
+        };
+        let out = crate::model::exchange::FeedbackOut {
+            set: record.set.clone(),
+            external_id,
+            signal_type: entry.data.signal.kind().name().to_owned(),
+            value: entry.data.signal.value_hex(),
+            verdict: feedback.verdict,
+            reason: feedback.reason.clone(),
+            time_ms: feedback.time_ms,
+        };
+        let value = encode_json("exchange feedback", &out)?;
+        Ok(Some((keys::exchange_outbox(record.set.as_str(), &id.0), value)))
+    }
+
+    /// Verdicts waiting for `set`'s service, oldest match first, at most
+    /// `limit`, with their keys (for [`Store::exchange_feedback_sent`]).
+    pub fn exchange_outbox(
+        &self,
+        set: &SetId,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, crate::model::exchange::FeedbackOut)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .tree
+            .scan_prefix(keys::exchange_outbox_prefix(set.as_str()))
+            .take(limit)
+        {
+            let (k, v) = kv?;
+            out.push((k.to_vec(), decode_json("exchange feedback", &v)?));
+        }
+        Ok(out)
+    }
+
+    /// Removes a verdict its service took (or refused for good), writes
+    /// exchange `name`'s state, and `notes`, in one batch.
+    pub(crate) fn exchange_feedback_sent(
+        &self,
+        key: &[u8],
+        name: &str,
+        state: &[u8],
+        notes: Vec<Note>,
+    ) -> Result<(), StoreError> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        batch.remove(key);
+        batch.insert(keys::exchange(name), state);
+        self.audit_into(&mut batch, super::wall_ms(), notes)?;
+        self.tree.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Deletes the records of calls answered before `before_ms`
