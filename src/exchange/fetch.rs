@@ -169,7 +169,8 @@ impl Exchanges {
             let (me, exchange) = (self.clone(), name.clone());
             self.tasks.spawn(async move { me.schedule(exchange).await });
             let (me, name) = (self.clone(), name.clone());
-            self.tasks.spawn(async move { me.send_feedback(name).await });
+            self.tasks
+                .spawn(async move { me.send_feedback(name).await });
         }
     }
 

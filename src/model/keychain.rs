@@ -448,7 +448,7 @@ mod tests {
             signature: crate::signal::exact::to_hex(&signature.to_bytes()),
             bounds: None,
         };
-        let chain = walk("n", &old.verifying_key(), &[r.clone()]).unwrap();
+        let chain = walk("n", &old.verifying_key(), std::slice::from_ref(&r)).unwrap();
         assert!(chain
             .may_sign(0, "n/a", Signed::Checkpoint(u64::MAX))
             .is_ok());

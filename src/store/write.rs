@@ -139,6 +139,9 @@ pub(super) struct Pending<'a> {
     pub(super) hold: bool,
 }
 
+/// An exchange's name and what makes its state of a write's outcomes.
+type ExchangeWrite<'a> = (&'a str, &'a mut dyn FnMut(&Applied) -> Vec<u8>);
+
 impl Store {
     /// Applies `changes` to `set` as one atomic batch: log records appended
     /// with contiguous sequence numbers, entry states, PDQ
@@ -177,7 +180,7 @@ impl Store {
         set: &SetId,
         changes: &[Change],
         now_ms: u64,
-        exchange: Option<(&str, &mut dyn FnMut(&Applied) -> Vec<u8>)>,
+        exchange: Option<ExchangeWrite<'_>>,
         audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());

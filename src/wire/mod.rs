@@ -306,27 +306,6 @@ pub fn import_summary(s: crate::import::ImportSummary) -> proto::ImportSummary {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn match_service_verdicts_parse_and_unknown_ones_are_refused() {
-        assert_eq!(
-            verdict_from(proto::Verdict::Confirmed as i32),
-            Ok(Verdict::Confirmed)
-        );
-        assert_eq!(
-            verdict_from(proto::Verdict::FalsePositive as i32),
-            Ok(Verdict::FalsePositive)
-        );
-        let unspecified = verdict_from(proto::Verdict::Unspecified as i32).unwrap_err();
-        assert!(unspecified.contains("VERDICT_UNSPECIFIED"), "{unspecified}");
-        let unknown = verdict_from(99).unwrap_err();
-        assert!(unknown.contains("99"), "{unknown}");
-    }
-}
-
 /// An exchange and its state to the wire's.
 pub fn exchange_status(
     config: &crate::config::ExchangeConfig,
@@ -353,5 +332,26 @@ pub fn exchange_status(
         skipped: state.skipped,
         feedback_sent: state.feedback_sent,
         pages_fetched: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn match_service_verdicts_parse_and_unknown_ones_are_refused() {
+        assert_eq!(
+            verdict_from(proto::Verdict::Confirmed as i32),
+            Ok(Verdict::Confirmed)
+        );
+        assert_eq!(
+            verdict_from(proto::Verdict::FalsePositive as i32),
+            Ok(Verdict::FalsePositive)
+        );
+        let unspecified = verdict_from(proto::Verdict::Unspecified as i32).unwrap_err();
+        assert!(unspecified.contains("VERDICT_UNSPECIFIED"), "{unspecified}");
+        let unknown = verdict_from(99).unwrap_err();
+        assert!(unknown.contains("99"), "{unknown}");
     }
 }

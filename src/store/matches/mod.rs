@@ -212,6 +212,9 @@ fn legacy_key(id: &MatchId) -> [u8; 1 + MATCH_ID_LEN] {
     k
 }
 
+/// A key and its value, to write.
+type KeyValue = (Vec<u8>, Vec<u8>);
+
 fn encode_json<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
@@ -498,7 +501,7 @@ impl Store {
         &self,
         id: &MatchId,
         feedback: &Feedback,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<KeyValue>, StoreError> {
         let Some(record) = self.match_record(id)? else {
             return Ok(None);
         };
@@ -525,7 +528,10 @@ impl Store {
             time_ms: feedback.time_ms,
         };
         let value = encode_json("exchange feedback", &out)?;
-        Ok(Some((keys::exchange_outbox(record.set.as_str(), &id.0), value)))
+        Ok(Some((
+            keys::exchange_outbox(record.set.as_str(), &id.0),
+            value,
+        )))
     }
 
     /// Verdicts waiting for `set`'s service, oldest match first, at most

@@ -21,6 +21,14 @@ async fn standin(tmp: &tempfile::TempDir) -> StandIn {
                     String::from_utf8_lossy(&req.body)
                 ),
             ),
+            "/api/whoami" => Reply::ok(
+                "text/plain",
+                format!(
+                    "{} {}",
+                    req.header("user-agent").unwrap_or("-"),
+                    req.query("q").unwrap_or_default()
+                ),
+            ),
             "/api/big" => Reply::ok("text/plain", vec![b'x'; 2 << 20]),
             "/api/slow" => Reply::Stall,
             "/api/cut" => Reply::Cut,
@@ -56,6 +64,11 @@ async fn answers_statuses_deadlines_and_limits() {
         .ok()
         .unwrap();
     assert_eq!(&echo.body[..], b"PUT /api/echo?a=1 body");
+    let who = http.send(Request::get("whoami?q=a%20b%2Fc")).await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&who.body).unwrap(),
+        concat!("hashfed/", env!("CARGO_PKG_VERSION"), " a b/c")
+    );
     // Absolute paths are taken as they are (APIs hand out next pages so).
     let abs = http.send(Request::get("/api/echo")).await.unwrap();
     assert_eq!(&abs.body[..], b"GET /api/echo ");
