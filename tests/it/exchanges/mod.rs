@@ -5,3 +5,4 @@
 
 mod http;
 pub mod standin;
+mod threatexchange;
