@@ -72,6 +72,18 @@ impl Tasks {
         });
     }
 
+    /// Spawns work that must not be dropped half-way once begun (a request
+    /// to an outside service and the record of its answer): neither stop
+    /// nor cut interrupts it, and [`Tasks::wait`] waits for it. It must
+    /// bound its own time (a request deadline).
+    pub fn spawn_uninterrupted<F>(&self, task: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tracker.spawn(task)
+    }
+
     /// Runs `work` on the blocking pool as one of these tasks. It cannot
     /// be interrupted: [`Tasks::wait`] waits for it to return (store
     /// writes finish rather than being abandoned half-way).

@@ -275,7 +275,7 @@ impl Database {
         set: &SetId,
         changes: &[Change],
         name: &str,
-        state: impl FnMut(&Applied) -> Vec<u8>,
+        state: impl FnMut(Option<&[u8]>, &Applied) -> Vec<u8>,
         audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -295,21 +295,21 @@ impl Database {
         &self,
         key: &[u8],
         name: &str,
-        state: &[u8],
+        update: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
         notes: Vec<Note>,
     ) -> Result<(), StoreError> {
-        self.store.exchange_feedback_sent(key, name, state, notes)
+        self.store.exchange_feedback_sent(key, name, update, notes)
     }
 
-    /// Writes exchange `name`'s state alone, with `notes` (see
+    /// Changes exchange `name`'s state alone, with `notes` (see
     /// `Store::put_exchange_state`).
     pub fn put_exchange_state(
         &self,
         name: &str,
-        state: &[u8],
+        update: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
         notes: Vec<Note>,
     ) -> Result<(), StoreError> {
-        self.store.put_exchange_state(name, state, notes)
+        self.store.put_exchange_state(name, update, notes)
     }
 
     /// Applies records of a received set up to verified checkpoints (see

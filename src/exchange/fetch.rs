@@ -194,11 +194,10 @@ impl Exchanges {
             if items.is_empty() {
                 return Ok(sent);
             }
-            let client = match &mut client {
-                Some(c) => c,
-                None => client.insert(Client::for_node(&self.dir, config)?),
-            };
             for (key, item) in items {
+                if self.tasks.stopping().is_cancelled() {
+                    return Ok(sent);
+                }
                 let Some(signal) = item.signal() else {
                     self.feedback_done(config, key, item, "its stored hash does not read back")
                         .await?;
@@ -210,18 +209,44 @@ impl Exchanges {
                     verdict: item.verdict,
                     reason: item.reason.clone(),
                 };
-                let refused = match client.send_feedback(&outgoing).await {
-                    Ok(()) => String::new(),
-                    // Refused for good (the service does not know the
-                    // entry, or takes no feedback): dropped, audited with
-                    // the reason, so it does not block the rest.
-                    Err(e) if !e.retryable() => Chain(&e).to_string(),
-                    Err(e) => return Err(e.into()),
+                let mut owned = match client.take() {
+                    Some(c) => c,
+                    None => Client::for_node(&self.dir, config)?,
                 };
-                if refused.is_empty() {
+                let (ops, cfg) = (self.ops.clone(), config.clone());
+                // Sent and recorded as one piece of work that a stopping
+                // node waits for (the request has its deadline): a verdict
+                // the service took is removed before the node is down, so
+                // a restart does not send it again.
+                let (owned, outcome) = self
+                    .tasks
+                    .spawn_uninterrupted(async move {
+                        let refused = match owned.send_feedback(&outgoing).await {
+                            Ok(()) => String::new(),
+                            // Refused for good (the service does not know
+                            // the entry, or takes no feedback): dropped,
+                            // audited with the reason, so it does not
+                            // block the rest.
+                            Err(e) if !e.retryable() => Chain(&e).to_string(),
+                            Err(e) => return (owned, Err(FetchError::from(e))),
+                        };
+                        let done = tokio::task::spawn_blocking(move || {
+                            ops.exchange_feedback_done(&cfg, &key, &item, &refused)
+                                .map(|_| refused.is_empty())
+                        })
+                        .await;
+                        let outcome = match done {
+                            Ok(Ok(went)) => Ok(went),
+                            Ok(Err(e)) => Err(FetchError::from(e)),
+                            Err(e) => Err(FetchError::from(e)),
+                        };
+                        (owned, outcome)
+                    })
+                    .await?;
+                client = Some(owned);
+                if outcome? {
                     sent += 1;
                 }
-                self.feedback_done(config, key, item, &refused).await?;
             }
         }
     }
@@ -351,7 +376,10 @@ impl Exchanges {
                     jitter(base).max(e.retry_after().unwrap_or_default())
                 }
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = self.tasks.stopping().cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }

@@ -68,7 +68,6 @@ impl Ops {
         let set = self
             .ensure_set(&actor, &id, &format!("by exchange {}", config.name))?
             .info;
-        let mut state = self.exchange_state(&config.name)?;
         let mut changes = Vec::with_capacity(page.items.len());
         let mut skipped = page.skipped;
         for item in page.items {
@@ -81,26 +80,29 @@ impl Ops {
             }
         }
         let now = crate::database::now_ms();
-        state.cursor = page.cursor;
-        state.last_success_ms = now;
-        if page.caught_up {
-            state.caught_up_ms = now;
-        }
-        state.last_error.clear();
-        state.failures = 0;
-        state.pages += 1;
-        state.skipped += skipped;
-        // The counts are those of this write, known once the store ran the
-        // changes: it asks for the state then, inside the same batch.
+        let (cursor, caught_up) = (page.cursor, page.caught_up);
+        // The state is read and written inside the batch (under the
+        // writer lock, so a verdict counted meanwhile is not lost), with
+        // the counts of what the changes did.
         let name = config.name.clone();
-        let mut written = state.clone();
+        let mut written = ExchangeState::default();
         self.db.apply_exchange_page(
             &id,
             &changes,
             &name,
-            |applied| {
-                written = state.clone();
-                count(applied).add_to(&mut written);
+            |current, applied| {
+                let mut state = read_state(current);
+                state.cursor.clone_from(&cursor);
+                state.last_success_ms = now;
+                if caught_up {
+                    state.caught_up_ms = now;
+                }
+                state.last_error.clear();
+                state.failures = 0;
+                state.pages += 1;
+                state.skipped += skipped;
+                count(applied).add_to(&mut state);
+                written = state;
                 written.to_bytes()
             },
             |applied| {
@@ -127,13 +129,20 @@ impl Ops {
     /// Notes that a fetch of exchange `name` failed (`error`, in words):
     /// the cursor stays; not audited (nothing changed), shown by `status`.
     pub fn exchange_failed(&self, name: &str, error: &str) -> Result<ExchangeState, OpsError> {
-        let mut state = self.exchange_state(name)?;
-        state.last_attempt_ms = crate::database::now_ms();
-        state.last_error = error.chars().take(500).collect();
-        state.failures += 1;
-        self.db
-            .put_exchange_state(name, &state.to_bytes(), vec![])?;
-        Ok(state)
+        let mut written = ExchangeState::default();
+        self.db.put_exchange_state(
+            name,
+            |current| {
+                let mut state = read_state(current);
+                state.last_attempt_ms = crate::database::now_ms();
+                state.last_error = error.chars().take(500).collect();
+                state.failures += 1;
+                written = state;
+                written.to_bytes()
+            },
+            vec![],
+        )?;
+        Ok(written)
     }
 
     /// Verdicts waiting for exchange `config`'s service, at most `limit`,
@@ -160,9 +169,7 @@ impl Ops {
         item: &FeedbackOut,
         refused: &str,
     ) -> Result<ExchangeState, OpsError> {
-        let mut state = self.exchange_state(&config.name)?;
         let detail = if refused.is_empty() {
-            state.feedback_sent += 1;
             format!(
                 "exchange {}: {} on {} sent",
                 config.name, item.verdict, item.external_id
@@ -178,23 +185,50 @@ impl Ops {
         };
         let actor = Actor::new(format!("exchange:{}", config.name));
         let note = actor.note(Action::ExchangeFeedbackSent, item.set.as_str(), detail);
-        self.db
-            .exchange_feedback_sent(key, &config.name, &state.to_bytes(), vec![note])?;
-        Ok(state)
+        let mut written = ExchangeState::default();
+        self.db.exchange_feedback_sent(
+            key,
+            &config.name,
+            |current| {
+                let mut state = read_state(current);
+                if refused.is_empty() {
+                    state.feedback_sent += 1;
+                }
+                written = state;
+                written.to_bytes()
+            },
+            vec![note],
+        )?;
+        Ok(written)
     }
 
     /// Forgets exchange `name`'s cursor: its next fetch starts from the
     /// service's beginning (imports are idempotent: what is there stays,
     /// what the service withdrew meanwhile is withdrawn). Audited.
     pub fn reset_exchange(&self, actor: &Actor, name: &str) -> Result<ExchangeState, OpsError> {
-        let mut state = self.exchange_state(name)?;
-        state.cursor.clear();
-        state.caught_up_ms = 0;
         let note = actor.note(Action::ExchangeReset, name, "cursor cleared");
-        self.db
-            .put_exchange_state(name, &state.to_bytes(), vec![note])?;
-        Ok(state)
+        let mut written = ExchangeState::default();
+        self.db.put_exchange_state(
+            name,
+            |current| {
+                let mut state = read_state(current);
+                state.cursor.clear();
+                state.caught_up_ms = 0;
+                written = state;
+                written.to_bytes()
+            },
+            vec![note],
+        )?;
+        Ok(written)
     }
+}
+
+/// A stored state, or a fresh one if there is none (or it is damaged:
+/// then the next fetch starts over, which imports make harmless).
+fn read_state(current: Option<&[u8]>) -> ExchangeState {
+    current
+        .and_then(ExchangeState::from_bytes)
+        .unwrap_or_default()
 }
 
 #[derive(Default)]

@@ -140,7 +140,12 @@ pub(super) struct Pending<'a> {
 }
 
 /// An exchange's name and what makes its state of a write's outcomes.
-type ExchangeWrite<'a> = (&'a str, &'a mut dyn FnMut(&Applied) -> Vec<u8>);
+/// (The state is read under the writer lock and handed to it with the
+/// outcomes: nothing else writes it in between.)
+type ExchangeWrite<'a> = (
+    &'a str,
+    &'a mut dyn FnMut(Option<&[u8]>, &Applied) -> Vec<u8>,
+);
 
 impl Store {
     /// Applies `changes` to `set` as one atomic batch: log records appended
@@ -169,7 +174,7 @@ impl Store {
         changes: &[Change],
         now_ms: u64,
         name: &str,
-        mut state: impl FnMut(&Applied) -> Vec<u8>,
+        mut state: impl FnMut(Option<&[u8]>, &Applied) -> Vec<u8>,
         audit: impl FnOnce(&Applied) -> Vec<Note>,
     ) -> Result<Applied, StoreError> {
         self.append_with(set, changes, now_ms, Some((name, &mut state)), audit)
@@ -214,8 +219,10 @@ impl Store {
             p.applied.outcomes.push(outcome);
         }
         if let Some((name, state)) = exchange {
-            let bytes = state(&p.applied);
-            p.put_key(&keys::exchange(name), &bytes);
+            let key = keys::exchange(name);
+            let current = self.tree.get(&key)?;
+            let bytes = state(current.as_deref(), &p.applied);
+            p.put_key(&key, &bytes);
         }
         p.commit(audit)
     }
@@ -226,17 +233,20 @@ impl Store {
         Ok(self.tree.get(keys::exchange(name))?.map(|v| v.to_vec()))
     }
 
-    /// Writes exchange `name`'s state alone (an error, a reset), with the
-    /// audit records `notes`, in one batch.
+    /// Changes exchange `name`'s state alone (an error, a reset): `update`
+    /// makes the new state of the current one, under the writer lock; with
+    /// the audit records `notes`, in one batch.
     pub(crate) fn put_exchange_state(
         &self,
         name: &str,
-        state: &[u8],
+        update: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
         notes: Vec<Note>,
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let key = keys::exchange(name);
+        let state = update(self.tree.get(&key)?.as_deref());
         let mut batch = sled::Batch::default();
-        batch.insert(keys::exchange(name), state);
+        batch.insert(key, state);
         self.audit_into(&mut batch, super::wall_ms(), notes)?;
         self.tree.apply_batch(batch)?;
         Ok(())

@@ -553,19 +553,22 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a verdict its service took (or refused for good), writes
-    /// exchange `name`'s state, and `notes`, in one batch.
+    /// Removes a verdict its service took (or refused for good), changes
+    /// exchange `name`'s state (`update`, under the writer lock), and
+    /// writes `notes`, in one batch.
     pub(crate) fn exchange_feedback_sent(
         &self,
         key: &[u8],
         name: &str,
-        state: &[u8],
+        update: impl FnOnce(Option<&[u8]>) -> Vec<u8>,
         notes: Vec<Note>,
     ) -> Result<(), StoreError> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let state_key = keys::exchange(name);
+        let state = update(self.tree.get(&state_key)?.as_deref());
         let mut batch = sled::Batch::default();
         batch.remove(key);
-        batch.insert(keys::exchange(name), state);
+        batch.insert(state_key, state);
         self.audit_into(&mut batch, super::wall_ms(), notes)?;
         self.tree.apply_batch(batch)?;
         Ok(())

@@ -932,3 +932,213 @@ async fn a_bad_token_is_refused_and_never_shown() {
         Err(ExchangeError::Config(_))
     ));
 }
+
+/// The node's view of its exchange's set: external id → (type, hex value)
+/// of the matchable entries.
+fn node_model(db: &hashfed::database::Database) -> HashMap<String, (String, String)> {
+    let set: hashfed::model::SetId = "node/gifct".parse().unwrap();
+    let Ok(entries) = db.store().entries(Some(&set)) else {
+        return HashMap::new();
+    };
+    entries
+        .map(Result::unwrap)
+        .filter(|e| !e.retracted)
+        .map(|e| {
+            (
+                e.data.external_id.clone().unwrap(),
+                (
+                    e.data.signal.kind().name().to_owned(),
+                    e.data.signal.value_hex(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The stand-in's live entries as the node should hold them: the values
+/// of the hex types as the node prints them, the opaque type's (TMK)
+/// value not compared (its text is read as base64).
+fn live_model(graph: &Graph) -> HashMap<String, (String, String)> {
+    graph
+        .live(|_| true)
+        .into_iter()
+        .map(|(id, (t, v, _))| (id, (t, v.to_ascii_lowercase())))
+        .collect()
+}
+
+/// `model` with the opaque types' values blanked, for comparing.
+fn comparable(mut model: HashMap<String, (String, String)>) -> HashMap<String, (String, String)> {
+    for (t, v) in model.values_mut() {
+        // A video's MD5 is an MD5 (hashfed's signal types alias it).
+        if t == "video_md5" {
+            *t = "md5".into();
+        }
+        if !matches!(t.as_str(), "pdq" | "md5") {
+            v.clear();
+        }
+    }
+    model
+}
+
+/// A real node with a ThreatExchange exchange in its `hashfed.toml`:
+/// its schedule fetches 20k updates at start, follows adds and
+/// withdrawals, `hashfed exchange fetch|status` work against it, and a
+/// provider's false positive reaches the service as one reaction, once,
+/// across a restart of the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_keeps_its_set_current_and_sends_feedback_back_once() {
+    use crate::nodes::{self, eventually, TestNode};
+    use std::os::unix::fs::PermissionsExt;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let graph = Arc::new(Mutex::new(Graph::new(11)));
+    graph.lock().unwrap().churn(20_000, 0, 0, 0);
+    let s = start(&graph, &tmp).await;
+
+    let (node_tmp, dir) = nodes::node_dir("node");
+    let creds = dir.join("te.toml");
+    std::fs::write(&creds, format!("token = \"{TOKEN}\"\n")).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut exchange = config(&s, 1000, &[]);
+    exchange.ca_file = Some(s.ca_file.to_str().unwrap().to_owned());
+    exchange.interval_secs = 1;
+    let mut node_config = hashfed::identity::load_config(&dir).unwrap();
+    node_config.exchanges.push(exchange);
+    std::fs::write(
+        dir.join("hashfed.toml"),
+        toml::to_string(&node_config).unwrap(),
+    )
+    .unwrap();
+
+    let node = TestNode::start_in(node_tmp, dir.clone()).await;
+    let want = live_model(&graph.lock().unwrap());
+    if eventually(Duration::from_secs(60), || {
+        comparable(node_model(&node.db)) == comparable(want.clone())
+    })
+    .await
+    .is_none()
+    {
+        let (have, want) = (comparable(node_model(&node.db)), comparable(want.clone()));
+        let diff: Vec<_> = want
+            .iter()
+            .filter(|(k, v)| have.get(*k) != Some(v))
+            .take(3)
+            .map(|(k, v)| (k.clone(), v.clone(), have.get(k).cloned()))
+            .collect();
+        panic!(
+            "the node never caught up with the service: {diff:?} {} of {} entries; {:?}",
+            node_model(&node.db).len(),
+            want.len(),
+            node.node().ops().exchange_state("gifct")
+        );
+    }
+
+    // Updates and withdrawals follow at the next round of the schedule.
+    graph.lock().unwrap().churn(1_000, 300, 100, 100);
+    let want = live_model(&graph.lock().unwrap());
+    eventually(Duration::from_secs(60), || {
+        comparable(node_model(&node.db)) == comparable(want.clone())
+    })
+    .await
+    .expect("the node never followed the changes");
+
+    // An operator's fetch (waits for the schedule's, if one runs) and the
+    // status, through the running node.
+    let d = dir.to_str().unwrap().to_owned();
+    let cli = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let fetched = cli(vec![
+        "exchange".into(),
+        "fetch".into(),
+        "gifct".into(),
+        "--dir".into(),
+        d.clone(),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        fetched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fetched.stderr)
+    );
+    let status = cli(vec![
+        "exchange".into(),
+        "status".into(),
+        "--dir".into(),
+        d.clone(),
+    ])
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    assert!(text.contains("exchange gifct (threatexchange)"), "{text}");
+    assert!(text.contains("last error    none"), "{text}");
+    assert!(!text.contains(SECRET_PART), "{text}");
+
+    // A provider calls a match of one of the exchange's PDQ entries a
+    // false positive: one reaction reaches the service.
+    let (id, (_, value)) = want
+        .iter()
+        .find(|(_, (t, _))| t == "pdq")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .unwrap();
+    let code: [u8; 32] = hashfed::model::signal::decode_hex(&value)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let hit = nodes::match_and_give_feedback(
+        &node,
+        code,
+        hashfed::wire::proto::Verdict::FalsePositive,
+        hashfed::wire::proto::FeedbackReason::BenignCollision,
+    )
+    .await;
+    assert_eq!(hit.external_id, id);
+    eventually(Duration::from_secs(20), || {
+        !graph.lock().unwrap().posts.is_empty()
+    })
+    .await
+    .expect("the verdict never reached the service");
+    // Once, also across a restart of the node.
+    eprintln!(
+        "before close: posts {:?}, state {:?}",
+        graph
+            .lock()
+            .unwrap()
+            .posts
+            .iter()
+            .map(|p| p.path.clone())
+            .collect::<Vec<_>>(),
+        node.node().ops().exchange_state("gifct")
+    );
+    let (node_tmp, dir) = node.close().await;
+    let node = TestNode::start_in(node_tmp, dir.clone()).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    {
+        let g = graph.lock().unwrap();
+        assert_eq!(g.posts.len(), 1, "the verdict was sent more than once");
+        let form = form(&g.posts[0]);
+        assert_eq!(
+            form.query("reactions").as_deref(),
+            Some("DISAGREE_WITH_TAGS")
+        );
+    }
+    let state = node.node().ops().exchange_state("gifct").unwrap();
+    assert_eq!(state.feedback_sent, 1);
+    let (_node_tmp, dir) = node.close().await;
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
+        .args(["verify", "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+}
