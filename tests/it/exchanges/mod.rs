@@ -5,3 +5,5 @@
 
 mod http;
 pub mod standin;
+mod stopncii;
+mod tcap;
