@@ -59,7 +59,7 @@ mod jsonl;
 mod lines;
 pub mod load;
 mod ncmec_xml;
-mod stopncii;
+pub(crate) mod stopncii;
 mod te_csv;
 mod te_lines;
 

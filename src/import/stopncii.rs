@@ -405,6 +405,15 @@ fn record(raw: &[u8], position: Position) -> Item {
         .map_err(|message| ImportError::new(position, message))
 }
 
+/// One record of a FetchHashes answer, already parsed as JSON, to what it
+/// asks for, by the same rules as a record read from a file (the live
+/// exchange, `crate::exchange::stopncii`, reads its pages whole and takes
+/// each record through here). The error says what is wrong, never the
+/// record's values.
+pub(crate) fn record_op(value: Value) -> Result<ImportOp, String> {
+    convert(value)
+}
+
 /// A parsed record to an operation.
 fn convert(value: Value) -> Result<ImportOp, String> {
     let Value::Object(obj) = value else {

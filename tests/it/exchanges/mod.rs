@@ -5,4 +5,6 @@
 
 mod http;
 pub mod standin;
+mod stopncii;
+mod tcap;
 mod threatexchange;
