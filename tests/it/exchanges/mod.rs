@@ -4,4 +4,5 @@
 //! set current from them.
 
 mod http;
+mod ncmec;
 pub mod standin;
