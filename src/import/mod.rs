@@ -58,7 +58,7 @@ pub struct ImportSummary {
 mod jsonl;
 mod lines;
 pub mod load;
-mod ncmec_xml;
+pub(crate) mod ncmec_xml;
 pub(crate) mod stopncii;
 mod te_csv;
 mod te_lines;

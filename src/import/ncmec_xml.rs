@@ -31,8 +31,12 @@
 //! pass through for the caller to accept or reject). Fingerprints without
 //! text are skipped: large ones (`tmk-pdqf`, `videntifier`) come as links to
 //! be fetched separately, not as values. Labels: `classification:<A1|A2|B1|B2>`
-//! when present, and `media:image` or `media:video`. Feedback, timestamps and
-//! paging are ignored.
+//! when present, and `media:image` or `media:video`. Feedback and
+//! timestamps are ignored; the paging link (`<paging><next>`) and the root
+//! element's name are kept for the live client (`crate::exchange::ncmec`,
+//! through [`NcmecXmlParser::next_link`] and [`NcmecXmlParser::root`]), which
+//! also takes each skipped entry's external id
+//! ([`NcmecXmlParser::next_with_id`]).
 //!
 //! Why deletions are by id: a `<deletedImage>`/`<deletedVideo>` tombstone
 //! carries only the member and the entry id, not the hashes, because NCMEC
@@ -73,16 +77,30 @@ const MAX_FINGERPRINTS: usize = 256;
 /// Event buffers larger than this are freed after use rather than kept.
 const KEEP_BUFFER_BYTES: usize = 1 << 20;
 
+/// One parsed result and the external id of the entry it came from (if the
+/// entry had an id).
+pub(crate) type WithId = (Result<ImportItem, ImportError>, Option<String>);
+
 /// Streaming parser for [`super::Format::NcmecXml`].
 pub(crate) struct NcmecXmlParser<R: BufRead> {
     reader: Reader<LineCounter<R>>,
     buf: Vec<u8>,
     /// Results of the last finished entry, waiting to be yielded.
-    pending: VecDeque<Result<ImportItem, ImportError>>,
+    pending: VecDeque<WithId>,
     /// Depth of the element being read; 0 outside the root.
     depth: u64,
     entry: Option<Entry>,
     done: bool,
+    /// The root element's local name, once seen.
+    root: Option<String>,
+    /// Depth of the `<paging>` element being read, if any.
+    paging_depth: Option<u64>,
+    /// The `<next>` link's text being read (at this depth), then kept.
+    next_capture: Option<Capture>,
+    next: Option<String>,
+    /// What is wrong with the paging part (more than one `<next>`, bad
+    /// text): the page as a whole cannot be trusted.
+    paging_problem: Option<String>,
 }
 
 impl<R: BufRead> NcmecXmlParser<R> {
@@ -97,7 +115,42 @@ impl<R: BufRead> NcmecXmlParser<R> {
             depth: 0,
             entry: None,
             done: false,
+            root: None,
+            paging_depth: None,
+            next_capture: None,
+            next: None,
+            paging_problem: None,
         }
+    }
+
+    /// The next result with its entry's external id (`ncmec:<member>:<id>`)
+    /// when the entry had an id, so a skipped entry can be named.
+    pub(crate) fn next_with_id(&mut self) -> Option<WithId> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            self.step();
+        }
+    }
+
+    /// The root element's local name (`queryResult`, ...), once read.
+    pub(crate) fn root(&self) -> Option<&str> {
+        self.root.as_deref()
+    }
+
+    /// The text of `<paging><next>`, entities resolved and trimmed, once
+    /// read (`None` if the page has none, or an empty one).
+    pub(crate) fn next_link(&self) -> Option<&str> {
+        self.next.as_deref().filter(|n| !n.is_empty())
+    }
+
+    /// Why the paging part cannot be trusted, if it cannot.
+    pub(crate) fn paging_problem(&self) -> Option<&str> {
+        self.paging_problem.as_deref()
     }
 
     /// Where the reader is: the start of the next event.
@@ -162,7 +215,7 @@ impl<R: BufRead> NcmecXmlParser<R> {
     /// Ends parsing with a fatal error; the entry being read is dropped.
     fn fail(&mut self, position: Position, message: String) {
         self.pending
-            .push_back(Err(ImportError::fatal(position, message)));
+            .push_back((Err(ImportError::fatal(position, message)), None));
         self.entry = None;
         self.done = true;
     }
@@ -172,8 +225,22 @@ impl<R: BufRead> NcmecXmlParser<R> {
         let local = e.local_name();
         let name = local.as_ref();
         let Some(entry) = &mut self.entry else {
+            if depth == 1 && self.root.is_none() {
+                self.root = Some(String::from_utf8_lossy(name).into_owned());
+            }
             if let Some((media, deleted)) = entry_kind(name) {
                 self.entry = Some(Entry::new(media, deleted, depth, position));
+            } else if name.eq_ignore_ascii_case(b"paging") && self.paging_depth.is_none() {
+                self.paging_depth = Some(depth);
+            } else if name.eq_ignore_ascii_case(b"next")
+                && self.paging_depth == depth.checked_sub(1)
+            {
+                if self.next.is_some() || self.next_capture.is_some() {
+                    self.paging_problem
+                        .get_or_insert_with(|| "more than one <next>".into());
+                } else {
+                    self.next_capture = Some(Capture::new(Target::Id, depth));
+                }
             }
             return;
         };
@@ -217,6 +284,14 @@ impl<R: BufRead> NcmecXmlParser<R> {
     fn end(&mut self) {
         let depth = self.depth;
         let Some(entry) = &mut self.entry else {
+            if self.next_capture.as_ref().is_some_and(|c| c.depth == depth) {
+                if let Some(capture) = self.next_capture.take() {
+                    self.next = Some(capture.text.trim().to_string());
+                }
+            }
+            if self.paging_depth == Some(depth) {
+                self.paging_depth = None;
+            }
             return;
         };
         if entry.capture.as_ref().is_some_and(|c| c.depth == depth) {
@@ -270,6 +345,12 @@ impl<R: BufRead> NcmecXmlParser<R> {
         }
         let depth = self.depth;
         let Some(entry) = &mut self.entry else {
+            if let Some(capture) = self.next_capture.as_mut().filter(|c| c.depth == depth) {
+                if let Err(message) = text.and_then(|t| capture.push(&t)) {
+                    self.paging_problem
+                        .get_or_insert_with(|| format!("<next>: {message}"));
+                }
+            }
             return;
         };
         let Some(capture) = entry.capture.as_mut().filter(|c| c.depth == depth) else {
@@ -285,15 +366,7 @@ impl<R: BufRead> Iterator for NcmecXmlParser<R> {
     type Item = Result<ImportItem, ImportError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.pending.pop_front() {
-                return Some(item);
-            }
-            if self.done {
-                return None;
-            }
-            self.step();
-        }
+        self.next_with_id().map(|(item, _)| item)
     }
 }
 
@@ -384,6 +457,8 @@ struct Entry {
     classification: Option<String>,
     /// (type name, value, position) in document order.
     fingerprints: Vec<(String, String, Position)>,
+    /// Names of fingerprints without a value (large ones come as links).
+    linked: Vec<String>,
     in_fingerprints: bool,
     capture: Option<Capture>,
     seen_id: bool,
@@ -403,6 +478,7 @@ impl Entry {
             member: None,
             classification: None,
             fingerprints: Vec::new(),
+            linked: Vec::new(),
             in_fingerprints: false,
             capture: None,
             seen_id: false,
@@ -420,6 +496,11 @@ impl Entry {
     fn finish_capture(&mut self, capture: Capture) {
         let text = capture.text.trim();
         if text.is_empty() {
+            if let Target::Fingerprint(type_name, _) = capture.target {
+                if self.linked.len() < MAX_FINGERPRINTS {
+                    self.linked.push(snippet(&type_name, 40));
+                }
+            }
             return;
         }
         match capture.target {
@@ -437,7 +518,7 @@ impl Entry {
     }
 
     /// Queues this entry's items, or one error saying why it was skipped.
-    fn finish(self, out: &mut VecDeque<Result<ImportItem, ImportError>>) {
+    fn finish(self, out: &mut VecDeque<WithId>) {
         let kind = match (self.deleted, self.media) {
             (false, Media::Image) => "image",
             (false, Media::Video) => "video",
@@ -448,28 +529,46 @@ impl Entry {
             Some(id) => format!("{kind} entry {:?}", snippet(id, 60)),
             None => format!("{kind} entry"),
         };
-        let error = |message: String| Err(ImportError::new(self.position, message));
+        let external_id = self.id.as_ref().map(|id| match &self.member {
+            Some(member) => format!("ncmec:{member}:{id}"),
+            None => format!("ncmec:{id}"),
+        });
+        let error = |message: String| {
+            (
+                Err(ImportError::new(self.position, message)),
+                external_id.clone(),
+            )
+        };
         if let Some(problem) = &self.first_problem {
             out.push_back(error(format!("{name}: {problem}")));
             return;
         }
-        let Some(id) = &self.id else {
+        let Some(external_id) = external_id.clone() else {
             out.push_back(error(format!("{name} has no <id>")));
             return;
         };
-        let external_id = match &self.member {
-            Some(member) => format!("ncmec:{member}:{id}"),
-            None => format!("ncmec:{id}"),
-        };
         if self.deleted {
-            out.push_back(Ok(ImportItem {
-                position: self.position,
-                op: ImportOp::RetractExternal { external_id },
-            }));
+            out.push_back((
+                Ok(ImportItem {
+                    position: self.position,
+                    op: ImportOp::RetractExternal {
+                        external_id: external_id.clone(),
+                    },
+                }),
+                Some(external_id),
+            ));
             return;
         }
         if self.fingerprints.is_empty() {
-            out.push_back(error(format!("{name} has no fingerprints")));
+            let message = if self.linked.is_empty() {
+                format!("{name} has no fingerprints")
+            } else {
+                format!(
+                    "{name} has no fingerprints with a value (only links: {})",
+                    self.linked.join(", ")
+                )
+            };
+            out.push_back(error(message));
             return;
         }
         let mut labels = Vec::with_capacity(2);
@@ -484,14 +583,17 @@ impl Entry {
             .to_string(),
         );
         for (type_name, value, position) in self.fingerprints {
-            out.push_back(Ok(ImportItem {
-                position,
-                op: ImportOp::Add {
-                    signal: RawSignal { type_name, value },
-                    labels: labels.clone(),
-                    external_id: Some(external_id.clone()),
-                },
-            }));
+            out.push_back((
+                Ok(ImportItem {
+                    position,
+                    op: ImportOp::Add {
+                        signal: RawSignal { type_name, value },
+                        labels: labels.clone(),
+                        external_id: Some(external_id.clone()),
+                    },
+                }),
+                Some(external_id.clone()),
+            ));
         }
     }
 }
@@ -676,6 +778,50 @@ mod tests {
                 external_id: "ncmec:42:video4".into()
             }
         );
+    }
+
+    #[test]
+    fn keeps_root_next_link_and_ids() {
+        let mut parser = NcmecXmlParser::new(SAMPLE.as_bytes());
+        let mut got = Vec::new();
+        while let Some(item) = parser.next_with_id() {
+            got.push(item);
+        }
+        assert_eq!(got.len(), 7);
+        assert_eq!(got[0].1.as_deref(), Some("ncmec:42:image1"));
+        // The skipped entry is named by its id, and says why.
+        assert!(got[3].0.is_err());
+        assert_eq!(got[3].1.as_deref(), Some("ncmec:42:image2"));
+        let why = got[3].0.as_ref().unwrap_err().message.clone();
+        assert!(why.contains("only links: tmk-pdqf"), "{why}");
+        assert_eq!(got[6].1.as_deref(), Some("ncmec:42:video4"));
+        assert_eq!(parser.root(), Some("queryResult"));
+        assert_eq!(
+            parser.next_link(),
+            Some("/v2/entries?from=2017-10-20T00%3A00%3A00.000Z&start=2001&size=1000&max=3000")
+        );
+        assert_eq!(parser.paging_problem(), None);
+
+        let last = br#"<p:queryResult xmlns:p="urn:x"><p:images count="0"/><p:paging><p:next> </p:next></p:paging></p:queryResult>"#;
+        let mut parser = NcmecXmlParser::new(&last[..]);
+        assert!(parser.next_with_id().is_none());
+        assert_eq!(parser.root(), Some("queryResult"));
+        assert_eq!(parser.next_link(), None);
+
+        let two = b"<queryResult><paging><next>/a</next><next>/b</next></paging></queryResult>";
+        let mut parser = NcmecXmlParser::new(&two[..]);
+        assert!(parser.next_with_id().is_none());
+        assert_eq!(parser.paging_problem(), Some("more than one <next>"));
+
+        // A <next> inside an entry is not the page's.
+        let inner = b"<queryResult><images><image><id>1</id><next>/x</next><fingerprints><md5>aa</md5></fingerprints></image></images></queryResult>";
+        let mut parser = NcmecXmlParser::new(&inner[..]);
+        while parser.next_with_id().is_some() {}
+        assert_eq!(parser.next_link(), None);
+        let html = b"<html><body>Log in</body></html>";
+        let mut parser = NcmecXmlParser::new(&html[..]);
+        assert!(parser.next_with_id().is_none());
+        assert_eq!(parser.root(), Some("html"));
     }
 
     #[test]

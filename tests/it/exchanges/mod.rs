@@ -4,6 +4,7 @@
 //! set current from them.
 
 mod http;
+mod ncmec;
 pub mod standin;
 mod stopncii;
 mod tcap;
