@@ -19,7 +19,7 @@ struct Head {
 
 /// What a journal entry stands for: a change made to files beside the
 /// store, audited in the store before it is put in place (see
-/// [`Store::journal_peers`]).
+/// `Store::journal_peers`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Journal {
     /// A change of the peer registry (`peers.toml`).

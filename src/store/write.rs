@@ -228,7 +228,7 @@ impl Store {
     }
 
     /// Exchange `name`'s state as last written (see
-    /// [`Store::append_exchange_page`]).
+    /// `Store::append_exchange_page`).
     pub fn exchange_state(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(keys::exchange(name))?.map(|v| v.to_vec()))
     }

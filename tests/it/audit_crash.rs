@@ -82,7 +82,14 @@ impl Worker {
         match op {
             0 | 1 => {
                 // An import of a few hundred new values, in one stream.
-                let n = 50 + self.rng.below(400);
+                // Up to 40k values, then a few at a time: every round
+                // checks the whole database, and a long run (200 kills)
+                // must not grow it without bound.
+                let n = if self.imported < 40_000 {
+                    50 + self.rng.below(400)
+                } else {
+                    1 + self.rng.below(10)
+                };
                 let mut text = String::new();
                 for i in self.imported..self.imported + n {
                     text.push_str("pdq ");

@@ -535,7 +535,7 @@ impl Store {
     }
 
     /// Verdicts waiting for `set`'s service, oldest match first, at most
-    /// `limit`, with their keys (for [`Store::exchange_feedback_sent`]).
+    /// `limit`, with their keys (for `Store::exchange_feedback_sent`).
     pub fn exchange_outbox(
         &self,
         set: &SetId,
