@@ -154,6 +154,11 @@ impl Exchanges {
         })
     }
 
+    /// The configuration of exchange `name`.
+    pub fn config(&self, name: &str) -> Option<&ExchangeConfig> {
+        self.by_name.get(name).map(|e| &e.config)
+    }
+
     /// Every exchange with its state, by name.
     pub fn list(&self) -> Result<Vec<(ExchangeConfig, ExchangeState)>, OpsError> {
         self.by_name

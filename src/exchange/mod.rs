@@ -22,6 +22,7 @@ pub mod http;
 pub mod ncmec;
 pub mod stopncii;
 pub mod tcap;
+mod text;
 pub mod threatexchange;
 
 use std::collections::BTreeMap;

@@ -95,6 +95,7 @@ use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
 use super::http::{Http, Request, Response};
+use super::text::{form_decode, percent_encode};
 use super::{Credentials, ExchangeError, OutgoingFeedback, Page, Secret, Skipped};
 use crate::config::ExchangeConfig;
 use crate::import::ncmec_xml::NcmecXmlParser;
@@ -660,7 +661,7 @@ fn link_info(link: &str) -> LinkInfo {
     };
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+        let value = form_decode(value);
         match key {
             "from" => info.from = parse_time(&value),
             "to" => info.to = parse_time(&value),
@@ -1030,46 +1031,6 @@ fn parse_time(text: &str) -> Option<i64> {
     )
 }
 
-/// Percent-encodes all but the unreserved characters.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -1217,7 +1178,7 @@ mod tests {
             percent_encode("2017-10-20T00:00:00Z"),
             "2017-10-20T00%3A00%3A00Z"
         );
-        assert_eq!(percent_decode("a%3Ab+c%zz"), "a:b c%zz");
+        assert_eq!(form_decode("a%3Ab+c%zz"), "a:b c%zz");
         assert_eq!(
             base64(b"Aladdin:open sesame"),
             "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="

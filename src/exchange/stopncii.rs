@@ -99,6 +99,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::http::{Http, Request, Response};
+use super::text::{json_problem, percent_encode};
 use super::{Credentials, ExchangeError, OutgoingFeedback, Page, Secret, Skipped};
 use crate::config::ExchangeConfig;
 use crate::import::{ImportItem, ImportOp, Position};
@@ -240,7 +241,7 @@ impl Client {
         );
         if let Some(token) = &at.token {
             path.push_str("&nextPageToken=");
-            path.push_str(&query_escape(token));
+            path.push_str(&percent_encode(token));
         }
         let request = Request::get(path)
             .header("accept", "application/json")
@@ -315,20 +316,6 @@ fn feedback_body(f: &OutgoingFeedback) -> Result<Vec<u8>, ExchangeError> {
         }],
     });
     Ok(body.to_string().into_bytes())
-}
-
-/// What a JSON syntax error says, without quoting the input.
-fn json_problem(e: &serde_json::Error) -> String {
-    match e.classify() {
-        serde_json::error::Category::Eof => {
-            format!(
-                "it ends early (truncated at line {} column {})",
-                e.line(),
-                e.column()
-            )
-        }
-        _ => format!("not JSON (line {} column {})", e.line(), e.column()),
-    }
 }
 
 /// A FetchHashes answer to a page, for a fetch at `at`.
@@ -478,20 +465,6 @@ fn has_category(record: &Value, categories: &[String]) -> bool {
         .any(|tag| categories.contains(&tag.trim().to_lowercase()))
 }
 
-/// Percent-encodes a query value (everything but RFC 3986's unreserved
-/// characters).
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -546,7 +519,7 @@ mod tests {
                 "{bad}"
             );
         }
-        assert_eq!(query_escape("a+b/c= d"), "a%2Bb%2Fc%3D%20d");
+        assert_eq!(percent_encode("a+b/c= d"), "a%2Bb%2Fc%3D%20d");
     }
 
     #[test]

@@ -85,6 +85,7 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use super::http::{Http, Request, Response};
+use super::text::{json_problem, percent_encode};
 use super::{Credentials, ExchangeError, OutgoingFeedback, Page, Secret, Skipped};
 use crate::config::ExchangeConfig;
 use crate::import::{ImportItem, ImportOp, Position, RawSignal};
@@ -202,7 +203,7 @@ impl Client {
         let mut path = format!("api/hash-list/v2/all?order=asc&limit={}", self.page_size);
         if let Some(at) = &at {
             path.push_str("&after=");
-            path.push_str(&query_escape(&at.text));
+            path.push_str(&percent_encode(&at.text));
         }
         let answer = self.get(&path).await?;
         parse_page(&answer.body, at.as_ref(), &self.signal_types)
@@ -261,20 +262,6 @@ impl Client {
             .ok_or_else(|| ExchangeError::Malformed("TCAP's login answer has no token".into()))?;
         self.token = Some(Secret(token));
         Ok(())
-    }
-}
-
-/// What a JSON syntax error says, without quoting the input.
-fn json_problem(e: &serde_json::Error) -> String {
-    match e.classify() {
-        serde_json::error::Category::Eof => {
-            format!(
-                "it ends early (truncated at line {} column {})",
-                e.line(),
-                e.column()
-            )
-        }
-        _ => format!("not JSON (line {} column {})", e.line(), e.column()),
     }
 }
 
@@ -449,20 +436,6 @@ fn take_record(
     }))
 }
 
-/// Percent-encodes a query value (everything but RFC 3986's unreserved
-/// characters).
-fn query_escape(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +483,7 @@ mod tests {
         ] {
             assert!(Checkpoint::parse(bad).is_none(), "{bad}");
         }
-        assert_eq!(query_escape("1.5,2"), "1.5%2C2");
+        assert_eq!(percent_encode("1.5,2"), "1.5%2C2");
     }
 
     #[test]

@@ -118,6 +118,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::http::{printable, Http, Request, Response};
+use super::text::{percent_decode, percent_encode};
 use super::{Credentials, ExchangeError, OutgoingFeedback, Page, Secret, Skipped};
 use crate::config::ExchangeConfig;
 use crate::import::{ImportItem, ImportOp, Position, RawSignal};
@@ -494,7 +495,7 @@ impl Cursor {
             if seen < since {
                 return Err(bad("seen before since"));
             }
-            let after = decode(after).ok_or_else(|| bad("after is not percent-encoded"))?;
+            let after = percent_decode(after).ok_or_else(|| bad("after is not percent-encoded"))?;
             if !is_id(group) {
                 return Err(bad("a group that is not an id"));
             }
@@ -517,7 +518,7 @@ impl Cursor {
                 ";{group}={},{},{}",
                 pass.since,
                 pass.seen,
-                encode(&pass.after)
+                percent_encode(&pass.after)
             );
         }
         out
@@ -826,38 +827,6 @@ fn is_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Percent-encodes everything but the unreserved characters.
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Undoes [`encode`] (any `%XX`); `None` for a broken escape or bytes that
-/// are not UTF-8.
-fn decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn encode_query(pairs: &[(&str, String)]) -> String {
     let mut out = String::new();
     for (i, (name, value)) in pairs.iter().enumerate() {
@@ -866,7 +835,7 @@ fn encode_query(pairs: &[(&str, String)]) -> String {
         }
         out.push_str(name);
         out.push('=');
-        out.push_str(&encode(value));
+        out.push_str(&percent_encode(value));
     }
     out
 }
@@ -877,7 +846,7 @@ fn query_param(link: &str, name: &str) -> Option<String> {
     let query = query.split('#').next().unwrap_or("");
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| decode(&v.replace('+', " ")))?
+        (k == name).then(|| percent_decode(&v.replace('+', " ")))?
     })
 }
 
@@ -1196,7 +1165,10 @@ mod tests {
             "{q}"
         );
         assert!(q.contains("descriptors%7Bid%2Cowner%7Bid%7D"), "{q}");
-        assert_eq!(decode(&encode("a|b{c}=%")).as_deref(), Some("a|b{c}=%"));
+        assert_eq!(
+            percent_decode(&percent_encode("a|b{c}=%")).as_deref(),
+            Some("a|b{c}=%")
+        );
         assert_eq!(
             query_param("https://h/p?a=1&after=x%2By+z", "after").as_deref(),
             Some("x+y z")

@@ -725,13 +725,10 @@ impl Admin for AdminService {
         let name = request.into_inner().name;
         let exchanges = self.exchanges()?;
         let pass = exchanges.fetch(&name).await.map_err(fetch_status)?;
-        let (config, _) = exchanges
-            .list()
-            .map_err(ops_status)?
-            .into_iter()
-            .find(|(c, _)| c.name == name)
+        let config = exchanges
+            .config(&name)
             .ok_or_else(|| Status::not_found(format!("no exchange named {name:?}")))?;
-        let mut status = wire::exchange_status(&config, &pass.state);
+        let mut status = wire::exchange_status(config, &pass.state);
         status.pages_fetched = pass.pages;
         Ok(Response::new(status))
     }
@@ -744,13 +741,10 @@ impl Admin for AdminService {
         let name = request.into_inner().name;
         let exchanges = self.exchanges()?;
         let state = exchanges.reset(&actor, &name).await.map_err(fetch_status)?;
-        let (config, _) = exchanges
-            .list()
-            .map_err(ops_status)?
-            .into_iter()
-            .find(|(c, _)| c.name == name)
+        let config = exchanges
+            .config(&name)
             .ok_or_else(|| Status::not_found(format!("no exchange named {name:?}")))?;
-        Ok(Response::new(wire::exchange_status(&config, &state)))
+        Ok(Response::new(wire::exchange_status(config, &state)))
     }
 }
 
