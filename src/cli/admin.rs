@@ -247,6 +247,7 @@ impl NodeAdmin {
                     &config.exchanges,
                     service.ops().clone(),
                     Default::default(),
+                    Arc::new(Metrics::new(&[])),
                 )?;
                 service.with_exchanges(Arc::new(exchanges))
             }

@@ -110,6 +110,7 @@ pub struct Exchanges {
     dir: PathBuf,
     ops: Arc<Ops>,
     tasks: Tasks,
+    metrics: Arc<crate::metrics::Metrics>,
     by_name: BTreeMap<String, Exchange>,
 }
 
@@ -125,12 +126,13 @@ impl Exchanges {
     /// The exchanges `configs` of the node in `dir` (its `hashfed.toml`),
     /// checked: names unique and path-safe, each set one of this node's
     /// own (`<node name>/<name>`). Pages are applied through `ops`, as
-    /// `tasks`.
+    /// `tasks`, and counted in `metrics`.
     pub fn new(
         dir: &Path,
         configs: &[ExchangeConfig],
         ops: Arc<Ops>,
         tasks: Tasks,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Self, ExchangeError> {
         let mut by_name = BTreeMap::new();
         for config in configs {
@@ -150,6 +152,7 @@ impl Exchanges {
             dir: dir.to_owned(),
             ops,
             tasks,
+            metrics,
             by_name,
         })
     }
@@ -250,6 +253,7 @@ impl Exchanges {
                     .await?;
                 client = Some(owned);
                 if outcome? {
+                    self.metrics.exchange_feedback_sent(name);
                     sent += 1;
                 }
             }
@@ -300,6 +304,7 @@ impl Exchanges {
         let _lease = exchange.lease.lock().await;
         let result = self.pass(&exchange.config).await;
         if let Err(e) = &result {
+            self.metrics.exchange_failure(name);
             let (ops, name, why) = (self.ops.clone(), name.to_owned(), Chain(e).to_string());
             self.tasks
                 .spawn_blocking(move || ops.exchange_failed(&name, &why))
@@ -336,6 +341,11 @@ impl Exchanges {
                 );
             }
             let (more, same) = (page.more, page.cursor == state.cursor);
+            self.metrics.exchange_page(
+                &config.name,
+                page.items.len() as u64,
+                page.skipped.len() as u64,
+            );
             let page = ExchangePage {
                 skipped: page.skipped.len() as u64,
                 items: page.items,

@@ -273,6 +273,8 @@ pub struct Metrics {
     /// Key histories refused (forks, forged rotations), by the peer that
     /// passed them on: an old key may have leaked.
     key_history_refused: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Live exchanges' counts, by exchange name.
+    exchanges: std::sync::Mutex<std::collections::BTreeMap<String, ExchangeCounts>>,
     /// The node's certificates and their ends of validity (Unix seconds).
     certificates: std::sync::Mutex<Vec<(String, i64)>>,
 }
@@ -313,6 +315,7 @@ impl Metrics {
             records_refused: AtomicU64::new(0),
             feedback_forwarded: AtomicU64::new(0),
             key_history_refused: Default::default(),
+            exchanges: Default::default(),
             certificates: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -400,6 +403,77 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         by_peer.values().sum()
+    }
+
+    /// Counts one page of exchange `name` applied: its records and those
+    /// skipped.
+    pub fn exchange_page(&self, name: &str, records: u64, skipped: u64) {
+        self.with_exchange(name, |c| {
+            c.pages += 1;
+            c.records += records;
+            c.skipped += skipped;
+        });
+    }
+
+    /// Counts one failed fetch of exchange `name`.
+    pub fn exchange_failure(&self, name: &str) {
+        self.with_exchange(name, |c| c.failures += 1);
+    }
+
+    /// Counts one verdict exchange `name`'s service took.
+    pub fn exchange_feedback_sent(&self, name: &str) {
+        self.with_exchange(name, |c| c.feedback_sent += 1);
+    }
+
+    fn with_exchange(&self, name: &str, f: impl FnOnce(&mut ExchangeCounts)) {
+        let mut by_name = self.exchanges.lock().unwrap_or_else(|p| p.into_inner());
+        f(by_name.entry(name.to_owned()).or_default());
+    }
+
+    /// The exchanges' families (their names are `[a-z0-9-]`: nothing to
+    /// escape).
+    fn render_exchanges(&self, out: &mut String) {
+        let by_name = self
+            .exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if by_name.is_empty() {
+            return;
+        }
+        let families: [ExchangeFamily; 5] = [
+            (
+                "hashfed_exchange_pages_total",
+                "Pages of a live exchange applied.",
+                |c| c.pages,
+            ),
+            (
+                "hashfed_exchange_records_total",
+                "Records of a live exchange's pages applied.",
+                |c| c.records,
+            ),
+            (
+                "hashfed_exchange_skipped_total",
+                "Records of a live exchange skipped (malformed, refused).",
+                |c| c.skipped,
+            ),
+            (
+                "hashfed_exchange_failures_total",
+                "Fetches of a live exchange that failed.",
+                |c| c.failures,
+            ),
+            (
+                "hashfed_exchange_feedback_sent_total",
+                "Verdicts sent back to a live exchange's service.",
+                |c| c.feedback_sent,
+            ),
+        ];
+        for (name, help, value) in families {
+            family(out, name, "counter", help);
+            for (exchange, counts) in &by_name {
+                let _ = writeln!(out, "{name}{{exchange=\"{exchange}\"}} {}", value(counts));
+            }
+        }
     }
 
     /// Counts feedback notes a peer acknowledged on their way to an origin.
@@ -621,6 +695,8 @@ impl Metrics {
             );
         }
 
+        self.render_exchanges(&mut out);
+
         let certificates = self
             .certificates
             .lock()
@@ -662,6 +738,19 @@ impl Metrics {
 
         out
     }
+}
+
+/// A family of the exchanges' counts: name, help, which count.
+type ExchangeFamily = (&'static str, &'static str, fn(&ExchangeCounts) -> u64);
+
+/// One live exchange's counts.
+#[derive(Clone, Copy, Debug, Default)]
+struct ExchangeCounts {
+    pages: u64,
+    records: u64,
+    skipped: u64,
+    failures: u64,
+    feedback_sent: u64,
 }
 
 fn type_label(kind: Kind) -> String {

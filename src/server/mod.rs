@@ -541,6 +541,7 @@ impl Node {
             &config.exchanges,
             ops.clone(),
             tasks.clone(),
+            metrics.clone(),
         )?);
         let (stop, stopped) = watch::channel(false);
         let mut start = Start {

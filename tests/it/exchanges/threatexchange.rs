@@ -1033,6 +1033,11 @@ async fn a_node_keeps_its_set_current_and_sends_feedback_back_once() {
         );
     }
 
+    let metrics = node.node().metrics().render();
+    assert!(
+        metrics.contains("hashfed_exchange_pages_total{exchange=\"gifct\"}"),
+        "{metrics}"
+    );
     // Updates and withdrawals follow at the next round of the schedule.
     graph.lock().unwrap().churn(1_000, 300, 100, 100);
     let want = live_model(&graph.lock().unwrap());
@@ -1106,17 +1111,6 @@ async fn a_node_keeps_its_set_current_and_sends_feedback_back_once() {
     .await
     .expect("the verdict never reached the service");
     // Once, also across a restart of the node.
-    eprintln!(
-        "before close: posts {:?}, state {:?}",
-        graph
-            .lock()
-            .unwrap()
-            .posts
-            .iter()
-            .map(|p| p.path.clone())
-            .collect::<Vec<_>>(),
-        node.node().ops().exchange_state("gifct")
-    );
     let (node_tmp, dir) = node.close().await;
     let node = TestNode::start_in(node_tmp, dir.clone()).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
