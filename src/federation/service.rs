@@ -313,9 +313,9 @@ fn take_feedback(
         let reporter_keys = fed
             .peers
             .by_node_id(&note.reporter)
-            .and_then(|p| p.card.keys().ok());
+            .and_then(|p| p.card.chain().ok());
         let verified = match reporter_keys {
-            Some(keys) => match note.verify(&keys) {
+            Some(chain) => match note.verify_in(&chain) {
                 Ok(()) => true,
                 Err(_) => {
                     tracing::warn!(peer = %peer.name(), "feedback with a bad reporter signature refused");

@@ -153,6 +153,9 @@ pub struct KeyChain {
     /// `retired[i]`: the bounds on key `i`, from rotation `i + 1`; `None`
     /// for a first-format statement (unbounded). One shorter than `keys`.
     retired: Vec<Option<std::collections::BTreeMap<String, KeyBound>>>,
+    /// `retired_ms[i]`: when key `i` was retired (rotation `i + 1`'s
+    /// time, ms since the epoch, on the node's own clock).
+    retired_ms: Vec<u64>,
 }
 
 /// Where in a set a signed statement falls.
@@ -170,6 +173,7 @@ impl KeyChain {
         KeyChain {
             keys: vec![key],
             retired: Vec::new(),
+            retired_ms: Vec::new(),
         }
     }
 
@@ -181,6 +185,19 @@ impl KeyChain {
     /// Every key, oldest first.
     pub fn into_keys(self) -> Vec<VerifyingKey> {
         self.keys
+    }
+
+    /// Whether key `i` may sign something its node dated `time_ms` (a
+    /// feedback note): the current key always; a retired key of a bounded
+    /// rotation only up to the rotation's time (the node dates both with
+    /// its own clock). `Err` says when the key was retired.
+    pub fn may_sign_at(&self, i: usize, time_ms: u64) -> Result<(), String> {
+        match (self.retired.get(i), self.retired_ms.get(i)) {
+            (Some(Some(_)), Some(&at)) if time_ms > at => Err(format!(
+                "key {i} was retired at {at} ms, yet signs something dated {time_ms} ms"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Whether key `i` may sign `what` of `set`: the current key always;
@@ -218,6 +235,7 @@ pub fn walk(
     }
     let mut keys = vec![*first];
     let mut retired = Vec::with_capacity(rotations.len());
+    let mut retired_ms = Vec::with_capacity(rotations.len());
     for (i, r) in rotations.iter().enumerate() {
         if r.n as usize != i + 1 {
             return Err(ChainError::Malformed(format!(
@@ -248,8 +266,13 @@ pub fn walk(
         .map_err(|_| ChainError::BadSignature(r.n))?;
         keys.push(key);
         retired.push(bounds);
+        retired_ms.push(r.time_ms);
     }
-    Ok(KeyChain { keys, retired })
+    Ok(KeyChain {
+        keys,
+        retired,
+        retired_ms,
+    })
 }
 
 /// A rotation's bounds by set, checked canonical (sorted, each set once,

@@ -257,10 +257,24 @@ impl FeedbackNote {
 
     /// Checks the reporter's signature with any of its keys.
     pub fn verify(&self, keys: &[VerifyingKey]) -> Result<(), SignatureError> {
-        let signature: [u8; 64] = super::signal::decode_hex(&self.signature)
+        verify_any(keys, &self.statement(), &self.signature_bytes()?)
+    }
+
+    /// Checks the reporter's signature against its `chain`: by one of its
+    /// keys, and by a retired key only for a note dated before the
+    /// rotation that retired it (a leaked old key cannot speak for the
+    /// reporter afterwards).
+    pub fn verify_in(&self, chain: &KeyChain) -> Result<(), SignatureError> {
+        let key = signed_by(chain.keys(), &self.statement(), &self.signature_bytes()?)?;
+        chain
+            .may_sign_at(key, self.time_ms)
+            .map_err(SignatureError::Retired)
+    }
+
+    fn signature_bytes(&self) -> Result<[u8; 64], SignatureError> {
+        super::signal::decode_hex(&self.signature)
             .and_then(|b| b.try_into().ok())
-            .ok_or(SignatureError::Malformed)?;
-        verify_any(keys, &self.statement(), &signature)
+            .ok_or(SignatureError::Malformed)
     }
 }
 
@@ -510,5 +524,30 @@ mod tests {
             .unwrap()
             .verify_in(&chain, &set)
             .is_ok());
+    }
+
+    #[test]
+    fn a_retired_key_cannot_sign_feedback_dated_after_its_rotation() {
+        use crate::model::keychain::{rotate, walk};
+        let old = signer();
+        let new_key = SigningKey::from_bytes(&[9; 32]);
+        let r = rotate("node-a", &old.key, 1, &new_key.verifying_key(), 100, vec![]);
+        let chain = walk("node-a", &old.public_key(), &[r]).unwrap();
+        let note = |time_ms| FeedbackNote {
+            set: SetId::new("hotline-b", "x").unwrap(),
+            entry: crate::model::EntryId([3; 16]),
+            verdict: crate::model::Verdict::FalsePositive,
+            reason: "benign_collision".into(),
+            time_ms,
+            reporter: String::new(),
+            signature: String::new(),
+        };
+        assert!(old.feedback(note(100)).verify_in(&chain).is_ok());
+        assert!(matches!(
+            old.feedback(note(101)).verify_in(&chain),
+            Err(SignatureError::Retired(_))
+        ));
+        let rotated = Signer::new("hotline-a", "node-a", new_key).with_history(old.public_keys());
+        assert!(rotated.feedback(note(101)).verify_in(&chain).is_ok());
     }
 }
