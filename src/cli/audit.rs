@@ -106,7 +106,7 @@ pub fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for ms since the epoch.
-fn utc(ms: u64) -> String {
+pub(super) fn utc(ms: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(

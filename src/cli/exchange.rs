@@ -143,19 +143,8 @@ fn print_status(e: &proto::ExchangeStatus) {
 
 /// A time in ms since the epoch as UTC, or "never".
 fn when(ms: u64) -> String {
-    if ms == 0 {
-        return "never".into();
+    match ms {
+        0 => "never".into(),
+        ms => super::audit::utc(ms),
     }
-    let Ok(t) = time::OffsetDateTime::from_unix_timestamp((ms / 1000) as i64) else {
-        return "?".into();
-    };
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }

@@ -22,7 +22,7 @@ pub mod http;
 pub mod ncmec;
 pub mod stopncii;
 pub mod tcap;
-mod text;
+pub mod text;
 pub mod threatexchange;
 
 use std::collections::BTreeMap;
@@ -251,6 +251,22 @@ impl Credentials {
     pub fn optional(&self, name: &str) -> Option<&Secret> {
         self.fields.get(name).filter(|s| !s.0.is_empty())
     }
+}
+
+/// `filters.signal_types` as signal types (empty: take every type), for
+/// the clients whose services name types as hashfed does.
+pub(crate) fn signal_types(
+    config: &ExchangeConfig,
+) -> Result<Vec<crate::model::SignalType>, ExchangeError> {
+    config
+        .filters
+        .signal_types
+        .iter()
+        .map(|name| {
+            crate::model::SignalType::parse(name)
+                .map_err(|e| ExchangeError::Config(format!("filters.signal_types: {e}")))
+        })
+        .collect()
 }
 
 /// A client of one exchange, whichever service it is.

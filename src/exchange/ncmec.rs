@@ -224,15 +224,7 @@ impl Client {
         let member_id = Some(config.filters.member_id.trim())
             .filter(|m| !m.is_empty())
             .map(str::to_owned);
-        let signal_types = config
-            .filters
-            .signal_types
-            .iter()
-            .map(|t| {
-                SignalType::parse(t)
-                    .map_err(|e| ExchangeError::Config(format!("filters.signal_types: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let signal_types = super::signal_types(config)?;
         Ok(Client {
             http,
             name: config.name.clone(),

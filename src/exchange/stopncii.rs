@@ -186,15 +186,7 @@ impl Client {
         credentials: Credentials,
         http: Http,
     ) -> Result<Self, ExchangeError> {
-        let signal_types = config
-            .filters
-            .signal_types
-            .iter()
-            .map(|name| {
-                SignalType::parse(name)
-                    .map_err(|e| ExchangeError::Config(format!("filters.signal_types: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let signal_types = super::signal_types(config)?;
         let categories = config
             .filters
             .categories
