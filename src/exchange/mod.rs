@@ -20,6 +20,7 @@
 mod fetch;
 pub mod http;
 pub mod ncmec;
+pub mod standin;
 pub mod stopncii;
 pub mod tcap;
 pub mod text;

@@ -943,7 +943,7 @@ fn elements(body: &[u8], root: &str, name: &str) -> Result<Vec<Element>, Exchang
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) for Unix seconds (clamped to 1970..9999).
-fn format_time(unix: i64) -> String {
+pub(super) fn format_time(unix: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(unix.clamp(0, 253_402_300_799))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -959,7 +959,7 @@ fn format_time(unix: i64) -> String {
 
 /// Unix seconds of `YYYY-MM-DDTHH:MM:SS[.fff](Z|±HH:MM)` (fractions
 /// dropped).
-fn parse_time(text: &str) -> Option<i64> {
+pub(super) fn parse_time(text: &str) -> Option<i64> {
     let text = text.trim();
     let num = |range: std::ops::Range<usize>| -> Option<u32> {
         let s = text.get(range)?;
@@ -1023,7 +1023,7 @@ fn parse_time(text: &str) -> Option<i64> {
     )
 }
 
-fn xml_escape(s: &str) -> String {
+pub(super) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -1039,7 +1039,7 @@ fn xml_escape(s: &str) -> String {
 }
 
 /// Standard base64 with padding (for HTTP Basic auth).
-fn base64(bytes: &[u8]) -> String {
+pub(super) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let sym = |v: u32| char::from(ALPHABET[(v & 63) as usize]);
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
