@@ -29,6 +29,11 @@
 //! service would and reports memory, disk and the cost of counting,
 //! feedback and expiry (see `hashfed_bench/records.rs`).
 //!
+//! `hashfed-bench exchange [--n N] [--dir DIR] [--keep]` has a node pull N
+//! entries from a local stand-in of NCMEC's Hash Sharing API over loopback
+//! HTTPS (entries per second, memory at every tenth), beside a file import
+//! of the same list (see `hashfed_bench/exchange.rs`).
+//!
 //! `hashfed-bench federation [--n N] [--dir DIR] [--keep]` runs two nodes
 //! in-process over loopback mutual TLS: initial sync of N entries (entries
 //! per second, memory), then publish → matchable and retract → unmatched
@@ -40,6 +45,8 @@ use std::time::Instant;
 use hashfed::index::pdq::{PdqIndex, Strategy};
 use rayon::prelude::*;
 
+#[path = "hashfed_bench/exchange.rs"]
+mod exchange;
 #[path = "hashfed_bench/federation.rs"]
 mod federation;
 #[path = "hashfed_bench/grpc.rs"]
@@ -92,8 +99,8 @@ fn parse() -> Result<Args, String> {
     };
     let raw: Vec<String> = std::env::args().skip(1).collect();
     match raw.first().map(String::as_str) {
-        Some(mode @ ("index" | "store" | "grpc" | "federation" | "soak" | "records")) => args.mode = mode.to_owned(),
-        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]\n       hashfed-bench soak [--n N] [--secs S] [--dir DIR] [--seed S] [--server-bin PATH]\n       hashfed-bench records [--n N] [--dir DIR] [--per-call K]".into()),
+        Some(mode @ ("index" | "store" | "grpc" | "federation" | "soak" | "records" | "exchange")) => args.mode = mode.to_owned(),
+        _ => return Err("usage: hashfed-bench index [--n N] [--queries Q] [--radii 16,31,48,64] [--data uniform|clustered] [--seed S] [--write DIR]\n       hashfed-bench store --dir DIR [--n N] [--queries Q] [--data uniform|clustered] [--seed S] [--cache-mb MB]\n       hashfed-bench grpc [--n N] [--dir DIR] [--secs S] [--concurrency C] [--radius R] [--seed S] [--server-bin PATH] [--only PHASE-PREFIX]\n       hashfed-bench federation [--n N] [--dir DIR] [--keep] [--seed S] [--only publish|replay]\n       hashfed-bench soak [--n N] [--secs S] [--dir DIR] [--seed S] [--server-bin PATH]\n       hashfed-bench records [--n N] [--dir DIR] [--per-call K]\n       hashfed-bench exchange [--n N] [--dir DIR] [--keep]".into()),
     }
     let mut it = raw.iter().skip(1);
     while let Some(flag) = it.next() {
@@ -215,6 +222,13 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.mode == "exchange" {
+        if let Err(e) = exchange::run(&args) {
+            eprintln!("hashfed-bench: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if args.mode == "records" {
         if let Err(e) = records::run(&args) {
             eprintln!("hashfed-bench: {e:#}");

@@ -283,6 +283,28 @@ impl NcmecStandIn {
         true
     }
 
+    /// The live entries as one NCMEC XML document, written to `out` as
+    /// they are rendered: what a hotline would import as a file (the
+    /// benchmark's yardstick for the same list fetched page by page).
+    pub fn write_document(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let c = self.lock();
+        let live = c.rows.iter().filter(|r| !r.deleted).count();
+        write!(
+            out,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<queryResult xmlns=\"{NAMESPACE}\"><images count=\"{live}\">"
+        )?;
+        let mut chunk = String::new();
+        for (n, row) in c.rows.iter().enumerate().filter(|(_, r)| !r.deleted) {
+            write_row(&mut chunk, n, row);
+            if chunk.len() > 1 << 20 {
+                out.write_all(chunk.as_bytes())?;
+                chunk.clear();
+            }
+        }
+        out.write_all(chunk.as_bytes())?;
+        out.write_all(b"</images><videos count=\"0\"/></queryResult>\n")
+    }
+
     /// How many entries are listed and not deleted.
     pub fn live(&self) -> usize {
         self.lock().rows.iter().filter(|r| !r.deleted).count()
@@ -342,10 +364,12 @@ fn splitmix(x: u64) -> u64 {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 impl Catalogue {
@@ -484,18 +508,7 @@ fn entries_xml(page: &[(usize, &Row)], next: Option<&str>) -> String {
                 format_time(latest)
             );
             for (n, row) in page {
-                let element = if row.deleted { "deletedImage" } else { "image" };
-                let _ = write!(
-                    out,
-                    "<{element}><member id=\"{}\">{}</member><timestamp>{}</timestamp><id>{n}</id>",
-                    MEMBER.0,
-                    MEMBER.1,
-                    format_time(row.ts)
-                );
-                if !row.deleted {
-                    write_fingerprints(&mut out, *n as u64, &row.source);
-                }
-                let _ = write!(out, "</{element}>");
+                write_row(&mut out, *n, row);
             }
             out.push_str("</images>");
         }
@@ -506,6 +519,22 @@ fn entries_xml(page: &[(usize, &Row)], next: Option<&str>) -> String {
     }
     out.push_str("</queryResult>");
     out
+}
+
+/// One `<image>` (or `<deletedImage>`) element.
+fn write_row(out: &mut String, n: usize, row: &Row) {
+    let element = if row.deleted { "deletedImage" } else { "image" };
+    let _ = write!(
+        out,
+        "<{element}><member id=\"{}\">{}</member><timestamp>{}</timestamp><id>{n}</id>",
+        MEMBER.0,
+        MEMBER.1,
+        format_time(row.ts)
+    );
+    if !row.deleted {
+        write_fingerprints(out, n as u64, &row.source);
+    }
+    let _ = write!(out, "</{element}>");
 }
 
 fn write_fingerprints(out: &mut String, id: u64, source: &Source) {
@@ -608,7 +637,11 @@ async fn accept(
 }
 
 /// One connection: its requests in turn (keep-alive).
-async fn serve(tcp: tokio::net::TcpStream, tls: LoopbackAcceptor, catalogue: Arc<Mutex<Catalogue>>) {
+async fn serve(
+    tcp: tokio::net::TcpStream,
+    tls: LoopbackAcceptor,
+    catalogue: Arc<Mutex<Catalogue>>,
+) {
     let stream = match tls.accept(tcp).await {
         Ok(s) => s,
         Err(error) => {
@@ -629,7 +662,10 @@ async fn serve(tcp: tokio::net::TcpStream, tls: LoopbackAcceptor, catalogue: Arc
     }
 }
 
-async fn respond(request: Request<Incoming>, catalogue: &Mutex<Catalogue>) -> Response<Full<Bytes>> {
+async fn respond(
+    request: Request<Incoming>,
+    catalogue: &Mutex<Catalogue>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -728,10 +764,19 @@ mod tests {
         assert_eq!((adds, deletes), (5_001, 1));
         assert_eq!(api.live(), 2_500);
 
+        // The same list as a file reads as the same records.
+        let mut file = Vec::new();
+        api.write_document(&mut file).unwrap();
+        let records: Vec<_> = crate::import::parse(crate::import::Format::NcmecXml, &file[..])
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(records.len(), 5_000);
+
         let mut client = Client::for_node(tmp.path(), &config).unwrap();
         let feedback = OutgoingFeedback {
             external_id: format!("ncmec:{}:7", MEMBER.0),
-            signal: Signal::from_bytes(crate::model::SignalType::Pdq, synthetic_pdq(7).to_vec()).unwrap(),
+            signal: Signal::from_bytes(crate::model::SignalType::Pdq, synthetic_pdq(7).to_vec())
+                .unwrap(),
             verdict: Verdict::FalsePositive,
             reason: "benign_collision".into(),
         };

@@ -128,7 +128,11 @@ impl Federation {
                 .sets()
                 .into_iter()
                 .filter(|s| {
-                    s.signed_info.is_some() && (peer.accepts(s.id()) || self.may_see(&peer, s))
+                    // A set of this node's own is never taken from a peer,
+                    // whatever the peer's grants say: it is compared only
+                    // where it is sent.
+                    let received = peer.accepts(s.id()) && s.id().origin() != self.config.name;
+                    s.signed_info.is_some() && (received || self.may_see(&peer, s))
                 })
                 .collect();
             if relevant.is_empty() {

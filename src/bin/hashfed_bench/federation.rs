@@ -122,9 +122,9 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
 }
 
 /// Removes what the run created, unless `--keep`.
-struct Cleanup {
-    paths: Vec<PathBuf>,
-    keep: bool,
+pub(crate) struct Cleanup {
+    pub(crate) paths: Vec<PathBuf>,
+    pub(crate) keep: bool,
 }
 
 impl Drop for Cleanup {
@@ -138,14 +138,24 @@ impl Drop for Cleanup {
 }
 
 /// One node served in this process.
-struct Running {
+pub(crate) struct Running {
     dir: PathBuf,
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
     node: Option<Node>,
 }
 
 impl Running {
-    async fn start(dir: &Path, name: &str) -> anyhow::Result<Running> {
+    pub(crate) async fn start(dir: &Path, name: &str) -> anyhow::Result<Running> {
+        Self::start_with(dir, name, |_| Ok(())).await
+    }
+
+    /// As [`Running::start`], with `edit` applied to the node's
+    /// configuration first.
+    pub(crate) async fn start_with(
+        dir: &Path,
+        name: &str,
+        edit: impl FnOnce(&mut hashfed::config::Config) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Running> {
         hashfed::identity::init(dir, name).with_context(|| format!("init {}", dir.display()))?;
         // Every listener on an ephemeral loopback port.
         let path = dir.join("hashfed.toml");
@@ -154,7 +164,8 @@ impl Running {
             text = text.replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
         }
         std::fs::write(&path, text)?;
-        let config = hashfed::identity::load_config(dir)?;
+        let mut config = hashfed::identity::load_config(dir)?;
+        edit(&mut config)?;
         let db = Arc::new(Database::open(
             &dir.join("store"),
             &StoreOptions::default(),
@@ -169,7 +180,7 @@ impl Running {
         })
     }
 
-    fn node(&self) -> &Node {
+    pub(crate) fn node(&self) -> &Node {
         self.node.as_ref().expect("node running")
     }
 
@@ -191,7 +202,7 @@ impl Running {
         Ok(())
     }
 
-    async fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         if let Some(node) = self.node.take() {
             node.stop(Duration::from_secs(2)).await?;
         }
@@ -199,7 +210,7 @@ impl Running {
     }
 
     /// Closes the database once the node's tasks have let go of it.
-    fn close(self, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn close(self, name: &str) -> anyhow::Result<()> {
         let mut db = self.db;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
 use hashfed::database::Database;
+use hashfed::exchange::standin::NcmecStandIn;
 use hashfed::identity::client::node_endpoint;
 use hashfed::identity::roles::{issue_client, ClientRole};
 use hashfed::model::{EntryData, EntryId, SetId, SetPolicy, Signal, SignalType, Verdict};
@@ -41,6 +42,8 @@ use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::pdq::{brighten, jpeg, resize, scene};
+
+mod hotline_api;
 
 /// The set hotline-a publishes.
 const SET: &str = "hotline-a/csam-confirmed";
@@ -139,16 +142,27 @@ struct DemoNode {
     dir: PathBuf,
     db: Arc<Database>,
     node: Node,
+    /// When it started, ms since the epoch (its exchange is timed from it).
+    started_ms: u64,
 }
 
 impl DemoNode {
     /// `hashfed init` in `root/name`, every listener on 127.0.0.1 port 0,
-    /// a fresh sled store, the node's services started.
-    async fn start(root: &Path, name: &'static str) -> anyhow::Result<DemoNode> {
+    /// a fresh sled store, the node's services started; the provider also
+    /// with an exchange that pulls from `api`.
+    async fn start(
+        root: &Path,
+        name: &'static str,
+        api: &NcmecStandIn,
+    ) -> anyhow::Result<DemoNode> {
         let dir = root.join(name);
         hashfed::identity::init(&dir, name).with_context(|| format!("initialising {name}"))?;
         ephemeral_ports(&dir)?;
-        let config = hashfed::identity::load_config(&dir)?;
+        let mut config = hashfed::identity::load_config(&dir)?;
+        if name == "provider" {
+            config.exchanges.push(hotline_api::exchange(api, &dir)?);
+        }
+        let started_ms = hotline_api::epoch_ms();
         let db = Database::open(&dir.join("store"), &StoreOptions::default())
             .with_context(|| format!("opening {name}'s database"))?;
         let db = Arc::new(db);
@@ -160,6 +174,7 @@ impl DemoNode {
             dir,
             db,
             node,
+            started_ms,
         })
     }
 
@@ -236,11 +251,13 @@ async fn demo(root: &Path, seed: u32) -> anyhow::Result<()> {
          (own identities, sled stores, mTLS gRPC on 127.0.0.1)\n\
          The \"abuse images\" are generated scenes (seed {seed}), never real content.\n"
     );
+    let images = images(seed)?;
+    let api = hotline_api::start(&images).await?;
     let mut nodes = Vec::new();
     let mut failed = None;
     for name in NAMES {
         let t = Instant::now();
-        match DemoNode::start(root, name).await {
+        match DemoNode::start(root, name, &api).await {
             Ok(n) => {
                 let a = n.node.addresses();
                 step(
@@ -266,7 +283,7 @@ async fn demo(root: &Path, seed: u32) -> anyhow::Result<()> {
         None => match &nodes[..] {
             // Ctrl-C still stops the nodes and removes the directory.
             [a, b, p] => tokio::select! {
-                r = steps(a, b, p, seed) => r,
+                r = steps(a, b, p, &api, images) => r,
                 _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
             },
             _ => Err(anyhow!("expected three nodes")),
@@ -401,14 +418,21 @@ fn type_name(code: i32) -> &'static str {
 
 /// The demo proper, on running nodes: the steps in order, each checking
 /// what it shows; the first that does not behave ends the demo.
-async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::Result<()> {
+async fn steps(
+    a: &DemoNode,
+    b: &DemoNode,
+    p: &DemoNode,
+    api: &NcmecStandIn,
+    images: Images,
+) -> anyhow::Result<()> {
     let set: SetId = SET.parse()?;
     let mut demo = Demo {
         a,
         b,
         p,
+        api,
         set,
-        images: images(seed)?,
+        images,
         signals: Vec::new(),
         ids: Vec::new(),
     };
@@ -428,6 +452,9 @@ async fn steps(a: &DemoNode, b: &DemoNode, p: &DemoNode, seed: u32) -> anyhow::R
     demo.feedback(&mut client, &hit).await?;
     demo.retract().await?;
     demo.no_match(&mut client).await?;
+    demo.exchange_fetch().await?;
+    let hit = demo.exchange_match(&mut client).await?;
+    demo.exchange_feedback(&mut client, &hit).await?;
     drop(client);
     demo.rotate().await?;
     demo.verify().await
@@ -442,6 +469,8 @@ struct Demo<'a> {
     b: &'a DemoNode,
     /// The provider, whose upload pipeline matches.
     p: &'a DemoNode,
+    /// The hotline API the provider's exchange pulls from.
+    api: &'a NcmecStandIn,
     /// hotline-a's set ([`SET`]).
     set: SetId,
     /// The stand-ins and the pictures the upload pipeline sends.
@@ -453,11 +482,14 @@ struct Demo<'a> {
 }
 
 /// The demo's pictures: stand-ins for three confirmed images, an edited
-/// copy of the first (what an upload usually is), and an unrelated one.
+/// copy of the first (what an upload usually is), an unrelated one, and
+/// one more that the hotline API lists, with an edited copy.
 struct Images {
     stand_ins: Vec<StandIn>,
     edited: Vec<u8>,
     unrelated: Vec<u8>,
+    listed: StandIn,
+    listed_edited: Vec<u8>,
 }
 
 /// Draws the pictures from `seed`; generated, so no real content is ever
@@ -473,17 +505,22 @@ fn images(seed: u32) -> anyhow::Result<Images> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let edited = jpeg(&brighten(&resize(&originals[0], 0.5), 20), 60)?;
     let unrelated = jpeg(&scene(640, 480, seed.wrapping_add(99_991)), 90)?;
+    let listed = scene(640, 480, seed.wrapping_add(54_321));
+    let listed_edited = jpeg(&brighten(&resize(&listed, 0.5), 20), 60)?;
+    let listed = stand_in(jpeg(&listed, 90)?, &mut hasher)?;
     step(
         "images",
         format_args!(
             "3 generated stand-ins for confirmed images (JPEG 640x480), and an edited copy \
-             of #1 (half size, brighter, JPEG q60)"
+             of #1 (half size, brighter, JPEG q60); a 4th for the hotline API's list"
         ),
     );
     Ok(Images {
         stand_ins,
         edited,
         unrelated,
+        listed,
+        listed_edited,
     })
 }
 
@@ -1138,11 +1175,27 @@ async fn report_false_positive(
     client: &mut MatchClient<Channel>,
     match_id: &str,
 ) -> anyhow::Result<()> {
+    report(
+        client,
+        match_id,
+        proto::Verdict::FalsePositive,
+        proto::FeedbackReason::BenignCollision,
+    )
+    .await
+}
+
+/// The upload pipeline's verdict on match `match_id`.
+async fn report(
+    client: &mut MatchClient<Channel>,
+    match_id: &str,
+    verdict: proto::Verdict,
+    reason: proto::FeedbackReason,
+) -> anyhow::Result<()> {
     client
         .feedback(proto::FeedbackRequest {
             match_id: match_id.to_owned(),
-            verdict: proto::Verdict::FalsePositive as i32,
-            reason: proto::FeedbackReason::BenignCollision as i32,
+            verdict: verdict as i32,
+            reason: reason as i32,
         })
         .await
         .map_err(|s| anyhow!("Feedback: {}", s.message()))?;
