@@ -7,14 +7,16 @@
 //! database, the same for a scheduled fetch, `hashfed exchange fetch` on
 //! a running node and on a stopped one.
 
+use std::collections::BTreeMap;
+
 use super::{Actor, Ops, OpsError};
 use crate::config::ExchangeConfig;
 use crate::import::load::to_change;
 use crate::import::ImportItem;
 use crate::model::audit::Action;
 use crate::model::exchange::{ExchangeState, FeedbackOut};
-use crate::model::SetId;
-use crate::store::Outcome;
+use crate::model::{EntryId, SetId};
+use crate::store::{Change, Outcome};
 
 /// What the operations make of one page.
 #[derive(Clone, Debug)]
@@ -31,6 +33,9 @@ pub struct ExchangePage {
 
 /// What the retractions an exchange makes say in the log.
 const WITHDRAWN: &str = "withdrawn by the exchange";
+
+/// What the withdrawal of a hash its record no longer has says.
+const NO_LONGER: &str = "no longer in the exchange's record";
 
 impl Ops {
     /// The state of exchange `name` (the default if it never ran).
@@ -52,9 +57,11 @@ impl Ops {
 
     /// Applies one page of exchange `config` to its set (created, and
     /// audited, at the first page): the page's changes, the cursor past
-    /// them and the counts, with one audit record, in one batch. Items
-    /// the set refuses (a hash that does not parse, a label outside its
-    /// vocabulary) are skipped and counted.
+    /// them and the counts, with one audit record, in one batch. A record
+    /// a page brings is the whole record: the set's hashes with its
+    /// external id that the page does not bring again are withdrawn.
+    /// Items the set refuses (a hash that does not parse, a label outside
+    /// its vocabulary) are skipped and counted.
     pub fn apply_exchange_page(
         &self,
         config: &ExchangeConfig,
@@ -79,6 +86,27 @@ impl Ops {
                 }
             }
         }
+        // A page carries each record whole: a hash its record no longer
+        // has (an NCMEC entry whose fingerprints changed) is withdrawn
+        // after the page's own changes, or it would match forever.
+        let own = changes.len();
+        let mut kept: BTreeMap<String, Vec<EntryId>> = BTreeMap::new();
+        for change in &changes {
+            if let Change::Add(data) = change {
+                if let Some(external_id) = &data.external_id {
+                    let entry = EntryId::derive(&id, &data.signal);
+                    kept.entry(external_id.clone()).or_default().push(entry);
+                }
+            }
+        }
+        changes.extend(
+            kept.into_iter()
+                .map(|(external_id, keep)| Change::RetractExternalExcept {
+                    external_id,
+                    keep,
+                    reason: NO_LONGER.to_owned(),
+                }),
+        );
         let now = crate::database::now_ms();
         let (cursor, caught_up) = (page.cursor, page.caught_up);
         // The state is read and written inside the batch (under the
@@ -101,19 +129,18 @@ impl Ops {
                 state.failures = 0;
                 state.pages += 1;
                 state.skipped += skipped;
-                count(applied).add_to(&mut state);
+                count(applied, own).add_to(&mut state);
                 written = state;
                 written.to_bytes()
             },
             |applied| {
-                let c = count(applied);
+                let c = count(applied, own);
                 vec![actor.note(
                     Action::ExchangeFetched,
                     id.as_str(),
                     format!(
-                        "exchange {name}: page of {} records: {} added, {} updated, {} unchanged, \
+                        "exchange {name}: page of {own} records: {} added, {} updated, {} unchanged, \
                          {} retracted, {} retractions found nothing, {skipped} skipped",
-                        applied.outcomes.len(),
                         c.added,
                         c.updated,
                         c.unchanged,
@@ -250,10 +277,14 @@ impl Counts {
     }
 }
 
-fn count(applied: &crate::store::Applied) -> Counts {
+/// What the page's `own` changes did, and what the withdrawals of hashes
+/// no longer in their records that follow them did (a record that kept
+/// its hashes is no retraction that found nothing).
+fn count(applied: &crate::store::Applied, own: usize) -> Counts {
     let mut c = Counts::default();
-    for outcome in &applied.outcomes {
+    for (i, outcome) in applied.outcomes.iter().enumerate() {
         match outcome {
+            Outcome::NotFound if i >= own => {}
             Outcome::Added(_) => c.added += 1,
             Outcome::Updated(_) => c.updated += 1,
             Outcome::Unchanged(_) => c.unchanged += 1,

@@ -45,6 +45,17 @@ pub enum Change {
         /// Why.
         reason: String,
     },
+    /// Withdraw the entries that came from this source record other than
+    /// `keep`: what a service that sends its records whole does when a
+    /// record's hashes change (an NCMEC entry with new fingerprints).
+    RetractExternalExcept {
+        /// The source record's id.
+        external_id: String,
+        /// Its entries now.
+        keep: Vec<EntryId>,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// What one [`Change`] did.
@@ -213,6 +224,15 @@ impl Store {
                     reason,
                 } => {
                     let ids = p.external_ids(external_id)?;
+                    p.retract(&ids, reason)?
+                }
+                Change::RetractExternalExcept {
+                    external_id,
+                    keep,
+                    reason,
+                } => {
+                    let mut ids = p.external_ids(external_id)?;
+                    ids.retain(|id| !keep.contains(id));
                     p.retract(&ids, reason)?
                 }
             };

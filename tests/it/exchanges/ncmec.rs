@@ -225,6 +225,22 @@ impl Ncmec {
         }
     }
 
+    /// Changes dated `ts`: `adds` entries after the existing ones, every
+    /// `delete_every`th entry deleted, and every `update_every`th (from the
+    /// second) given new fingerprints.
+    fn churn(&mut self, ts: i64, adds: u64, delete_every: usize, update_every: usize) {
+        let n = self.rows.len() as u64;
+        for i in n..n + adds {
+            self.add(i, ts);
+        }
+        for i in (0..n).step_by(delete_every) {
+            self.delete(i, ts);
+        }
+        for i in (1..n).step_by(update_every) {
+            self.update(i, 1, ts);
+        }
+    }
+
     fn live(&self) -> HashMap<String, BTreeSet<(String, String)>> {
         self.rows
             .values()
@@ -839,16 +855,7 @@ async fn with_fault(fault: Fault, at: usize, cursed: bool) -> (Api, Collected) {
     api.advance(300);
     {
         let mut s = api.state.lock().unwrap();
-        let now = api.now() - 100;
-        for i in n..n + 500 {
-            s.add(i, now);
-        }
-        for i in (0..n).step_by(37) {
-            s.delete(i, now);
-        }
-        for i in (1..n).step_by(53) {
-            s.update(i, 1, now);
-        }
+        s.churn(api.now() - 100, 500, 37, 53);
         let at = s.entries_requests + 2;
         s.faults.insert(at, fault);
     }
@@ -1206,4 +1213,85 @@ async fn a_node_client_from_its_config_and_credentials_file() {
         &i.op,
         ImportOp::Add { signal, .. } if signal.type_name == "pdq"
     )));
+}
+
+// -------------------------------------------------------------- the node
+
+/// The stand-in as a node's exchange meets it: the node's client reads the
+/// real clock, so changes are dated on it (the initial rows are years in
+/// the past).
+impl super::node::Service for Api {
+    fn live(&self) -> super::node::Model {
+        self.live()
+            .into_iter()
+            .map(|(id, values)| {
+                let values = values
+                    .iter()
+                    .map(|(t, v)| super::node::normal(t, v))
+                    .collect();
+                (id, values)
+            })
+            .collect()
+    }
+
+    /// New entries, deletions and updates (new fingerprints), dated as late
+    /// as a change may still be arriving at NCMEC's answers: just inside
+    /// the client's settle window, after every range it has finished, so
+    /// its next range takes them a second later (a change dated now would
+    /// wait out the whole window).
+    fn churn(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let ts = now - (hashfed::exchange::ncmec::SETTLE_SECS - 1);
+        self.state.lock().unwrap().churn(ts, 2_000, 97, 89);
+    }
+
+    fn feedback_received(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.feedback.iter().filter(|r| r.method == "PUT").count()
+    }
+
+    /// A negative vote with the reason NCMEC calls "Benign Collision", on
+    /// the entry's PDQ, as its member.
+    fn check_feedback(&self, external_id: &str, _pdq: &str) {
+        let s = self.state.lock().unwrap();
+        let put = s.feedback.iter().find(|r| r.method == "PUT").unwrap();
+        let (member, entry) = external_id
+            .strip_prefix("ncmec:")
+            .and_then(|rest| rest.split_once(':'))
+            .unwrap();
+        assert_eq!(
+            put.path,
+            format!("/hashsharing/v2/entries/{member}/{entry}/PDQ/feedback")
+        );
+        let auth = format!("Basic {}", base64(format!("{USER}:{PASSWORD}").as_bytes()));
+        assert_eq!(put.header("authorization"), Some(auth.as_str()));
+        let body = String::from_utf8(put.body.clone()).unwrap();
+        assert!(
+            body.contains(
+                "<negative><reasonIds><guid>11234567-abcd-0123-4567-012345678900</guid></reasonIds></negative>"
+            ),
+            "{body}"
+        );
+    }
+}
+
+/// A real node with an NCMEC exchange in its `hashfed.toml`: 100k entries
+/// at start, then new, changed and deleted ones; a provider's false
+/// positive goes back as one negative vote, once, across a restart
+/// (`node::keeps_current`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_keeps_100k_entries_current_and_votes_once() {
+    let api = Api::start("/hashsharing", 100_000, 1000, false).await;
+    let mut config = api.config("", ExchangeFilters::default());
+    config.credentials = "ncmec.toml".into();
+    let setup = super::node::Setup {
+        config,
+        ca_file: &api.standin.ca_file,
+        credentials: format!("user = \"{USER}\"\npassword = \"{PASSWORD}\"\n"),
+        secrets: &[PASSWORD],
+    };
+    super::node::keeps_current(&api, setup).await;
 }

@@ -159,6 +159,28 @@ impl Api {
         self.records.insert(key, rec);
     }
 
+    /// 100,000 records: five seconds of 20,000 each (pages inside a second
+    /// are told apart by the token, not the timestamp), mostly image PDQs,
+    /// `Active` and `Received`, with some video MD5s and TMKs.
+    fn fill_100k(&mut self) {
+        for second in 0..5u64 {
+            self.tick();
+            for i in 0..20_000u64 {
+                let n = second * 20_000 + i;
+                match n % 50 {
+                    0 => self.put("VideoMD5", md5(n), "Received", &[]),
+                    1 => self.put("VideoTMK", format!("{:016x}", n + 1), "Active", &[]),
+                    _ => self.put(
+                        "ImagePDQ",
+                        pdq(n),
+                        if n % 2 == 0 { "Active" } else { "Received" },
+                        &[],
+                    ),
+                }
+            }
+        }
+    }
+
     /// Sets the status of the `n`th record (in key order) that has `from`.
     fn restatus(&mut self, count: usize, from: &str, to: &'static str, skip: usize) {
         let mut keys: Vec<_> = self
@@ -349,7 +371,7 @@ fn md5(i: u64) -> String {
 
 type Shared = Arc<Mutex<Api>>;
 
-fn lock(api: &Shared) -> MutexGuard<'_, Api> {
+fn lock(api: &Mutex<Api>) -> MutexGuard<'_, Api> {
     api.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -488,27 +510,7 @@ async fn a_hundred_thousand_then_updates_and_deletions_converge() {
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let api: Shared = Arc::new(Mutex::new(Api::new()));
-    {
-        let mut a = lock(&api);
-        // Five seconds of 20,000 records each: pages inside a second are
-        // told apart by the token, not the timestamp.
-        for second in 0..5u64 {
-            a.tick();
-            for i in 0..20_000u64 {
-                let n = second * 20_000 + i;
-                match n % 50 {
-                    0 => a.put("VideoMD5", md5(n), "Received", &[]),
-                    1 => a.put("VideoTMK", format!("{:016x}", n + 1), "Active", &[]),
-                    _ => a.put(
-                        "ImagePDQ",
-                        pdq(n),
-                        if n % 2 == 0 { "Active" } else { "Received" },
-                        &[],
-                    ),
-                }
-            }
-        }
-    }
+    lock(&api).fill_100k();
     let s = standin(&tmp, &api).await;
     let cfg = config(&s, 1000, &[]);
     let make = || client_with(&s, &cfg, all_keys(), Duration::from_secs(5));
@@ -847,4 +849,71 @@ async fn keys_are_checked_and_feedback_arrives_in_stopnciis_words() {
         Err(ExchangeError::Refused { status: 401, .. })
     ));
     assert_eq!(lock(&api).feedback.len(), 2);
+}
+
+/// The stand-in as a node's exchange meets it.
+impl super::node::Service for Mutex<Api> {
+    fn live(&self) -> super::node::Model {
+        lock(self)
+            .live(&[])
+            .into_iter()
+            .map(|(kind, value)| {
+                let signal = Signal::parse(&kind, &value).unwrap();
+                let values = [super::node::normal(&kind, &value)].into();
+                (stopncii::external_id(&signal), values)
+            })
+            .collect()
+    }
+
+    /// New hashes, withdrawals and deletions, and records modified again
+    /// (their regions, so their labels, change with them).
+    fn churn(&self) {
+        let mut a = lock(self);
+        a.tick();
+        for n in 100_000..102_000u64 {
+            a.put("ImagePDQ", pdq(n), "Received", &[]);
+        }
+        a.restatus(1_500, "Active", "Withdrawn", 0);
+        a.restatus(500, "Received", "Deleted", 0);
+        a.restatus(300, "Active", "Active", 5_000);
+    }
+
+    fn feedback_received(&self) -> usize {
+        lock(self).feedback.len()
+    }
+
+    /// SubmitFeedback with the feedback function's key: "not blocked",
+    /// tagged with the reason.
+    fn check_feedback(&self, _external_id: &str, pdq: &str) {
+        let a = lock(self);
+        let (content_type, key, body) = &a.feedback[0];
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        assert_eq!(key.as_deref(), Some(FEEDBACK_KEY));
+        assert_eq!(
+            *body,
+            json!({"count": 1, "hashFeedbacks": [{"hashValue": pdq, "feedbackValue": "NotBlocked", "tags": ["benign_collision"]}]})
+        );
+    }
+}
+
+/// A real node with a StopNCII exchange in its `hashfed.toml`: 100k hashes
+/// at start, then new, modified, withdrawn and deleted ones; a provider's
+/// false positive goes back as one SubmitFeedback, once, across a restart
+/// (`node::keeps_current`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_keeps_100k_hashes_current_and_submits_feedback_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api: Shared = Arc::new(Mutex::new(Api::new()));
+    lock(&api).fill_100k();
+    let s = standin(&tmp, &api).await;
+    let setup = super::node::Setup {
+        config: config(&s, 1000, &[]),
+        ca_file: &s.ca_file,
+        credentials: format!(
+            "subscription_key = \"{SUBSCRIPTION}\"\nfetch_function_key = \"{FETCH_KEY}\"\n\
+             feedback_function_key = \"{FEEDBACK_KEY}\"\n"
+        ),
+        secrets: &[SUBSCRIPTION, FETCH_KEY, FEEDBACK_KEY],
+    };
+    super::node::keeps_current(&*api, setup).await;
 }

@@ -91,6 +91,9 @@ struct Api {
     faults: VecDeque<Fault>,
     last_page: Option<Vec<u8>>,
     port: u16,
+    /// Requests for anything but the login and the list (such as
+    /// feedback, which TCAP's client does not send).
+    strays: Vec<Req>,
 }
 
 impl Api {
@@ -196,7 +199,10 @@ impl Api {
         match (req.method.as_str(), req.route()) {
             ("POST", "/tcap/token-auth/tcap/") => self.login(&req),
             ("GET", "/tcap/api/hash-list/v2/all") => self.hash_list(&req),
-            _ => Reply::status(404, "{\"detail\": \"Not found.\"}"),
+            _ => {
+                self.strays.push(req);
+                Reply::status(404, "{\"detail\": \"Not found.\"}")
+            }
         }
     }
 
@@ -336,7 +342,7 @@ fn md5(i: u64) -> String {
 
 type Shared = Arc<Mutex<Api>>;
 
-fn lock(api: &Shared) -> MutexGuard<'_, Api> {
+fn lock(api: &Mutex<Api>) -> MutexGuard<'_, Api> {
     api.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -709,4 +715,63 @@ async fn logins_tokens_and_feedback() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// The stand-in as a node's exchange meets it.
+impl super::node::Service for Mutex<Api> {
+    fn live(&self) -> super::node::Model {
+        lock(self)
+            .live()
+            .into_iter()
+            .map(|(id, (kind, value))| (id, [super::node::normal(&kind, &value)].into()))
+            .collect()
+    }
+
+    /// New records, deletions, and records whose ideology (so labels)
+    /// changed.
+    fn churn(&self) {
+        let mut a = lock(self);
+        a.tick();
+        for n in 0..1_500u64 {
+            a.add("PDQ", pdq(200_000 + n));
+        }
+        for n in 0..200u64 {
+            a.add("MD5", md5(300_000 + n));
+        }
+        a.delete(1_000, 0);
+        a.retouch(500);
+    }
+
+    /// Nothing may come but logins and list requests.
+    fn feedback_received(&self) -> usize {
+        lock(self).strays.len()
+    }
+
+    fn takes_feedback(&self) -> bool {
+        false
+    }
+
+    fn check_feedback(&self, _external_id: &str, _pdq: &str) {
+        unreachable!("TCAP's client sends no feedback")
+    }
+}
+
+/// A real node with a TCAP exchange in its `hashfed.toml`: 100k records at
+/// start, then new, changed and deleted ones; a provider's false positive
+/// on a TCAP entry, which the client cannot send, is dropped from the
+/// outbox with an audited reason, nothing reaches the service, and the
+/// exchange stays healthy, across a restart (`node::keeps_current`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_keeps_100k_records_current_and_sends_no_feedback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let api: Shared = Arc::new(Mutex::new(Api::new()));
+    fill(&api, 4, 25_000);
+    let s = standin(&tmp, &api).await;
+    let setup = super::node::Setup {
+        config: config(&s, 1000),
+        ca_file: &s.ca_file,
+        credentials: format!("username = \"{USER}\"\npassword = \"{PASSWORD}\"\n"),
+        secrets: &[PASSWORD],
+    };
+    super::node::keeps_current(&*api, setup).await;
 }
