@@ -3,6 +3,7 @@
 //! misbehaviours (one file per service), and the fetcher that keeps a
 //! set current from them.
 
+mod crash;
 mod http;
 mod ncmec;
 pub mod standin;
