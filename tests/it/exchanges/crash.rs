@@ -15,9 +15,9 @@
 //!   the schedule's next try completes, the error clears and the set
 //!   converges.
 //!
-//! `HASHFED_EXCHANGE_KILLS` kills (default 6); the kill points come from
-//! `HASHFED_EXCHANGE_SEED` (random if unset, printed either way so a run
-//! can be repeated).
+//! `HASHFED_EXCHANGE_KILLS` kills (default 6); the service's entries and
+//! changes and the kill points come from `HASHFED_EXCHANGE_SEED` (random
+//! if unset, printed either way so a run can be repeated).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -237,9 +237,8 @@ fn a_node_killed_while_it_fetches_loses_and_duplicates_nothing() {
 /// The failures count `hashfed exchange status` shows ("… (3 failures in
 /// a row)"), 0 if none.
 fn failures(text: &str) -> u64 {
-    text.split(" failures in a row")
-        .next()
-        .filter(|_| text.contains(" failures in a row"))
+    text.lines()
+        .find_map(|l| l.strip_suffix(" failures in a row)"))
         .and_then(|head| head.rsplit('(').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
