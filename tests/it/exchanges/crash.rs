@@ -9,8 +9,9 @@
 //!   service changes: after every kill the store verifies and the
 //!   exchange's state (cursor and counts) agrees with the records it
 //!   covers; in the end the set is the service's live entries, each once;
-//! - a running node whose service rate-limits, fails, stalls and answers
-//!   garbage for a while: `hashfed exchange status` says so in words
+//! - a running node whose service rate-limits, fails, stalls, answers
+//!   garbage, cuts connections, hands back the previous page or starts
+//!   its paging over, for a while: `hashfed exchange status` says so in words
 //!   (never the token), the node serves on, and once the service recovers
 //!   the schedule's next try completes, the error clears and the set
 //!   converges.
@@ -264,19 +265,17 @@ async fn await_status(dir: &Path, done: impl Fn(Option<i32>, &str) -> bool) -> S
     }
 }
 
-/// A running node (in-process) whose service misbehaves for a while, one
-/// way after another, each with changes waiting to be fetched: 429 with
-/// `Retry-After`, 500, an answer that never comes (past the exchange's
-/// one-second timeout), a page that does not parse. Each time the
-/// schedule meets it again and again (it waits at least what
-/// `Retry-After` says), `hashfed exchange status` through the node shows
-/// the error in words and exits 1, the token nowhere, the node still
-/// serves matches; when the service recovers, the schedule's next try
-/// completes, the error clears and the set converges, each entry once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_misbehaving_service_shows_in_status_and_the_node_recovers() {
+/// A running node (in-process) whose service (seeded with `seed`)
+/// misbehaves for a while, each of `faults` in turn, with changes waiting
+/// to be fetched. Each time the schedule meets the fault again and again
+/// (waiting at least what a `Retry-After` says), `hashfed exchange status`
+/// through the node shows the error in words (its fault's `words`) and
+/// exits 1, the token nowhere, and the node still serves matches; when the
+/// service recovers, the schedule's next try completes, the error clears
+/// and the set converges, each entry once.
+async fn misbehaves_then_recovers(seed: u64, faults: &[(Fault, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
-    let graph = Arc::new(Mutex::new(Graph::new(29)));
+    let graph = Arc::new(Mutex::new(Graph::new(seed)));
     graph.lock().unwrap().churn(5_000, 200, 50, 50);
     // Longer than the first backoff can be (1 s, jittered up to 1.5 s),
     // so honouring it shows.
@@ -293,13 +292,7 @@ async fn a_misbehaving_service_shows_in_status_and_the_node_recovers() {
         .expect("the first fetch never completed");
     let local = node.issue(hashfed::identity::roles::ClientRole::Local);
 
-    let faults = [
-        (Fault::TooMany, "rate limited (retry after 2s)"),
-        (Fault::Server, "the service failed (HTTP 500)"),
-        (Fault::Stall, "no answer within 1s"),
-        (Fault::Malformed, "malformed answer: "),
-    ];
-    for (fault, words) in faults {
+    for &(fault, words) in faults {
         let started = Instant::now();
         let met = {
             let mut g = graph.lock().unwrap();
@@ -354,4 +347,36 @@ async fn a_misbehaving_service_shows_in_status_and_the_node_recovers() {
     tokio::task::spawn_blocking(move || verifies(&dir))
         .await
         .unwrap();
+}
+
+/// 429 with `Retry-After`, 500, an answer that never comes (past the
+/// exchange's one-second timeout), a page that does not parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_that_limits_fails_stalls_or_garbles_shows_in_status_until_it_recovers() {
+    misbehaves_then_recovers(
+        29,
+        &[
+            (Fault::TooMany, "rate limited (retry after 2s)"),
+            (Fault::Server, "the service failed (HTTP 500)"),
+            (Fault::Stall, "no answer within 1s"),
+            (Fault::Malformed, "malformed answer: "),
+        ],
+    )
+    .await;
+}
+
+/// A connection cut without an answer, the previous page again, paging
+/// back at the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_that_cuts_or_goes_back_shows_in_status_until_it_recovers() {
+    let back = "the service's cursor went back";
+    misbehaves_then_recovers(
+        31,
+        &[
+            (Fault::Cut, "HTTP with 127.0.0.1"),
+            (Fault::Duplicate, back),
+            (Fault::Reset, back),
+        ],
+    )
+    .await;
 }
