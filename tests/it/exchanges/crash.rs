@@ -127,7 +127,7 @@ fn verifies(dir: &Path) {
 fn a_node_killed_while_it_fetches_loses_and_duplicates_nothing() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let seed = seed();
-    eprintln!("seed {seed} (HASHFED_EXCHANGE_SEED={seed} repeats the kill points)");
+    eprintln!("seed {seed} (HASHFED_EXCHANGE_SEED={seed} repeats this run)");
     let tmp = tempfile::tempdir().unwrap();
     let graph = Arc::new(Mutex::new(Graph::new(seed)));
     graph.lock().unwrap().churn(ENTRIES, 1_000, 300, 300);
@@ -270,7 +270,7 @@ async fn await_status(dir: &Path, done: impl Fn(Option<i32>, &str) -> bool) -> S
 /// to be fetched. Each time the schedule meets the fault again and again
 /// (waiting at least what a `Retry-After` says), `hashfed exchange status`
 /// through the node shows the error in words (its fault's `words`) and
-/// exits 1, the token nowhere, and the node still serves matches; when the
+/// exits 1, the token nowhere, and the node's match listener still answers; when the
 /// service recovers, the schedule's next try completes, the error clears
 /// and the set converges, each entry once.
 async fn misbehaves_then_recovers(seed: u64, faults: &[(Fault, &str)]) {
