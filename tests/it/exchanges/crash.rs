@@ -270,9 +270,9 @@ async fn await_status(dir: &Path, done: impl Fn(Option<i32>, &str) -> bool) -> S
 /// to be fetched. Each time the schedule meets the fault again and again
 /// (waiting at least what a `Retry-After` says), `hashfed exchange status`
 /// through the node shows the error in words (its fault's `words`) and
-/// exits 1, the token nowhere, and the node's match listener still answers; when the
-/// service recovers, the schedule's next try completes, the error clears
-/// and the set converges, each entry once.
+/// exits 1, the token nowhere, and the node's match listener still
+/// answers; when the service recovers, the schedule's next try completes,
+/// the error clears and the set converges, each entry once.
 async fn misbehaves_then_recovers(seed: u64, faults: &[(Fault, &str)]) {
     let tmp = tempfile::tempdir().unwrap();
     let graph = Arc::new(Mutex::new(Graph::new(seed)));
