@@ -62,8 +62,10 @@ pub enum ExchangeError {
     /// The request took longer than the exchange's timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The service asked us to slow down (HTTP 429).
-    #[error("rate limited (retry after {retry_after:?})")]
+    /// The service asked us to slow down (HTTP 429). Shown in `hashfed
+    /// exchange status`: "rate limited (retry after 2s)", or "rate
+    /// limited" when the service named no time.
+    #[error("rate limited{}", .retry_after.map(|d| format!(" (retry after {d:?})")).unwrap_or_default())]
     RateLimited {
         /// What its `Retry-After` said.
         retry_after: Option<Duration>,

@@ -3,6 +3,7 @@
 //! misbehaviours (one file per service), and the fetcher that keeps a
 //! set current from them: a real node per service (`node.rs`, shared).
 
+mod crash;
 mod http;
 mod ncmec;
 mod node;

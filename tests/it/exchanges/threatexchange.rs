@@ -25,10 +25,10 @@ use hashfed::import::ImportOp;
 use hashfed::model::{Signal, Verdict};
 use serde_json::{json, Value};
 
-use super::standin::{handler, Reply, Req, StandIn};
+use super::standin::{handler, Handler, Reply, Req, StandIn};
 
-const TOKEN: &str = "1234567890|s3cr3tAppSecretForTheStandIn";
-const SECRET_PART: &str = "s3cr3tAppSecretForTheStandIn";
+pub(super) const TOKEN: &str = "1234567890|s3cr3tAppSecretForTheStandIn";
+pub(super) const SECRET_PART: &str = "s3cr3tAppSecretForTheStandIn";
 const APP_ID: &str = "1234567890";
 const OTHER_APP: &str = "555000111";
 const VERSION: &str = "/v21.0";
@@ -38,7 +38,7 @@ const PER_SECOND: u64 = 500;
 
 /// What the stand-in can do wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
+pub(super) enum Fault {
     Malformed,
     TooMany,
     Server,
@@ -76,7 +76,7 @@ enum Entry {
 }
 
 /// The stand-in's ThreatExchange.
-struct Graph {
+pub(super) struct Graph {
     port: u16,
     indicators: HashMap<u64, Indicator>,
     /// Per group, the update list: (time, id) in order.
@@ -88,11 +88,15 @@ struct Graph {
     garbage: usize,
     /// Misbehaviour: `fault` on every `every`-th page request that has an
     /// `after` token, `left` more times.
-    fault: Option<Fault>,
-    every: usize,
-    left: usize,
+    pub(super) fault: Option<Fault>,
+    pub(super) every: usize,
+    pub(super) left: usize,
     with_after: usize,
-    injected: Vec<Fault>,
+    pub(super) injected: Vec<Fault>,
+    /// When each fault was met.
+    pub(super) injected_at: Vec<std::time::Instant>,
+    /// The `Retry-After` (seconds) of [`Fault::TooMany`].
+    pub(super) retry_after: u64,
     last_body: [Option<Vec<u8>>; 2],
     /// Requests seen, and the feedback posts.
     requests: usize,
@@ -110,7 +114,7 @@ const TAGS: [&str; 6] = [
 ];
 
 impl Graph {
-    fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         Graph {
             port: 0,
             indicators: HashMap::new(),
@@ -125,6 +129,8 @@ impl Graph {
             left: 0,
             with_after: 0,
             injected: Vec::new(),
+            injected_at: Vec::new(),
+            retry_after: 1,
             last_body: [None, None],
             requests: 0,
             limits: Vec::new(),
@@ -132,7 +138,7 @@ impl Graph {
         }
     }
 
-    fn rand(&mut self) -> u64 {
+    pub(super) fn rand(&mut self) -> u64 {
         // splitmix64
         self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.rng;
@@ -224,7 +230,7 @@ impl Graph {
     }
 
     /// Adds `adds` indicators, then deletes, flips and retags some.
-    fn churn(&mut self, adds: usize, deletes: usize, flips: usize, retags: usize) {
+    pub(super) fn churn(&mut self, adds: usize, deletes: usize, flips: usize, retags: usize) {
         for _ in 0..adds {
             let group = usize::from(self.rand() % 5 >= 3);
             self.add(group);
@@ -423,11 +429,12 @@ impl Graph {
                 if self.left > 0 && self.with_after % self.every == 0 {
                     self.left -= 1;
                     self.injected.push(fault);
+                    self.injected_at.push(std::time::Instant::now());
                     match fault {
                         Fault::Malformed => {
                             return Reply::ok("application/json", r#"{"data": [{"id": "1", "indic"#)
                         }
-                        Fault::TooMany => return Reply::too_many(1),
+                        Fault::TooMany => return Reply::too_many(self.retry_after),
                         Fault::Server => {
                             return Self::graph_error(500, 2, "An unexpected error has occurred.")
                         }
@@ -513,13 +520,37 @@ fn form(req: &Req) -> Req {
 
 type Model = HashMap<String, (String, String, Vec<String>)>;
 
-async fn start(graph: &Arc<Mutex<Graph>>, tmp: &tempfile::TempDir) -> StandIn {
+pub(super) async fn start(graph: &Arc<Mutex<Graph>>, tmp: &tempfile::TempDir) -> StandIn {
     let shared = graph.clone();
-    let s = StandIn::start(
-        tmp.path(),
+    start_with(
+        graph,
+        tmp,
         handler(move |req| shared.lock().unwrap().answer(req)),
     )
-    .await;
+    .await
+}
+
+/// The stand-in, taking `pace` for every answer: a service that is not
+/// instant, so a fetch of many pages lasts long enough to be killed in
+/// the middle.
+pub(super) async fn start_paced(
+    graph: &Arc<Mutex<Graph>>,
+    tmp: &tempfile::TempDir,
+    pace: Duration,
+) -> StandIn {
+    let shared = graph.clone();
+    let paced: Handler = Arc::new(move |req| {
+        let shared = shared.clone();
+        Box::pin(async move {
+            tokio::time::sleep(pace).await;
+            shared.lock().unwrap().answer(req)
+        })
+    });
+    start_with(graph, tmp, paced).await
+}
+
+async fn start_with(graph: &Arc<Mutex<Graph>>, tmp: &tempfile::TempDir, h: Handler) -> StandIn {
+    let s = StandIn::start(tmp.path(), h).await;
     graph.lock().unwrap().port = s.addr.port();
     s
 }
@@ -935,10 +966,17 @@ async fn a_bad_token_is_refused_and_never_shown() {
 
 /// The node's view of its exchange's set: external id → (type, hex value)
 /// of the matchable entries.
-fn node_model(db: &hashfed::database::Database) -> HashMap<String, (String, String)> {
+pub(super) fn node_model(db: &hashfed::database::Database) -> HashMap<String, (String, String)> {
+    node_entries(db.store()).into_iter().collect()
+}
+
+/// The matchable entries of the exchange's set in `store`, each as
+/// (external id, (type, hex value)), all of them: an id twice is an
+/// entry the node holds twice.
+pub(super) fn node_entries(store: &hashfed::store::Store) -> Vec<(String, (String, String))> {
     let set: hashfed::model::SetId = "node/gifct".parse().unwrap();
-    let Ok(entries) = db.store().entries(Some(&set)) else {
-        return HashMap::new();
+    let Ok(entries) = store.entries(Some(&set)) else {
+        return Vec::new();
     };
     entries
         .map(Result::unwrap)
@@ -955,10 +993,38 @@ fn node_model(db: &hashfed::database::Database) -> HashMap<String, (String, Stri
         .collect()
 }
 
+/// The exchange `gifct` as a node runs it against the stand-in `s`: the
+/// stand-in's CA trusted, fetched again every second once caught up.
+pub(super) fn node_exchange(s: &StandIn, page_size: u32) -> ExchangeConfig {
+    let mut exchange = config(s, page_size, &[]);
+    exchange.ca_file = Some(s.ca_file.to_str().unwrap().to_owned());
+    exchange.interval_secs = 1;
+    exchange
+}
+
+/// A node directory (`node`, in a fresh temp dir) with `exchange` in its
+/// `hashfed.toml` and the stand-in's token in its credentials file (mode
+/// 0600, as the node requires).
+pub(super) fn node_dir_with(exchange: ExchangeConfig) -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let (node_tmp, dir) = crate::nodes::node_dir("node");
+    let creds = dir.join(&exchange.credentials);
+    std::fs::write(&creds, format!("token = \"{TOKEN}\"\n")).unwrap();
+    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut node_config = hashfed::identity::load_config(&dir).unwrap();
+    node_config.exchanges.push(exchange);
+    std::fs::write(
+        dir.join("hashfed.toml"),
+        toml::to_string(&node_config).unwrap(),
+    )
+    .unwrap();
+    (node_tmp, dir)
+}
+
 /// The stand-in's live entries as the node should hold them: the values
 /// of the hex types as the node prints them, the opaque type's (TMK)
 /// value not compared (its text is read as base64).
-fn live_model(graph: &Graph) -> HashMap<String, (String, String)> {
+pub(super) fn live_model(graph: &Graph) -> HashMap<String, (String, String)> {
     graph
         .live(|_| true)
         .into_iter()
@@ -967,7 +1033,9 @@ fn live_model(graph: &Graph) -> HashMap<String, (String, String)> {
 }
 
 /// `model` with the opaque types' values blanked, for comparing.
-fn comparable(mut model: HashMap<String, (String, String)>) -> HashMap<String, (String, String)> {
+pub(super) fn comparable(
+    mut model: HashMap<String, (String, String)>,
+) -> HashMap<String, (String, String)> {
     for (t, v) in model.values_mut() {
         // A video's MD5 is an MD5 (hashfed's signal types alias it).
         if t == "video_md5" {
@@ -988,28 +1056,13 @@ fn comparable(mut model: HashMap<String, (String, String)>) -> HashMap<String, (
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_keeps_its_set_current_and_sends_feedback_back_once() {
     use crate::nodes::{self, eventually, TestNode};
-    use std::os::unix::fs::PermissionsExt;
 
     let tmp = tempfile::tempdir().unwrap();
     let graph = Arc::new(Mutex::new(Graph::new(11)));
     graph.lock().unwrap().churn(20_000, 0, 0, 0);
     let s = start(&graph, &tmp).await;
 
-    let (node_tmp, dir) = nodes::node_dir("node");
-    let creds = dir.join("te.toml");
-    std::fs::write(&creds, format!("token = \"{TOKEN}\"\n")).unwrap();
-    std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let mut exchange = config(&s, 1000, &[]);
-    exchange.ca_file = Some(s.ca_file.to_str().unwrap().to_owned());
-    exchange.interval_secs = 1;
-    let mut node_config = hashfed::identity::load_config(&dir).unwrap();
-    node_config.exchanges.push(exchange);
-    std::fs::write(
-        dir.join("hashfed.toml"),
-        toml::to_string(&node_config).unwrap(),
-    )
-    .unwrap();
-
+    let (node_tmp, dir) = node_dir_with(node_exchange(&s, 1000));
     let node = TestNode::start_in(node_tmp, dir.clone()).await;
     let want = live_model(&graph.lock().unwrap());
     if eventually(Duration::from_secs(60), || {
