@@ -576,7 +576,13 @@ fn vote(esp: &str, entry: &str, kind: &str, body: &[u8]) -> Option<Vote> {
         reasons.push(after[..end].trim().to_owned());
         rest = &after[end..];
     }
-    if affirmative == !reasons.is_empty() {
+    // An affirmative vote carries no reasons; a negative one at least one.
+    let consistent = if affirmative {
+        reasons.is_empty()
+    } else {
+        !reasons.is_empty()
+    };
+    if !consistent {
         return None;
     }
     let decode = |s: &str| super::text::percent_decode(s).unwrap_or_else(|| s.to_owned());

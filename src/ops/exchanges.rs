@@ -134,6 +134,12 @@ impl Ops {
                 written.to_bytes()
             },
             |applied| {
+                // A page that brought nothing (a caught-up poll, every
+                // interval) changes nothing worth a record: its time is
+                // in the state, which `exchange status` shows.
+                if own == 0 && skipped == 0 {
+                    return Vec::new();
+                }
                 let c = count(applied, own);
                 vec![actor.note(
                     Action::ExchangeFetched,

@@ -34,6 +34,7 @@ fn the_federation_demo_walks_every_step_and_cleans_up() {
         "[feedback]",
         "[retract]",
         "[no match]",
+        "[exchange]",
         "[rotate]",
         "[verify]",
         "[stop]",
@@ -48,6 +49,10 @@ fn the_federation_demo_walks_every_step_and_cleans_up() {
         "learnt the key through hotline-b",
         "→ no match",
         "equal",
+        "provider ← hotline API: 5000 entries (10000 hashes",
+        "NCMEC entry ncmec:1:",
+        "affirmative vote",
+        "received once",
         "every step behaved as expected",
     ] {
         assert!(stdout.contains(said), "{said:?} not in:\n{stdout}");

@@ -45,13 +45,7 @@ const GIVE_UP: Duration = Duration::from_secs(30 * 60);
 
 /// Runs the mode; see the module documentation.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::federation::log_warnings();
     let base = match &args.dir {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("hashfed-bench-exchange-{}", std::process::id())),

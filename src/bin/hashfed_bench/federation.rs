@@ -66,13 +66,7 @@ const SET: &str = "a/list";
 
 /// Runs the mode; see the module documentation.
 pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    log_warnings();
     let (base, created_base) = match &args.dir {
         Some(d) => (PathBuf::from(d), false),
         None => (
@@ -119,6 +113,17 @@ pub fn run(args: &Args, codes: &[[u64; 4]]) -> anyhow::Result<()> {
     }
     drop(cleanup);
     result
+}
+
+/// Logs warnings and errors to stderr (`RUST_LOG` overrides).
+pub(crate) fn log_warnings() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Removes what the run created, unless `--keep`.

@@ -1048,144 +1048,50 @@ pub(super) fn comparable(
     model
 }
 
-/// A real node with a ThreatExchange exchange in its `hashfed.toml`:
-/// its schedule fetches 20k updates at start, follows adds and
-/// withdrawals, `hashfed exchange fetch|status` work against it, and a
-/// provider's false positive reaches the service as one reaction, once,
-/// across a restart of the node.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_node_keeps_its_set_current_and_sends_feedback_back_once() {
-    use crate::nodes::{self, eventually, TestNode};
-
-    let tmp = tempfile::tempdir().unwrap();
-    let graph = Arc::new(Mutex::new(Graph::new(11)));
-    graph.lock().unwrap().churn(20_000, 0, 0, 0);
-    let s = start(&graph, &tmp).await;
-
-    let (node_tmp, dir) = node_dir_with(node_exchange(&s, 1000));
-    let node = TestNode::start_in(node_tmp, dir.clone()).await;
-    let want = live_model(&graph.lock().unwrap());
-    if eventually(Duration::from_secs(60), || {
-        comparable(node_model(&node.db)) == comparable(want.clone())
-    })
-    .await
-    .is_none()
-    {
-        let (have, want) = (comparable(node_model(&node.db)), comparable(want.clone()));
-        let diff: Vec<_> = want
-            .iter()
-            .filter(|(k, v)| have.get(*k) != Some(v))
-            .take(3)
-            .map(|(k, v)| (k.clone(), v.clone(), have.get(k).cloned()))
-            .collect();
-        panic!(
-            "the node never caught up with the service: {diff:?} {} of {} entries; {:?}",
-            node_model(&node.db).len(),
-            want.len(),
-            node.node().ops().exchange_state("gifct")
-        );
+impl super::node::Service for Mutex<Graph> {
+    fn live(&self) -> super::node::Model {
+        self.lock()
+            .unwrap()
+            .live(|_| true)
+            .into_iter()
+            .map(|(id, (t, v, _))| (id, [super::node::normal(&t, &v)].into()))
+            .collect()
     }
 
-    let metrics = node.node().metrics().render();
-    assert!(
-        metrics.contains("hashfed_exchange_pages_total{exchange=\"gifct\"}"),
-        "{metrics}"
-    );
-    // Updates and withdrawals follow at the next round of the schedule.
-    graph.lock().unwrap().churn(1_000, 300, 100, 100);
-    let want = live_model(&graph.lock().unwrap());
-    eventually(Duration::from_secs(60), || {
-        comparable(node_model(&node.db)) == comparable(want.clone())
-    })
-    .await
-    .expect("the node never followed the changes");
+    /// New indicators, withdrawals, flips and new tags.
+    fn churn(&self) {
+        self.lock().unwrap().churn(1_000, 300, 100, 100);
+    }
 
-    // An operator's fetch (waits for the schedule's, if one runs) and the
-    // status, through the running node.
-    let d = dir.to_str().unwrap().to_owned();
-    let cli = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
-                .args(args)
-                .output()
-                .unwrap()
-        })
-    };
-    let fetched = cli(vec![
-        "exchange".into(),
-        "fetch".into(),
-        "gifct".into(),
-        "--dir".into(),
-        d.clone(),
-    ])
-    .await
-    .unwrap();
-    assert!(
-        fetched.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetched.stderr)
-    );
-    let status = cli(vec![
-        "exchange".into(),
-        "status".into(),
-        "--dir".into(),
-        d.clone(),
-    ])
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&status.stdout).into_owned();
-    assert_eq!(status.status.code(), Some(0), "{text}");
-    assert!(text.contains("exchange gifct (threatexchange)"), "{text}");
-    assert!(text.contains("last error    none"), "{text}");
-    assert!(!text.contains(SECRET_PART), "{text}");
+    fn feedback_received(&self) -> usize {
+        self.lock().unwrap().posts.len()
+    }
 
-    // A provider calls a match of one of the exchange's PDQ entries a
-    // false positive: one reaction reaches the service.
-    let (id, (_, value)) = want
-        .iter()
-        .find(|(_, (t, _))| t == "pdq")
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .unwrap();
-    let code: [u8; 32] = hashfed::model::signal::decode_hex(&value)
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let hit = nodes::match_and_give_feedback(
-        &node,
-        code,
-        hashfed::wire::proto::Verdict::FalsePositive,
-        hashfed::wire::proto::FeedbackReason::BenignCollision,
-    )
-    .await;
-    assert_eq!(hit.external_id, id);
-    eventually(Duration::from_secs(20), || {
-        !graph.lock().unwrap().posts.is_empty()
-    })
-    .await
-    .expect("the verdict never reached the service");
-    // Once, also across a restart of the node.
-    let (node_tmp, dir) = node.close().await;
-    let node = TestNode::start_in(node_tmp, dir.clone()).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    {
-        let g = graph.lock().unwrap();
-        assert_eq!(g.posts.len(), 1, "the verdict was sent more than once");
-        let form = form(&g.posts[0]);
+    /// One reaction on the descriptor: "disagree with the tags".
+    fn check_feedback(&self, _external_id: &str, _pdq: &str) {
+        let g = self.lock().unwrap();
         assert_eq!(
-            form.query("reactions").as_deref(),
+            form(&g.posts[0]).query("reactions").as_deref(),
             Some("DISAGREE_WITH_TAGS")
         );
     }
-    let state = node.node().ops().exchange_state("gifct").unwrap();
-    assert_eq!(state.feedback_sent, 1);
-    let (_node_tmp, dir) = node.close().await;
-    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_hashfed"))
-        .args(["verify", "--dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
-    );
+}
+
+/// A real node with a ThreatExchange exchange in its `hashfed.toml`:
+/// 100k updates across two groups at start, then adds, withdrawals and
+/// retags; a provider's false positive reaches the service as one
+/// reaction, once, across a restart (`node::keeps_current`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_keeps_100k_updates_current_and_reacts_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let graph = Arc::new(Mutex::new(Graph::new(11)));
+    graph.lock().unwrap().churn(100_000, 0, 0, 0);
+    let s = start(&graph, &tmp).await;
+    let setup = super::node::Setup {
+        config: config(&s, 1000, &[]),
+        ca_file: &s.ca_file,
+        credentials: format!("token = \"{TOKEN}\"\n"),
+        secrets: &[SECRET_PART],
+    };
+    super::node::keeps_current(&*graph, setup).await;
 }
