@@ -1,5 +1,5 @@
-//! `hashfed-bench exchange [--n N] [--dir DIR] [--keep]`: a node keeping
-//! itself current from a live exchange, timed.
+//! `hashfed-bench exchange [--n N] [--dir DIR] [--keep] [--only fetch|import]`:
+//! a node keeping itself current from a live exchange, timed.
 //!
 //! A local stand-in of NCMEC's Hash Sharing v2 API
 //! (`hashfed::exchange::standin`, real HTTPS and HTTP/1.1 on loopback,
@@ -20,6 +20,9 @@
 //!   importer, which shares the parser and the store's write path but has
 //!   no HTTP, TLS or paging. The ratio says what fetching costs over
 //!   reading a file.
+//!
+//! `--only` runs one of the two (each phase's resident memory is then its
+//! own, not what the other left in the allocator).
 //!
 //! The stand-in shares the process (and the two cores) with the node, so
 //! the figure includes rendering the pages too.
@@ -70,10 +73,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(bench(args.n as u64, &base))
+    let want = |phase: &str| {
+        args.only
+            .as_ref()
+            .is_none_or(|p| phase.starts_with(p.as_str()))
+    };
+    runtime.block_on(bench(args.n as u64, &base, want("fetch"), want("import")))
 }
 
-async fn bench(n: u64, base: &std::path::Path) -> anyhow::Result<()> {
+async fn bench(n: u64, base: &std::path::Path, fetch: bool, import: bool) -> anyhow::Result<()> {
     let api = NcmecStandIn::start("bench", "bench password", PAGE).await?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
@@ -88,7 +96,40 @@ async fn bench(n: u64, base: &std::path::Path) -> anyhow::Result<()> {
         mib(listed_rss)
     );
 
-    // fetch
+    let fetched = if fetch {
+        Some(fetch_phase(&api, n, base, listed_rss).await?)
+    } else {
+        None
+    };
+    let imported = if import {
+        Some(import_phase(&api, n, base).await?)
+    } else {
+        None
+    };
+    api.stop().await;
+    match (fetched, imported) {
+        (Some((fetch_s, fetch_added)), Some((import_s, import_added))) => {
+            if import_added != fetch_added {
+                bail!("the import added {import_added} records, the fetch {fetch_added}");
+            }
+            println!(
+                "fetch / import: {:.2}x the file importer's rate, same run",
+                import_s / fetch_s
+            );
+        }
+        _ => println!("(--only: one phase; run both for the ratio)"),
+    }
+    Ok(())
+}
+
+/// The node pulls the whole list on its schedule: seconds taken and
+/// records added.
+async fn fetch_phase(
+    api: &NcmecStandIn,
+    n: u64,
+    base: &std::path::Path,
+    listed_rss: u64,
+) -> anyhow::Result<(f64, u64)> {
     let dir = base.join("fetch");
     let records = 2 * n;
     let t = Instant::now();
@@ -152,8 +193,17 @@ async fn bench(n: u64, base: &std::path::Path) -> anyhow::Result<()> {
     );
     node.stop().await?;
     node.close("fetch")?;
+    Ok((fetch_s, state.added))
+}
 
-    // import: the same list as one file.
+/// The same list as one file, imported into a second node: seconds
+/// taken and records added.
+async fn import_phase(
+    api: &NcmecStandIn,
+    n: u64,
+    base: &std::path::Path,
+) -> anyhow::Result<(f64, u64)> {
+    let records = 2 * n;
     let file = base.join("list.xml");
     let t = Instant::now();
     {
@@ -167,7 +217,6 @@ async fn bench(n: u64, base: &std::path::Path) -> anyhow::Result<()> {
         mib(size),
         t.elapsed().as_secs_f64()
     );
-    api.stop().await;
     let dir = base.join("import");
     let mut node = Running::start(&dir, "import").await?;
     let ops = node.node().ops().clone();
@@ -193,17 +242,7 @@ async fn bench(n: u64, base: &std::path::Path) -> anyhow::Result<()> {
         records as f64 / import_s,
         mib(after.saturating_sub(before)),
     );
-    if summary.added != state.added {
-        bail!(
-            "the import added {} records, the fetch {}",
-            summary.added,
-            state.added
-        );
-    }
-    println!(
-        "fetch / import: {:.2}x the file importer's rate, same run",
-        import_s / fetch_s
-    );
     node.stop().await?;
-    node.close("import")
+    node.close("import")?;
+    Ok((import_s, summary.added))
 }
