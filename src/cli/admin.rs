@@ -447,6 +447,14 @@ impl NodeAdmin {
         call!(self, set_policy, request)
     }
 
+    /// Creates an own set (a block list or an allowlist).
+    pub fn create_set(
+        &mut self,
+        request: proto::CreateSetRequest,
+    ) -> anyhow::Result<proto::SetSummary> {
+        call!(self, create_set, request)
+    }
+
     /// Compares sets with peers.
     pub fn verify_sets(&mut self) -> anyhow::Result<proto::VerifySetsResponse> {
         call!(self, verify_sets, proto::VerifySetsRequest {})

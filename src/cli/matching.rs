@@ -113,7 +113,13 @@ fn match_hashes(
                 eprintln!("hashfed: {}", result.skipped);
             }
             any |= !result.hits.is_empty();
-            print(args, query, &result.hits, Some(signal.kind()))?;
+            print(
+                args,
+                query,
+                &result.hits,
+                &result.allowlisted,
+                Some(signal.kind()),
+            )?;
         }
     }
     Ok(any)
@@ -140,7 +146,7 @@ fn match_images(node: &mut NodeAdmin, args: &MatchArgs) -> anyhow::Result<bool> 
             bail!("{path}: over 10,000 matches; narrow the radius");
         }
         any |= !answer.hits.is_empty();
-        print(args, path, &answer.hits, None)?;
+        print(args, path, &answer.hits, &answer.allowlisted, None)?;
     }
     Ok(any)
 }
@@ -169,8 +175,21 @@ fn print(
     args: &MatchArgs,
     query: &str,
     hits: &[proto::Hit],
+    allowlisted: &[String],
     kind: Option<&SignalType>,
 ) -> anyhow::Result<()> {
+    if !allowlisted.is_empty() {
+        if args.json {
+            let v = serde_json::json!({ "query": query, "allowlisted": allowlisted });
+            println!("{v}");
+        } else {
+            println!(
+                "{query}\tallowlisted by {}: known benign here, no hit",
+                allowlisted.join(",")
+            );
+        }
+        return Ok(());
+    }
     for m in hits {
         let signal_type = type_name(m.r#type, kind);
         if args.json {

@@ -165,6 +165,19 @@ pub struct SetArgs {
 
 #[derive(Subcommand, Debug)]
 enum SetAction {
+    /// Create one of this node's own sets: a block list, or with `--allow`
+    /// an allowlist of known-benign hashes (a query that matches one of
+    /// its entries within its threshold gets no hit from the block lists).
+    Create {
+        /// The set, `<this node's name>/<name>`.
+        set: String,
+        /// An allowlist instead of a block list.
+        #[arg(long)]
+        allow: bool,
+        /// Free text for operators.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
     /// Change who may receive one of this node's own sets (signed anew).
     Share {
         /// The set, `<this node's name>/<name>`.
@@ -241,6 +254,23 @@ pub fn run_set(args: SetArgs) -> anyhow::Result<ExitCode> {
     let mut admin = NodeAdmin::open(&dir(args.dir)?)?;
     let mut code = ExitCode::SUCCESS;
     match args.action {
+        SetAction::Create {
+            set,
+            allow,
+            description,
+        } => {
+            let s = admin.create_set(proto::CreateSetRequest {
+                set,
+                allow,
+                description,
+            })?;
+            let kind = if s.kind == "allow" {
+                "an allowlist: queries that match its entries get no hit from the block lists"
+            } else {
+                "a block list"
+            };
+            println!("{}: {kind} (seq {})", s.id, s.head_seq);
+        }
         SetAction::Share {
             set,
             share_with,

@@ -55,11 +55,12 @@ pub fn sets(args: DirArgs) -> anyhow::Result<ExitCode> {
     node.close()?;
     for s in listed?.sets {
         println!(
-            "{}\thead {}\tdigest {}\t{} matchable{}",
+            "{}\thead {}\tdigest {}\t{} matchable{}{}",
             s.id,
             s.head_seq,
             s.head_digest,
             s.matchable,
+            if s.kind == "allow" { "\tallowlist" } else { "" },
             if s.suppressed {
                 "\tSUPPRESSED here"
             } else {

@@ -3,11 +3,17 @@
 //!
 //! Queries touch only memory and, for the (rare) hits, a few store reads;
 //! nothing about a query is written anywhere.
+//!
+//! Allowlists are applied here, under every door: a query (or an image)
+//! that matches an entry of an allowlist within its threshold gets no hit
+//! from the block lists, and the answer names the allowlists instead
+//! ([`Answer::allowlisted`]). A batch of hash queries is screened query by
+//! query (its queries may be of different images); an image as a whole.
 
 use std::collections::HashMap;
 
 use super::Database;
-use crate::model::{EntryId, SetId, Signal, SignalType};
+use crate::model::{EntryId, SetId, SetKind, Signal, SignalType};
 use crate::signal::content::ImageHashes;
 use crate::signal::pdq::{PdqHash, DEFAULT_QUALITY_FLOOR};
 use crate::store::StoreError;
@@ -37,6 +43,42 @@ pub struct Match {
     pub distance: u32,
     /// Which of the query's hashes matched nearest (0: the first).
     pub variant: usize,
+    /// Its set's kind: an allowlist's matches are never returned as hits
+    /// (see [`Answer`]).
+    pub kind: SetKind,
+}
+
+/// What a query (or an image) matched, allowlists applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The block lists' hits: empty when an allowlist matched.
+    pub hits: Vec<Match>,
+    /// The allowlists that matched (each once, in order): the query is
+    /// known benign here, so the block lists' hits were withheld.
+    pub allowlisted: Vec<SetId>,
+}
+
+impl Answer {
+    /// Splits raw matches: any allowlist match withholds every block hit.
+    fn screen(matches: Vec<Match>) -> Answer {
+        let mut allowlisted: Vec<SetId> = Vec::new();
+        for m in matches.iter().filter(|m| m.kind == SetKind::Allow) {
+            if !allowlisted.contains(&m.set) {
+                allowlisted.push(m.set.clone());
+            }
+        }
+        if allowlisted.is_empty() {
+            return Answer {
+                hits: matches,
+                allowlisted,
+            };
+        }
+        allowlisted.sort();
+        Answer {
+            hits: Vec::new(),
+            allowlisted,
+        }
+    }
 }
 
 /// Why a query was refused.
@@ -92,8 +134,11 @@ impl<'a> PdqQuery<'a> {
 /// What an image matched.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImageMatches {
-    /// PDQ hits (nearest first), then exact hits.
+    /// PDQ hits (nearest first), then exact hits; none when an allowlist
+    /// matched any of the image's hashes.
     pub hits: Vec<Match>,
+    /// The allowlists any of the image's hashes matched.
+    pub allowlisted: Vec<SetId>,
     /// Why PDQ was not looked up (quality under the floor), if it was not.
     pub pdq_skipped: Option<String>,
 }
@@ -103,6 +148,7 @@ impl Database {
     /// (with its dihedral variants when they were computed) by distance,
     /// and its exact digests by value. A PDQ hash under the quality floor
     /// is skipped (and said so); the exact digests are still looked up.
+    /// If any hash matches an allowlist, the image gets no hit at all.
     pub fn match_image(
         &self,
         hashes: &ImageHashes,
@@ -120,8 +166,9 @@ impl Database {
             radius,
         };
         let mut out = ImageMatches::default();
-        match self.match_pdq(&query) {
-            Ok(hits) => out.hits = hits,
+        let mut raw = Vec::new();
+        match self.raw_pdq(&query) {
+            Ok(hits) => raw = hits,
             Err(e @ MatchError::LowQuality { .. }) => out.pdq_skipped = Some(e.to_string()),
             Err(e) => return Err(e),
         }
@@ -134,19 +181,64 @@ impl Database {
         ] {
             // The digests have the right lengths by construction.
             if let Ok(signal) = Signal::from_bytes(kind, value.to_vec()) {
-                out.hits.extend(self.match_exact(&signal)?);
+                raw.extend(self.raw_exact(&signal)?);
             }
         }
+        let answer = self.screened(raw);
+        out.hits = answer.hits;
+        out.allowlisted = answer.allowlisted;
         Ok(out)
     }
 
-    /// Every matchable entry with exactly this value, in any set.
+    /// Every matchable block-list entry with exactly this value, in any
+    /// set; none if an allowlist has it (see [`Database::answer_exact`]).
     pub fn match_exact(&self, signal: &Signal) -> Result<Vec<Match>, MatchError> {
+        Ok(self.answer_exact(signal)?.hits)
+    }
+
+    /// Every matchable block-list entry within the query's radius, nearest
+    /// first; none if it matches an allowlist (see
+    /// [`Database::answer_pdq`]).
+    pub fn match_pdq(&self, query: &PdqQuery<'_>) -> Result<Vec<Match>, MatchError> {
+        Ok(self.answer_pdq(query)?.hits)
+    }
+
+    /// An exact query's answer: the block lists' entries with exactly this
+    /// value, or none and the allowlists that have it.
+    pub fn answer_exact(&self, signal: &Signal) -> Result<Answer, MatchError> {
+        let raw = self.raw_exact(signal)?;
+        Ok(self.screened(raw))
+    }
+
+    /// A PDQ query's answer: the block lists' entries within its radius,
+    /// or none and the allowlists it comes within the threshold of.
+    pub fn answer_pdq(&self, query: &PdqQuery<'_>) -> Result<Answer, MatchError> {
+        let raw = self.raw_pdq(query)?;
+        Ok(self.screened(raw))
+    }
+
+    /// Applies allowlists to raw matches, counting a query they answered
+    /// once per allowlist, under the signal type of its nearest entry that
+    /// matched (for the report).
+    fn screened(&self, raw: Vec<Match>) -> Answer {
+        let mut counted: Vec<&SetId> = Vec::new();
+        for m in raw.iter().filter(|m| m.kind == SetKind::Allow) {
+            if !counted.contains(&&m.set) {
+                counted.push(&m.set);
+                self.records.count_allowlisted(&m.set, m.signal_type.name());
+            }
+        }
+        Answer::screen(raw)
+    }
+
+    /// Every matchable entry with exactly this value, in any set (block
+    /// lists and allowlists alike).
+    fn raw_exact(&self, signal: &Signal) -> Result<Vec<Match>, MatchError> {
         if signal.kind() == &SignalType::Pdq {
             let hash = signal.as_pdq().unwrap_or(PdqHash::ZERO);
             let mut query = PdqQuery::new(std::slice::from_ref(&hash));
             query.radius = Some(0);
-            return self.match_pdq(&query);
+            return self.raw_pdq(&query);
         }
         self.flood.query(super::now_ms() / 1000);
         self.records.count_query(signal.kind().name());
@@ -163,8 +255,8 @@ impl Database {
 
     /// Every matchable PDQ entry within the radius of any of the query's
     /// hashes, nearest first (ties by set, then entry), each once, with the
-    /// variant that came nearest.
-    pub fn match_pdq(&self, query: &PdqQuery<'_>) -> Result<Vec<Match>, MatchError> {
+    /// variant that came nearest (block lists and allowlists alike).
+    fn raw_pdq(&self, query: &PdqQuery<'_>) -> Result<Vec<Match>, MatchError> {
         if query.hashes.is_empty() || query.hashes.len() > MAX_VARIANTS {
             return Err(MatchError::BadVariantCount(query.hashes.len()));
         }
@@ -228,6 +320,7 @@ impl Database {
         if entry.retracted || entry.disabled || self.store.is_suppressed(&entry.set) {
             return Ok(None);
         }
+        let kind = self.store.set_kind(&entry.set).unwrap_or_default();
         let mut distance = distance;
         if let Some((hashes, radius)) = pdq {
             let Some(stored) = entry.data.signal.as_pdq() else {
@@ -237,10 +330,17 @@ impl Database {
                 return Ok(None);
             };
             distance = hash.distance(&stored);
-            let limit = match radius {
-                Some(r) => r,
-                None => match self.store.set(&entry.set) {
-                    Some(set) => set.info.pdq_threshold(),
+            let threshold = || self.store.set(&entry.set).map(|s| s.info.pdq_threshold());
+            let limit = match (radius, kind) {
+                (Some(r), SetKind::Block) => r,
+                // An allowlist withholds hits only within its own
+                // threshold, whatever radius the caller asked for.
+                (Some(r), SetKind::Allow) => match threshold() {
+                    Some(t) => r.min(t),
+                    None => return Ok(None),
+                },
+                (None, _) => match threshold() {
+                    Some(t) => t,
                     None => return Ok(None),
                 },
             };
@@ -248,9 +348,13 @@ impl Database {
                 return Ok(None);
             }
         }
-        if let Some(reason) = self.flood.hit(id, super::now_ms() / 1000) {
-            self.quarantine(&id, &reason)?;
-            return Ok(None);
+        // Allowlist entries are meant to match often (that is what they
+        // are for); quarantining one would turn its block hits back on.
+        if kind == SetKind::Block {
+            if let Some(reason) = self.flood.hit(id, super::now_ms() / 1000) {
+                self.quarantine(&id, &reason)?;
+                return Ok(None);
+            }
         }
         Ok(Some(Match {
             entry: id,
@@ -261,6 +365,7 @@ impl Database {
             external_id: entry.data.external_id,
             distance,
             variant,
+            kind,
         }))
     }
 }

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-pub use matching::{ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VARIANTS};
+pub use matching::{Answer, ImageMatches, Match, MatchError, PdqQuery, MAX_RADIUS, MAX_VARIANTS};
 
 use crate::index::exact::ExactIndex;
 use crate::index::pdq::PdqIndex;
@@ -184,6 +184,17 @@ impl Database {
     /// indexes follow).
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Reads the store as of the last write that has fully landed: its
+    /// batch, the id map and the indexes. A plain [`Database::store`] read
+    /// can see a write's batch a moment before its entries match (the
+    /// indexes follow the batch); a caller that takes what it reads as a
+    /// promise that the entries match (an exchange's "caught up", a set's
+    /// head) reads through this, which waits out a write in progress.
+    pub fn settled<T>(&self, read: impl FnOnce(&Store) -> T) -> T {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        read(&self.store)
     }
 
     /// Read access to the indexes (benchmarks, statistics).

@@ -26,8 +26,17 @@ use crate::store::matches::{MatchId, MatchRecord, ReservedMatches};
 use crate::store::usage::{self, Counter, Increments};
 use crate::store::{Store, StoreError};
 
-/// Queries counted since the last write, by signal type name.
-type QueryCounts = Arc<Mutex<BTreeMap<String, u64>>>;
+/// Counts made on the query path since the last write.
+#[derive(Default)]
+struct Counted {
+    /// Queries, by signal type name.
+    queries: Mutex<BTreeMap<String, u64>>,
+    /// The rest (queries an allowlist answered, by allowlist and signal
+    /// type): rarer than queries, so keyed as the store keys them.
+    others: Mutex<Increments>,
+}
+
+type QueryCounts = Arc<Counted>;
 
 /// How often counted queries are written.
 const COUNT_EVERY: Duration = Duration::from_secs(1);
@@ -77,16 +86,20 @@ pub(super) struct RecordWriter {
     retention: Retention,
 }
 
-/// Adds the counted queries to today's counts.
-fn write_queries(store: &Store, queries: &QueryCounts) {
-    let counted = std::mem::take(&mut *queries.lock().unwrap_or_else(|p| p.into_inner()));
-    if counted.is_empty() {
+/// Adds the counted queries (and the other query-path counts) to today's
+/// counts.
+fn write_queries(store: &Store, counts: &QueryCounts) {
+    let counted = std::mem::take(&mut *counts.queries.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut increments =
+        std::mem::take(&mut *counts.others.lock().unwrap_or_else(|p| p.into_inner()));
+    if counted.is_empty() && increments.is_empty() {
         return;
     }
-    let increments: Increments = counted
-        .into_iter()
-        .map(|(kind, n)| ((Counter::Queries, None, kind), n))
-        .collect();
+    increments.extend(
+        counted
+            .into_iter()
+            .map(|(kind, n)| ((Counter::Queries, None, kind), n)),
+    );
     if let Err(e) = store.add_usage(usage::today(), &increments) {
         tracing::error!(error = %e, "query counts could not be written");
     }
@@ -183,13 +196,30 @@ impl RecordWriter {
 
     /// Counts one query of signal type `kind` (written within a second).
     pub(super) fn count_query(&self, kind: &str) {
-        let mut q = self.queries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self
+            .queries
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match q.get_mut(kind) {
             Some(n) => *n += 1,
             None => {
                 q.insert(kind.to_owned(), 1);
             }
         }
+    }
+
+    /// Counts one query that allowlist `set` answered (its block hits
+    /// withheld), of signal type `kind`.
+    pub(super) fn count_allowlisted(&self, set: &crate::model::SetId, kind: &str) {
+        let mut others = self
+            .queries
+            .others
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *others
+            .entry((Counter::Allowlisted, Some(set.clone()), kind.to_owned()))
+            .or_insert(0) += 1;
     }
 
     fn sender(&self) -> Option<SyncSender<Message>> {

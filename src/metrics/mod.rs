@@ -255,6 +255,8 @@ pub struct Metrics {
     started: Instant,
     queries: [AtomicU64; KINDS],
     hits: [AtomicU64; KINDS],
+    /// Queries an allowlist answered (their block hits withheld).
+    allowlisted: [AtomicU64; KINDS],
     errors: [[AtomicU64; REASONS]; KINDS],
     latency: [Histogram; KINDS],
     /// Registered methods.
@@ -303,6 +305,7 @@ impl Metrics {
             started: Instant::now(),
             queries: std::array::from_fn(|_| AtomicU64::new(0)),
             hits: std::array::from_fn(|_| AtomicU64::new(0)),
+            allowlisted: std::array::from_fn(|_| AtomicU64::new(0)),
             errors: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency: std::array::from_fn(|_| Histogram::new()),
             methods: slots.into_boxed_slice(),
@@ -329,6 +332,12 @@ impl Metrics {
             self.hits[k].fetch_add(1, Relaxed);
         }
         self.latency[k].observe(elapsed);
+    }
+
+    /// Records that an allowlist answered one query (counted with
+    /// [`Metrics::query`] as well, as a query without a hit).
+    pub fn allowlisted(&self, kind: Kind) {
+        self.allowlisted[kind.index()].fetch_add(1, Relaxed);
     }
 
     /// Records one query that failed for `reason`. This does not count it in
@@ -543,6 +552,21 @@ impl Metrics {
                 "hashfed_match_hits_total",
                 &type_label(kind),
                 self.hits[kind.index()].load(Relaxed),
+            );
+        }
+
+        family(
+            &mut out,
+            "hashfed_match_allowlisted_total",
+            "counter",
+            "Match queries that matched an allowlist, so no block list's hit was returned.",
+        );
+        for kind in Kind::ALL {
+            sample(
+                &mut out,
+                "hashfed_match_allowlisted_total",
+                &type_label(kind),
+                self.allowlisted[kind.index()].load(Relaxed),
             );
         }
 

@@ -26,6 +26,7 @@ pub mod signed;
 pub use feedback::{UnknownVerdict, Verdict};
 pub use record::{Attestation, EntryData, Record, RecordBody};
 pub use set::{
-    normalize_labels, DisputePolicy, EntryId, NameError, SetId, SetInfo, SetPolicy, ShareRefusal,
+    normalize_labels, DisputePolicy, EntryId, NameError, SetId, SetInfo, SetKind, SetPolicy,
+    ShareRefusal,
 };
 pub use signal::{Signal, SignalError, SignalType};

@@ -251,6 +251,51 @@ pub struct SetInfo {
     /// What the origin does when peers dispute an entry.
     #[serde(default, skip_serializing_if = "DisputePolicy::is_off")]
     pub disputes: DisputePolicy,
+    /// What a match of its entries means: a block list (the default) or an
+    /// allowlist. Absent from a block list's JSON, so configurations
+    /// signed before kinds existed verify unchanged.
+    #[serde(default, skip_serializing_if = "SetKind::is_block")]
+    pub kind: SetKind,
+}
+
+/// What a match of a set's entries means.
+///
+/// Why allowlists: a benign image that collides with a listed hash (a
+/// logo, a stock photo, a meme the list caught by mistake) can be listed
+/// once as known benign, and every query that comes within its threshold
+/// stops hitting the block lists, on this node, until someone decides.
+/// Allowlists are sets like any other: local unless shared, signed and
+/// audited the same way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SetKind {
+    /// Its entries are material to find: a match is a hit.
+    #[default]
+    Block,
+    /// Its entries are known benign: a query that matches one gets no hit
+    /// from the block lists (and is counted as allowlisted).
+    Allow,
+}
+
+impl SetKind {
+    /// Whether this is the default kind (a block list).
+    pub fn is_block(&self) -> bool {
+        *self == SetKind::Block
+    }
+
+    /// Its name: `block` or `allow`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SetKind::Block => "block",
+            SetKind::Allow => "allow",
+        }
+    }
+}
+
+impl std::fmt::Display for SetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// What an origin does with false-positive reports from peers.
@@ -306,6 +351,7 @@ impl SetInfo {
             vetting: 0,
             vetting_since: 0,
             disputes: DisputePolicy::default(),
+            kind: SetKind::Block,
         }
     }
 
@@ -357,6 +403,23 @@ impl SetInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_block_lists_json_has_no_kind_so_configurations_signed_before_kinds_verify() {
+        let id: SetId = "hotline-a/csam".parse().unwrap();
+        let block = SetInfo::new(id.clone());
+        let json = serde_json::to_string(&block).unwrap();
+        assert!(!json.contains("kind"), "{json}");
+        // JSON written before kinds existed reads as a block list.
+        let old = r#"{"id":"hotline-a/csam","description":"","policy":{"share_with":[],"reshare":false},"vocabulary":[],"thresholds":{}}"#;
+        let read: SetInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(read.kind, SetKind::Block);
+        let mut allow = SetInfo::new(id);
+        allow.kind = SetKind::Allow;
+        let json = serde_json::to_string(&allow).unwrap();
+        assert!(json.contains(r#""kind":"allow""#), "{json}");
+        assert_eq!(serde_json::from_str::<SetInfo>(&json).unwrap(), allow);
+    }
 
     #[test]
     fn set_ids_refuse_traversal_and_separators() {

@@ -38,12 +38,13 @@ const WITHDRAWN: &str = "withdrawn by the exchange";
 const NO_LONGER: &str = "no longer in the exchange's record";
 
 impl Ops {
-    /// The state of exchange `name` (the default if it never ran).
+    /// The state of exchange `name` (the default if it never ran). What it
+    /// counts matches: it is read once the page that wrote it is in the
+    /// indexes too.
     pub fn exchange_state(&self, name: &str) -> Result<ExchangeState, OpsError> {
         Ok(self
             .db
-            .store()
-            .exchange_state(name)?
+            .settled(|store| store.exchange_state(name))?
             .map(|b| {
                 ExchangeState::from_bytes(&b).ok_or_else(|| {
                     OpsError::Precondition(format!(

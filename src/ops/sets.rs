@@ -3,7 +3,7 @@
 
 use super::{check_reason, Actor, Ops, OpsError};
 use crate::model::audit::Action;
-use crate::model::{DisputePolicy, SetId, SetInfo, SetPolicy};
+use crate::model::{DisputePolicy, SetId, SetInfo, SetKind, SetPolicy};
 use crate::store::SetState;
 
 impl Ops {
@@ -22,6 +22,50 @@ impl Ops {
         Ok(self
             .db
             .create_set(SetInfo::new(id.clone()), |_| vec![note])?)
+    }
+
+    /// Creates one of this node's own sets, a block list or an allowlist
+    /// (audited in the same batch). Creating a set that exists with the
+    /// same kind and description returns it; any other difference is
+    /// refused.
+    pub fn create_set(
+        &self,
+        actor: &Actor,
+        id: &SetId,
+        kind: SetKind,
+        description: &str,
+    ) -> Result<SetState, OpsError> {
+        if id.origin() != self.node_name {
+            return Err(OpsError::Precondition(format!(
+                "{id} is not named as this node's own set (own sets are named {}/...)",
+                self.node_name
+            )));
+        }
+        if description.len() > super::MAX_REASON {
+            return Err(OpsError::Invalid(format!(
+                "the description is over {} bytes",
+                super::MAX_REASON
+            )));
+        }
+        if let Some(existing) = self.db.store().set(id) {
+            if existing.info.kind == kind && existing.info.description == description {
+                return Ok(existing);
+            }
+            return Err(OpsError::Store(crate::store::StoreError::SetExists(
+                id.clone(),
+            )));
+        }
+        let mut info = SetInfo::new(id.clone());
+        info.kind = kind;
+        info.description = description.to_owned();
+        let what = match kind {
+            SetKind::Block => "a block list, by an operator",
+            SetKind::Allow => "an allowlist, by an operator",
+        };
+        let note = actor.note(Action::SetCreated, id.as_str(), what);
+        let state = self.db.create_set(info, |_| vec![note])?;
+        tracing::info!(set = %id, kind = %kind, "set created by operator");
+        Ok(state)
     }
 
     /// Switches a set off (or back on) on this node: its entries stop (or

@@ -4,8 +4,9 @@
 //! material voluntarily to publish yearly figures: the technologies used,
 //! how much was detected, how often detection was wrong. This builds them
 //! from the store's daily counts (see [`crate::store::usage`]): queries
-//! per signal type; matches, feedback (confirmed, false positive) and
-//! entries added and retracted per set and signal type. Counts only, never
+//! per signal type; matches, feedback (confirmed, false positive),
+//! entries added and retracted and queries an allowlist answered, per set
+//! and signal type. Counts only, never
 //! hash values or anything a caller sent.
 
 use std::collections::BTreeMap;
@@ -33,6 +34,11 @@ pub struct Figures {
     pub entries_added: u64,
     /// Entries withdrawn.
     pub entries_retracted: u64,
+    /// Queries an allowlist answered: they matched a known-benign entry,
+    /// so no block list's hit was returned (0 in reports made before
+    /// allowlists existed).
+    #[serde(default)]
+    pub allowlisted: u64,
 }
 
 impl Figures {
@@ -44,6 +50,7 @@ impl Figures {
             Counter::FalsePositive => self.false_positives += n,
             Counter::Added => self.entries_added += n,
             Counter::Retracted => self.entries_retracted += n,
+            Counter::Allowlisted => self.allowlisted += n,
         }
     }
 
@@ -142,11 +149,11 @@ impl Report {
         let mut out = format!(
             "# Transparency report: {}\n\nPeriod: {} to {} (UTC, both included).\n\n\
              Signal types in use: {}.\n\n## Totals\n\n\
-             | queries | matches | confirmed | false positives | false-positive rate | entries added | entries retracted |\n\
-             |---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} |\n\n\
+             | queries | matches | confirmed | false positives | false-positive rate | entries added | entries retracted | allowlisted |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|\n| {} | {} | {} | {} | {} | {} | {} | {} |\n\n\
              ## By signal type\n\n\
-             | signal type | queries | matches | confirmed | false positives | false-positive rate | entries added | entries retracted |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|\n",
+             | signal type | queries | matches | confirmed | false positives | false-positive rate | entries added | entries retracted | allowlisted |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.node,
             self.from,
             self.to,
@@ -162,28 +169,30 @@ impl Report {
             rate(&self.total),
             self.total.entries_added,
             self.total.entries_retracted,
+            self.total.allowlisted,
         );
         for (kind, f) in &self.by_signal_type {
             out.push_str(&format!(
-                "| {kind} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 f.queries.unwrap_or(0),
                 f.matches,
                 f.confirmed,
                 f.false_positives,
                 rate(f),
                 f.entries_added,
-                f.entries_retracted
+                f.entries_retracted,
+                f.allowlisted
             ));
         }
         out.push_str(
             "\n## By set\n\n\
-             | set | signal type | matches | confirmed | false positives | false-positive rate | entries added | entries retracted |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|\n",
+             | set | signal type | matches | confirmed | false positives | false-positive rate | entries added | entries retracted | allowlisted |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for s in &self.by_set {
             let f = &s.figures;
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 s.set,
                 s.signal_type,
                 f.matches,
@@ -191,7 +200,8 @@ impl Report {
                 f.false_positives,
                 rate(f),
                 f.entries_added,
-                f.entries_retracted
+                f.entries_retracted,
+                f.allowlisted
             ));
         }
         out

@@ -417,6 +417,24 @@ impl Admin for AdminService {
         Ok(Response::new(wire::set_summary(s)))
     }
 
+    async fn create_set(
+        &self,
+        request: Request<proto::CreateSetRequest>,
+    ) -> Result<Response<proto::SetSummary>, Status> {
+        let actor = wire::ops_actor(&request);
+        let req = request.into_inner();
+        let set = set_id(&req.set)?;
+        let kind = if req.allow {
+            crate::model::SetKind::Allow
+        } else {
+            crate::model::SetKind::Block
+        };
+        let s = self
+            .run(move |ops| ops.create_set(&actor, &set, kind, &req.description))
+            .await?;
+        Ok(Response::new(wire::set_summary(s)))
+    }
+
     async fn verify_sets(
         &self,
         _request: Request<proto::VerifySetsRequest>,

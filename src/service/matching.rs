@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::database::{Database, Match as Hit, MatchError, PdqQuery};
+use crate::database::{Answer, Database, Match as Hit, MatchError, PdqQuery};
 use crate::metrics::{ErrorReason, Kind, Metrics};
 use crate::model::Signal;
 use crate::signal::content::{hash_image, HashOptions};
@@ -201,15 +201,15 @@ impl MatchService {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let run = |(i, p): (usize, &Parsed)| -> Result<(Vec<Hit>, String), Status> {
+        let run = |(i, p): (usize, &Parsed)| -> Result<(Answer, String), Status> {
             let started = Instant::now();
             let outcome = match p {
-                Parsed::Exact(signal) => db.match_exact(signal),
+                Parsed::Exact(signal) => db.answer_exact(signal),
                 Parsed::Pdq {
                     hashes,
                     quality,
                     radius,
-                } => db.match_pdq(&PdqQuery {
+                } => db.answer_pdq(&PdqQuery {
                     hashes,
                     quality: *quality,
                     quality_floor,
@@ -218,13 +218,16 @@ impl MatchService {
             };
             let k = p.kind();
             match outcome {
-                Ok(hits) => {
-                    metrics.query(k, started.elapsed(), !hits.is_empty());
-                    Ok((hits, String::new()))
+                Ok(answer) => {
+                    metrics.query(k, started.elapsed(), !answer.hits.is_empty());
+                    if !answer.allowlisted.is_empty() {
+                        metrics.allowlisted(k);
+                    }
+                    Ok((answer, String::new()))
                 }
                 Err(e @ MatchError::LowQuality { .. }) => {
                     metrics.error(k, ErrorReason::LowQuality);
-                    Ok((Vec::new(), e.to_string()))
+                    Ok((Answer::default(), e.to_string()))
                 }
                 Err(MatchError::Store(e)) => {
                     metrics.error(k, ErrorReason::Internal);
@@ -236,7 +239,7 @@ impl MatchService {
                 }
             }
         };
-        let answered: Vec<(Vec<Hit>, String)> = if parallel && parsed.len() >= PARALLEL_BATCH {
+        let answered: Vec<(Answer, String)> = if parallel && parsed.len() >= PARALLEL_BATCH {
             parsed
                 .par_iter()
                 .enumerate()
@@ -249,13 +252,14 @@ impl MatchService {
                 .map(run)
                 .collect::<Result<_, _>>()?
         };
-        let hits: Vec<&Hit> = answered.iter().flat_map(|(h, _)| h).collect();
+        let hits: Vec<&Hit> = answered.iter().flat_map(|(a, _)| &a.hits).collect();
         let ids = Self::record(db, &hits, client)?;
         let mut ids = ids.into_iter();
         Ok(answered
             .iter()
-            .map(|(hits, skipped)| proto::QueryResult {
-                hits: hits
+            .map(|(answer, skipped)| proto::QueryResult {
+                hits: answer
+                    .hits
                     .iter()
                     .map(|h| proto::Hit {
                         match_id: ids.next().map(|id| id.to_string()).unwrap_or_default(),
@@ -263,6 +267,7 @@ impl MatchService {
                     })
                     .collect(),
                 skipped: skipped.clone(),
+                allowlisted: answer.allowlisted.iter().map(|s| s.to_string()).collect(),
             })
             .collect())
     }
@@ -498,6 +503,9 @@ impl MatchService {
                     }
                 };
                 metrics.query(Kind::Image, started.elapsed(), !matched.hits.is_empty());
+                if !matched.allowlisted.is_empty() {
+                    metrics.allowlisted(Kind::Image);
+                }
                 let refs: Vec<&Hit> = matched.hits.iter().collect();
                 let mut ids = Self::record(&db, &refs, client.as_deref())?.into_iter();
                 Ok(proto::MatchImageResponse {
@@ -511,6 +519,7 @@ impl MatchService {
                         .collect(),
                     hashes: Some(wire::image_hashes(&hashes)),
                     pdq_skipped: matched.pdq_skipped.unwrap_or_default(),
+                    allowlisted: matched.allowlisted.iter().map(|s| s.to_string()).collect(),
                 })
             })
             .await

@@ -31,6 +31,7 @@ pub fn ops_status(e: crate::ops::OpsError) -> Status {
             VettingRefusal::TooFew(_) => Status::invalid_argument(message),
         },
         E::Store(StoreError::Received { .. }) => Status::failed_precondition(message),
+        E::Store(StoreError::SetExists(_)) => Status::already_exists(message),
         E::Peer(PeerError::Unknown(_)) => Status::not_found(message),
         E::Peer(PeerError::Revoked(_) | PeerError::Conflict(_)) => {
             Status::failed_precondition(message)

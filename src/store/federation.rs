@@ -270,6 +270,13 @@ impl Store {
             {
                 return Ok(existing);
             }
+            Some(existing) if existing.info.kind != info.kind => {
+                return Err(StoreError::KindChanged {
+                    set: info.id,
+                    was: existing.info.kind,
+                    now: info.kind,
+                });
+            }
             Some(mut existing) => {
                 existing.info = info;
                 let detail = format!("configuration version {} from the origin", signed.version);
@@ -288,12 +295,16 @@ impl Store {
                     return Err(StoreError::Full("sets"));
                 }
                 batch.insert(keys::NEXT_SET, &(no + 1).to_be_bytes());
-                tracing::info!(set = %info.id, peer, "set received");
+                tracing::info!(set = %info.id, peer, kind = %info.kind, "set received");
+                let kind = match info.kind {
+                    crate::model::SetKind::Block => "",
+                    crate::model::SetKind::Allow => "an allowlist, ",
+                };
                 notes.push(Note::new(
                     format!("peer:{peer}"),
                     Action::SetReceived,
                     info.id.as_str(),
-                    format!("configuration version {}", signed.version),
+                    format!("{kind}configuration version {}", signed.version),
                 ));
                 SetState {
                     head_digest: crate::signal::exact::to_hex(&genesis_digest(&info.id)),
@@ -569,6 +580,34 @@ mod tests {
         // Every write ended at a signed checkpoint.
         assert!(store.checkpoint_at(&set, 69).unwrap().is_some());
         assert!(store.checkpoint_at(&set, 300).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_new_configuration_that_changes_a_received_sets_kind_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let origin = Store::open(&tmp.path().join("a"), &StoreOptions::default()).unwrap();
+        let signer = signer();
+        origin.set_signer(signer.clone());
+        let set: SetId = "o/list".parse().unwrap();
+        let created = origin
+            .create_set(SetInfo::new(set.clone()), 1, crate::model::audit::unaudited)
+            .unwrap();
+        let signed = created.signed_info.clone().unwrap();
+        let receiver = Store::open(&tmp.path().join("b"), &StoreOptions::default()).unwrap();
+        receiver
+            .receive_set(created.info.clone(), signed.clone(), "a", 5)
+            .unwrap();
+        // The origin (or its stolen key) turns its block list into an
+        // allowlist: it would silence every other list's hits here.
+        let mut allow = created.info.clone();
+        allow.kind = crate::model::SetKind::Allow;
+        let newer = signer.info(&allow, signed.version + 1).unwrap();
+        let err = receiver.receive_set(allow, newer, "a", 6).unwrap_err();
+        assert!(matches!(err, StoreError::KindChanged { .. }), "{err}");
+        assert!(err.to_string().contains("block list here"), "{err}");
+        let kept = receiver.set(&set).unwrap();
+        assert_eq!(kept.info.kind, crate::model::SetKind::Block);
+        assert_eq!(kept.signed_info.unwrap().version, signed.version);
     }
 
     #[test]

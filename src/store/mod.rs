@@ -91,6 +91,18 @@ pub enum StoreError {
     /// A set with this id exists with a different configuration.
     #[error("set {0} already exists with a different configuration")]
     SetExists(SetId),
+    /// A received set's new configuration turns a block list into an
+    /// allowlist or back: refused, because the change would silently turn
+    /// other sets' hits off (or an allowlist's entries into hits) here.
+    #[error("set {set} is a {was} list here; its origin's new configuration makes it an {now} list, which this node does not take (remove the set to receive it anew)")]
+    KindChanged {
+        /// The set.
+        set: SetId,
+        /// Its kind here.
+        was: crate::model::SetKind,
+        /// The kind the new configuration says.
+        now: crate::model::SetKind,
+    },
     /// The entry does not exist.
     #[error("no entry {0}")]
     UnknownEntry(EntryId),
@@ -423,6 +435,12 @@ impl Store {
         let mut all: Vec<_> = cache.by_id.values().cloned().collect();
         all.sort_by(|a, b| a.info.id.cmp(&b.info.id));
         all
+    }
+
+    /// A set's kind (block list or allowlist); cheap, for the match path.
+    pub(crate) fn set_kind(&self, id: &SetId) -> Option<crate::model::SetKind> {
+        let cache = self.sets.read().unwrap_or_else(|p| p.into_inner());
+        cache.by_id.get(id).map(|s| s.info.kind)
     }
 
     /// Whether a set is switched off on this node (see

@@ -1,5 +1,6 @@
 //! Daily counts for the transparency report: queries per signal type;
-//! matches, feedback, entries added and retracted per set and signal type.
+//! matches, feedback, entries added and retracted, and queries an
+//! allowlist answered, per set and signal type.
 //! Counts only, never values: the report is published.
 //!
 //! `d` + day (u32, days since the Unix epoch, UTC) + counter (one byte) +
@@ -32,6 +33,9 @@ pub enum Counter {
     Added,
     /// Entries withdrawn from a set.
     Retracted,
+    /// Queries an allowlist answered: they matched one of its entries, so
+    /// the block lists' hits were withheld (per allowlist and signal type).
+    Allowlisted,
 }
 
 impl Counter {
@@ -43,6 +47,7 @@ impl Counter {
             Counter::FalsePositive => b'f',
             Counter::Added => b'a',
             Counter::Retracted => b'r',
+            Counter::Allowlisted => b'l',
         }
     }
 
@@ -54,6 +59,7 @@ impl Counter {
             b'f' => Counter::FalsePositive,
             b'a' => Counter::Added,
             b'r' => Counter::Retracted,
+            b'l' => Counter::Allowlisted,
             _ => return None,
         })
     }

@@ -123,6 +123,10 @@ pub(super) struct Pending<'a> {
     set: SetState,
     digest: [u8; 32],
     entries: HashMap<EntryId, EntryState>,
+    /// Entries this batch gave an external id, by that id: their keys are
+    /// not in the tree until it lands. (A map, not a walk of `entries`
+    /// per lookup: an exchange page looks up every record it brings.)
+    external_added: HashMap<String, Vec<EntryId>>,
     /// Entry numbers of the entries read or changed by this batch.
     numbers: HashMap<EntryId, u32>,
     /// Entries first numbered by this batch, for the id map once it lands.
@@ -331,6 +335,7 @@ impl<'a> Pending<'a> {
             digest: set.digest(),
             set,
             entries: HashMap::new(),
+            external_added: HashMap::new(),
             numbers: HashMap::new(),
             numbered: Vec::new(),
             next_entry: store.counter(keys::NEXT_ENTRY)?,
@@ -501,6 +506,10 @@ impl<'a> Pending<'a> {
         if let Some(ext) = &data.external_id {
             self.batch
                 .insert(keys::external(self.set.no, ext, &id.0), &[][..]);
+            let added = self.external_added.entry(ext.clone()).or_default();
+            if !added.contains(&id) {
+                added.push(id);
+            }
         }
         let next = EntryState {
             set_no: self.set.no,
@@ -580,8 +589,8 @@ impl<'a> Pending<'a> {
             }
         }
         // Entries added earlier in this same batch are not in the tree yet.
-        for (id, s) in &self.entries {
-            if s.data.external_id.as_deref() == Some(external_id) && !ids.contains(id) {
+        for id in self.external_added.get(external_id).into_iter().flatten() {
+            if !ids.contains(id) {
                 ids.push(*id);
             }
         }

@@ -144,6 +144,7 @@ pub fn set_summary(s: crate::store::SetState) -> proto::SetSummary {
         head_digest: s.head_digest,
         matchable: s.matchable,
         suppressed: s.suppressed,
+        kind: s.info.kind.name().to_owned(),
     }
 }
 

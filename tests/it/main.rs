@@ -6,6 +6,7 @@
 mod common;
 mod nodes;
 
+mod allowlists;
 mod audit;
 mod audit_crash;
 mod cli_admin;

@@ -212,8 +212,7 @@ impl DemoNode {
     /// Head seq and digest of the demo set here (0 and "" if absent).
     fn head(&self, set: &SetId) -> (u64, String) {
         self.db
-            .store()
-            .set(set)
+            .settled(|store| store.set(set))
             .map_or((0, String::new()), |s| (s.head_seq, s.head_digest))
     }
 
