@@ -330,8 +330,17 @@ impl Exchanges {
         let mut client = Client::for_node(&self.dir, config)?;
         let mut state = self.ops.exchange_state(&config.name)?;
         let (mut pages, mut repeats) = (0u64, 0u32);
+        // The next page is fetched while the last one is written: its
+        // cursor is the one the last page's batch lands, so at most two
+        // pages are held, and the server's time and the store's overlap.
+        let mut cursor = state.cursor.clone();
+        let mut writing = None;
         loop {
-            let page = client.fetch(&state.cursor).await?;
+            let fetched = client.fetch(&cursor).await;
+            if let Some(write) = writing.take() {
+                state = Self::landed(write).await?;
+            }
+            let page = fetched?;
             if let Some(first) = page.skipped.first() {
                 tracing::warn!(
                     exchange = %config.name,
@@ -340,12 +349,13 @@ impl Exchanges {
                     "records of a page skipped"
                 );
             }
-            let (more, same) = (page.more, page.cursor == state.cursor);
+            let (more, same) = (page.more, page.cursor == cursor);
             self.metrics.exchange_page(
                 &config.name,
                 page.items.len() as u64,
                 page.skipped.len() as u64,
             );
+            cursor.clone_from(&page.cursor);
             let page = ExchangePage {
                 skipped: page.skipped.len() as u64,
                 items: page.items,
@@ -353,21 +363,34 @@ impl Exchanges {
                 caught_up: !page.more,
             };
             let (ops, cfg) = (self.ops.clone(), config.clone());
-            state = self
-                .tasks
-                .spawn_blocking(move || ops.apply_exchange_page(&cfg, page))
-                .await??;
+            writing = Some(
+                self.tasks
+                    .spawn_blocking(move || ops.apply_exchange_page(&cfg, page)),
+            );
             pages += 1;
             if !more || pages >= MAX_PAGES_PER_PASS {
                 break;
             }
             repeats = if same { repeats + 1 } else { 0 };
             if repeats >= MAX_REPEATS {
-                return Err(FetchError::Stuck(repeats));
+                break;
             }
+        }
+        if let Some(write) = writing.take() {
+            state = Self::landed(write).await?;
+        }
+        if repeats >= MAX_REPEATS {
+            return Err(FetchError::Stuck(repeats));
         }
         tracing::info!(exchange = %config.name, pages, "exchange fetched");
         Ok(Pass { pages, state })
+    }
+
+    /// The state a page's write landed, once it has.
+    async fn landed(
+        write: tokio::task::JoinHandle<Result<ExchangeState, OpsError>>,
+    ) -> Result<ExchangeState, FetchError> {
+        Ok(write.await??)
     }
 
     /// Exchange `name`'s schedule: a pass, then its interval (or, after a

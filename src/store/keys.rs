@@ -15,7 +15,7 @@
 //! | `e`    | entry chunk u32                       | up to 64 entry states (see `entries.rs`) |
 //! | `p`    | PDQ slot chunk u32                    | slot chunk (see `slots.rs`) |
 //! | `f`    | PDQ slot u32                          | empty (free slots)             |
-//! | `x`    | set number u32, external id, entry id | empty                          |
+//! | `x`    | set number u32, external id           | its entry ids, 16 bytes each   |
 //! | `m`    | counter name                          | u64                            |
 //! | `R`    | call key u64 (time ms << 16, counted up) | one call's match records (see [`super::matches`]) |
 //! | `g`    | match id (16)                         | feedback on the match (JSON)   |
@@ -80,10 +80,11 @@ pub const MATCH_FEEDBACK: u8 = b'g';
 pub const MATCH: u8 = b'r';
 
 /// The layout version of the store (absent in stores of format 1, which
-/// kept one `e` key per entry id and `v` keys by value).
+/// kept one `e` key per entry id and `v` keys by value; format 2 kept one
+/// `x` key per entry, read by `migrate.rs`).
 pub const FORMAT: &[u8] = b"mformat";
 /// The layout [`FORMAT`] this code reads and writes.
-pub const CURRENT_FORMAT: u64 = 2;
+pub const CURRENT_FORMAT: u64 = 3;
 /// Counter: the next entry number.
 pub const NEXT_ENTRY: &[u8] = b"mnext_entry";
 /// Counter: the next never-used PDQ slot.
@@ -220,9 +221,12 @@ pub fn exchange_outbox_prefix(set: &str) -> Vec<u8> {
     k
 }
 
-/// `x` + set number + length-prefixed external id (the prefix of its entries).
-pub fn external_prefix(set_no: u32, external_id: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(7 + external_id.len() + 16);
+/// `x` + set number + length-prefixed external id: the entries that came
+/// under that id of an exchange or a file, one key per id (not one per
+/// entry: a page of 1,000 NCMEC records would otherwise insert 2,000 small
+/// keys, and sled's cost per new key was most of an exchange's).
+pub fn external(set_no: u32, external_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(7 + external_id.len());
     k.push(EXTERNAL);
     k.extend_from_slice(&set_no.to_be_bytes());
     k.extend_from_slice(&(external_id.len() as u16).to_be_bytes());
@@ -230,14 +234,35 @@ pub fn external_prefix(set_no: u32, external_id: &str) -> Vec<u8> {
     k
 }
 
-/// `x` + set number + external id + entry id.
-pub fn external(set_no: u32, external_id: &str, id: &[u8; 16]) -> Vec<u8> {
-    let mut k = external_prefix(set_no, external_id);
-    k.extend_from_slice(id);
-    k
+/// An `x` value: the entry ids, 16 bytes each.
+pub fn external_value(ids: &[crate::model::EntryId]) -> Vec<u8> {
+    ids.iter().flat_map(|id| id.0).collect()
 }
 
-/// The last 16 bytes of a key, as an entry id (for `x` and `q` keys).
+/// The entry ids of an `x` value; `None` if it is not whole ids.
+pub fn external_ids(value: &[u8]) -> Option<Vec<crate::model::EntryId>> {
+    if value.len() % 16 != 0 {
+        return None;
+    }
+    value
+        .chunks_exact(16)
+        .map(|c| c.try_into().ok().map(crate::model::EntryId))
+        .collect()
+}
+
+/// Where a key of the layout-2 `x` index (one key per entry: the id
+/// after the external id) splits: its `x` key of today and its entry id.
+/// `None` for a key that is not of that shape.
+pub fn split_external_v2(key: &[u8]) -> Option<(&[u8], [u8; 16])> {
+    let len = u16::from_be_bytes(key.get(5..7)?.try_into().ok()?) as usize;
+    let end = 7 + len;
+    if key.first() != Some(&EXTERNAL) || key.len() != end + 16 {
+        return None;
+    }
+    Some((&key[..end], key[end..].try_into().ok()?))
+}
+
+/// The last 16 bytes of a key, as an entry id (for `q` keys).
 pub fn trailing_id(key: &[u8]) -> Option<[u8; 16]> {
     let start = key.len().checked_sub(16)?;
     key[start..].try_into().ok()

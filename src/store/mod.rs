@@ -34,6 +34,7 @@ mod entries;
 mod federation;
 pub mod keys;
 pub mod matches;
+mod migrate;
 pub mod raw;
 mod slots;
 mod snapshot;
@@ -301,6 +302,7 @@ impl Store {
     fn check_format(&self) -> Result<(), StoreError> {
         match self.counter(keys::FORMAT)? {
             keys::CURRENT_FORMAT => Ok(()),
+            2 => migrate::external_index(&self.tree),
             0 if self.tree.is_empty() => {
                 self.tree
                     .insert(keys::FORMAT, &keys::CURRENT_FORMAT.to_be_bytes())?;

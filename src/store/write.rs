@@ -123,10 +123,10 @@ pub(super) struct Pending<'a> {
     set: SetState,
     digest: [u8; 32],
     entries: HashMap<EntryId, EntryState>,
-    /// Entries this batch gave an external id, by that id: their keys are
-    /// not in the tree until it lands. (A map, not a walk of `entries`
-    /// per lookup: an exchange page looks up every record it brings.)
-    external_added: HashMap<String, Vec<EntryId>>,
+    /// The entries under each external id this batch read or changed,
+    /// and whether it changed them: written back once, at commit. (An
+    /// exchange page looks up every record it brings.)
+    externals: HashMap<String, (Vec<EntryId>, bool)>,
     /// Entry numbers of the entries read or changed by this batch.
     numbers: HashMap<EntryId, u32>,
     /// Entries first numbered by this batch, for the id map once it lands.
@@ -335,7 +335,7 @@ impl<'a> Pending<'a> {
             digest: set.digest(),
             set,
             entries: HashMap::new(),
-            external_added: HashMap::new(),
+            externals: HashMap::new(),
             numbers: HashMap::new(),
             numbered: Vec::new(),
             next_entry: store.counter(keys::NEXT_ENTRY)?,
@@ -504,11 +504,10 @@ impl<'a> Pending<'a> {
         seq: u64,
     ) -> Result<Outcome, StoreError> {
         if let Some(ext) = &data.external_id {
-            self.batch
-                .insert(keys::external(self.set.no, ext, &id.0), &[][..]);
-            let added = self.external_added.entry(ext.clone()).or_default();
-            if !added.contains(&id) {
-                added.push(id);
+            let (ids, dirty) = self.external_list(ext)?;
+            if !ids.contains(&id) {
+                ids.push(id);
+                *dirty = true;
             }
         }
         let next = EntryState {
@@ -579,32 +578,48 @@ impl<'a> Pending<'a> {
         self.transition(id, &old, next)
     }
 
+    /// The entries listed under `external_id`, loaded on first use in
+    /// this batch, and whether this batch changed the list.
+    fn external_list(
+        &mut self,
+        external_id: &str,
+    ) -> Result<(&mut Vec<EntryId>, &mut bool), StoreError> {
+        if !self.externals.contains_key(external_id) {
+            let key = keys::external(self.set.no, external_id);
+            let ids = match self.store.tree.get(key)? {
+                Some(bytes) => keys::external_ids(&bytes).ok_or_else(|| {
+                    StoreError::Corrupt("an external id's entry list has a partial id".into())
+                })?,
+                None => Vec::new(),
+            };
+            self.externals.insert(external_id.to_owned(), (ids, false));
+        }
+        let (ids, dirty) = self
+            .externals
+            .get_mut(external_id)
+            .ok_or_else(|| StoreError::Corrupt("an external id's list vanished".into()))?;
+        Ok((ids, dirty))
+    }
+
+    /// The entries that hold `external_id` now (retracted or not).
     fn external_ids(&mut self, external_id: &str) -> Result<Vec<EntryId>, StoreError> {
-        let prefix = keys::external_prefix(self.set.no, external_id);
-        let mut ids = Vec::new();
-        for kv in self.store.tree.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            if k.len() == prefix.len() + 16 {
-                ids.extend(keys::trailing_id(&k).map(EntryId));
-            }
-        }
-        // Entries added earlier in this same batch are not in the tree yet.
-        for id in self.external_added.get(external_id).into_iter().flatten() {
-            if !ids.contains(id) {
-                ids.push(*id);
-            }
-        }
-        // Keys are never removed, so an entry re-added since under another
-        // source record still has one for the old id: only its current
-        // external id counts.
-        let mut current = Vec::with_capacity(ids.len());
-        for id in ids {
+        let listed = self.external_list(external_id)?.0.clone();
+        // An entry re-added since under another source record is still
+        // listed under the old id: only its current external id counts,
+        // and the list forgets it when it is next written.
+        let mut current = Vec::with_capacity(listed.len());
+        for id in &listed {
             if self
-                .get(&id)?
+                .get(id)?
                 .is_some_and(|s| s.data.external_id.as_deref() == Some(external_id))
             {
-                current.push(id);
+                current.push(*id);
             }
+        }
+        if current.len() != listed.len() {
+            let (ids, dirty) = self.external_list(external_id)?;
+            ids.clone_from(&current);
+            *dirty = true;
         }
         Ok(current)
     }
@@ -819,6 +834,14 @@ impl<'a> Pending<'a> {
             }
         }
         self.write_entries()?;
+        for (external_id, (ids, dirty)) in &self.externals {
+            let key = keys::external(self.set.no, external_id);
+            match (dirty, ids.is_empty()) {
+                (false, _) => {}
+                (true, true) => self.batch.remove(key),
+                (true, false) => self.batch.insert(key, keys::external_value(ids)),
+            }
+        }
         let usage: Increments = self
             .usage
             .drain(..)
